@@ -1,0 +1,1 @@
+"""Apache Beam connector for Alibaba Cloud IoT Platform's HTTPS device channel."""

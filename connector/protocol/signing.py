@@ -1,0 +1,34 @@
+"""Signing of /auth requests: hex(HMAC(deviceSecret, content)).
+
+content is every parameter sent except version, sign and signmethod, sorted by name and written as
+name then value with no separators. Only parameters actually sent are signed.
+"""
+import hashlib
+import hmac
+
+SIGN_METHODS = {
+    "hmacmd5": hashlib.md5,
+    "hmacsha1": hashlib.sha1,
+    "hmacsha256": hashlib.sha256,
+}
+DEFAULT_SIGN_METHOD = "hmacmd5"  # what the platform assumes when signmethod is absent
+UNSIGNED_PARAMS = frozenset({"version", "sign", "signmethod"})
+
+
+def sign_content(params):
+    """The string that is signed: sorted name+value pairs of the signed parameters."""
+    return "".join(f"{name}{params[name]}" for name in sorted(params) if name not in UNSIGNED_PARAMS)
+
+
+def sign(secret, params, method=DEFAULT_SIGN_METHOD):
+    """Lowercase hex signature of params with the device secret; raises ValueError on unknown method."""
+    try:
+        digest = SIGN_METHODS[method]
+    except KeyError:
+        raise ValueError(f"unknown sign method {method!r}; use one of {sorted(SIGN_METHODS)}") from None
+    return hmac.new(secret.encode("utf-8"), sign_content(params).encode("utf-8"), digest).hexdigest()
+
+
+def signature_matches(secret, params, method, given):
+    """Constant-time check of a signature given in either hex case."""
+    return hmac.compare_digest(sign(secret, params, method), str(given).lower())

@@ -1,0 +1,52 @@
+"""Topic rules for publishing over HTTP: shape, size, and which topics a device owns."""
+from .limits import MAX_TOPIC_BYTES, MAX_TOPIC_SLASHES
+
+
+class InvalidTopic(ValueError):
+    """A topic the platform would refuse; the message says which rule it breaks."""
+
+
+def topic_problem(topic):
+    """Why the topic cannot be published to, or None when its shape is valid."""
+    if not isinstance(topic, str) or not topic:
+        return "topic must be a non-empty string"
+    if not topic.startswith("/"):
+        return "topic must start with '/'"
+    if "?" in topic:
+        return "topic must not carry a query string"
+    if "+" in topic or "#" in topic:
+        return "topic must not contain the MQTT wildcards '+' or '#'"
+    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+        return f"topic is longer than {MAX_TOPIC_BYTES} bytes"
+    if topic.count("/") > MAX_TOPIC_SLASHES:
+        return f"topic has more than {MAX_TOPIC_SLASHES} '/'"
+    if "" in topic[1:].split("/"):
+        return "topic must not have empty levels"
+    return None
+
+
+def validate_topic(topic):
+    """Raise InvalidTopic unless the topic's shape is valid."""
+    problem = topic_problem(topic)
+    if problem:
+        raise InvalidTopic(f"{problem}: {topic!r}")
+
+
+def device_owns_topic(topic, product_key, device_name):
+    """Whether a directly connected device may publish to this topic over HTTP.
+
+    Its own custom topics (/pk/dn/user/...), its thing-model topics (/sys/pk/dn/thing/...) and the
+    system topics the platform's SDKs publish to right after /auth.
+    """
+    levels = topic[1:].split("/")
+    own = [product_key, device_name]
+    if levels[:3] == own + ["user"] and len(levels) > 3:
+        return True
+    if levels[:1] == ["sys"] and levels[1:3] == own and len(levels) > 4 and levels[3] == "thing":
+        return True
+    system_topics = (
+        ["ota", "device", "inform"] + own,
+        ["ota", "device", "progress"] + own,
+        ["shadow", "update"] + own,
+    )
+    return levels in system_topics

@@ -1,0 +1,26 @@
+"""Install the IoT Platform connector for Apache Beam.
+
+Also the file Dataflow stages with ``--setup_file``, so workers get the same package.
+"""
+import setuptools
+
+setuptools.setup(
+    name="iot-platform-beam-connector",
+    version="0.1.0",
+    description="Apache Beam sink for Alibaba Cloud IoT Platform's HTTPS device channel, with a local emulator",
+    packages=setuptools.find_packages(include=["connector", "connector.*", "pipelines", "pipelines.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "apache-beam>=2.60",
+        "requests>=2.31",
+        "fastavro>=1.9",
+        # The emulator: aiohttp.web writes header names in canonical case (the platform's legacy C SDK
+        # needs that) and serves thousands of TLS keep-alive requests per second on one core.
+        "aiohttp>=3.9",
+        # The emulator generates its CA and RSA server certificate at start; the stdlib cannot.
+        "cryptography>=41",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "psutil>=5.9"],
+    },
+)
