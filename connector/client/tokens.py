@@ -1,0 +1,85 @@
+"""TokenCache: one token per device, shared by every thread of a worker process.
+
+Single-flight: however many threads ask for the same device at once, one /auth is made. Tokens are
+renewed before their assumed lifetime ends, dropped when the platform says they are bad, and a
+refused device is not asked about again for a short while, so a wrong secret does not hammer /auth.
+"""
+import threading
+import time
+from concurrent.futures import Future
+
+from connector.protocol.codes import Action
+
+from .errors import UnknownDevice
+
+# An older SDK assumed 48 hours; the spec says 7 days. Renewing early costs one /auth per device.
+ASSUMED_TOKEN_LIFETIME_SECONDS = 48 * 3600
+REFUSED_DEVICE_RETRY_SECONDS = 30.0
+
+
+class TokenCache:
+    """Tokens for devices, fetched through `client.authenticate` with secrets from `secrets`.
+
+    secrets: a callable Device -> secret (or None when unknown), or a mapping Device -> secret.
+    """
+
+    def __init__(self, client, secrets, *, assumed_lifetime=ASSUMED_TOKEN_LIFETIME_SECONDS,
+                 refused_retry_after=REFUSED_DEVICE_RETRY_SECONDS, clock=time.monotonic):
+        self._client = client
+        self._secret_for = secrets if callable(secrets) else secrets.get
+        self._lifetime = assumed_lifetime
+        self._refused_retry_after = refused_retry_after
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tokens = {}  # device -> (token, renew_at)
+        self._refused = {}  # device -> (error, retry_at)
+        self._pending = {}  # device -> Future of the /auth under way
+        self.auth_calls = 0
+
+    def __repr__(self):
+        return f"TokenCache({len(self._tokens)} devices)"
+
+    def get(self, device):
+        """A valid token for the device; raises IoTPlatformError when it cannot authenticate."""
+        with self._lock:
+            now = self._clock()
+            cached = self._tokens.get(device)
+            if cached and now < cached[1]:
+                return cached[0]
+            refused = self._refused.get(device)
+            if refused and now < refused[1]:
+                raise refused[0]
+            pending = self._pending.get(device)
+            leader = pending is None
+            if leader:
+                pending = self._pending[device] = Future()
+                self.auth_calls += 1
+        if leader:
+            self._authenticate(device, pending)
+        return pending.result()
+
+    def invalidate(self, device, token):
+        """Forget the token after the platform rejected it, unless another thread already renewed it."""
+        with self._lock:
+            cached = self._tokens.get(device)
+            if cached and cached[0] == token:
+                del self._tokens[device]
+
+    def _authenticate(self, device, pending):
+        try:
+            secret = self._secret_for(device)
+            if secret is None:
+                raise UnknownDevice(device)
+            token = self._client.authenticate(device, secret)
+        except Exception as error:
+            with self._lock:
+                del self._pending[device]
+                if getattr(error, "action", None) == Action.PERMANENT:
+                    self._refused[device] = (error, self._clock() + self._refused_retry_after)
+            pending.set_exception(error)
+            return
+        with self._lock:
+            del self._pending[device]
+            self._refused.pop(device, None)
+            self._tokens[device] = (token, self._clock() + self._lifetime)
+        pending.set_result(token)
