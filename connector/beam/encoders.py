@@ -1,0 +1,378 @@
+"""Payload encoders: how records become the bytes of one message on the HTTP channel.
+
+An encoder turns each record into a fragment once (so a record that cannot be encoded fails alone, and
+the packer can count bytes without re-encoding), then wraps fragments into one payload body. The packer
+relies on ``overhead(device)`` being an upper bound of what ``payload`` adds around the fragments.
+
+Encoders are pickled into the pipeline: they hold only their options; anything costly is built lazily.
+"""
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import random
+
+import fastavro
+from fastavro.validation import ValidationError, validate
+
+
+class EncodeError(ValueError):
+    """A record this encoder cannot encode; message says why (never includes secrets)."""
+
+
+class Encoder:
+    """Turns records into fragments, and fragments into one payload body."""
+
+    name = None
+    max_records = None  # records per payload at most; None = as many as fit
+    separator = b""  # written between fragments in a payload
+
+    def encode(self, record):
+        """One record's fragment; raises EncodeError."""
+        raise NotImplementedError
+
+    def overhead(self, device):
+        """Upper bound of the bytes a payload adds besides fragments and separators."""
+        return 0
+
+    def payload(self, device, fragments):
+        """The body of one message holding these fragments."""
+        return self.separator.join(fragments)
+
+    def decode(self, payload):
+        """The records back from a payload (for tests, accounting and dead letters)."""
+        raise NotImplementedError
+
+
+# --- JSON -------------------------------------------------------------------------------------------
+
+# One shared encoder: json.dumps with options builds a new one on every call.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _to_json(value):
+    """Compact UTF-8 JSON of value; EncodeError naming the field JSON cannot hold."""
+    try:
+        return _JSON.encode(value).encode("utf-8")
+    except (TypeError, ValueError) as error:
+        if "Circular reference" in str(error):
+            raise EncodeError("record contains a circular reference") from None
+        found = _unencodable(value, ())
+        if found is None:  # not expected: the walk below mirrors the json module's rules
+            raise EncodeError(f"record cannot be encoded as JSON: {error}") from None
+        path, problem = found
+        where = f" (field {'.'.join(path)})" if path else ""
+        raise EncodeError(problem + where) from None
+
+
+def _unencodable(value, path):
+    """(path, problem) of the first value JSON cannot hold, in the order json writes them; or None.
+
+    Runs only after encoding failed, so a failing record costs a second pass and a good one nothing.
+    Gives types and field names, never values.
+    """
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, "NaN/Infinity cannot be encoded as JSON")
+    if value is None or isinstance(value, (str, int)):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not (key is None or isinstance(key, (str, int, float))):
+                return path, f"keys of type {type(key).__name__} cannot be encoded as JSON"
+            found = _unencodable(item, path + (str(key),))
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _unencodable(item, path + (str(index),))
+            if found:
+                return found
+        return None
+    return path, f"values of type {type(value).__name__} cannot be encoded as JSON"
+
+
+def _require_dict(record, encoder_name):
+    if not isinstance(record, dict):
+        raise EncodeError(f"{encoder_name} records must be dicts, got {type(record).__name__}")
+
+
+class JsonLinesEncoder(Encoder):
+    """One compact JSON object per line. decode returns the records as JSON gives them back
+    (tuples come back as lists, non-string keys as strings)."""
+
+    name = "jsonl"
+    separator = b"\n"  # never inside a fragment: JSON escapes newlines in strings
+
+    def encode(self, record):
+        _require_dict(record, self.name)
+        return _to_json(record)
+
+    def decode(self, payload):
+        return [json.loads(line) for line in payload.split(self.separator)] if payload else []
+
+
+class JsonArrayEncoder(JsonLinesEncoder):
+    """One JSON array of objects."""
+
+    name = "json-array"
+    separator = b","
+
+    def overhead(self, device):
+        return 2
+
+    def payload(self, device, fragments):
+        return b"[" + self.separator.join(fragments) + b"]"
+
+    def decode(self, payload):
+        return json.loads(payload)
+
+
+# --- Alink JSON (thing model) -----------------------------------------------------------------------
+
+ALINK_ID_LIMIT = 2**32  # ids are strings holding 0..4294967295
+DEVICE_FIELDS = ("productKey", "deviceName")
+_MISSING = object()
+
+
+def _restart_ids():
+    """Start this process's id counter at a random point (again in a forked child, so that it does not
+    repeat its parent's ids)."""
+    global _ids
+    _ids = itertools.count(random.SystemRandom().randrange(ALINK_ID_LIMIT))
+
+
+_restart_ids()
+os.register_at_fork(after_in_child=_restart_ids)
+
+
+def next_message_id():
+    """The next Alink message id, as the string the platform wants.
+
+    Ids come from one counter per process that starts at a random point and wraps at 2**32, so a process
+    never repeats an id within 2**32 messages. Processes (workers, forks) draw independent starting
+    points: two of them publishing for the same device collide only if their ranges overlap, which for
+    n messages each has a chance of about 2n / 2**32. Treat the id as a dedupe hint, not a key.
+    """
+    return str(next(_ids) % ALINK_ID_LIMIT)
+
+
+def _epoch_ms(value, field):
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    problem = "is negative" if isinstance(value, int) and not isinstance(value, bool) else (
+        f"is a {type(value).__name__}")
+    raise EncodeError(f"time field {field!r} must be epoch milliseconds as a non-negative int; it {problem}")
+
+
+class _AlinkEncoder(Encoder):
+    """Shared by the thing-model encoders: a fragment is one record's properties object,
+    {"name": {"value": v, "time": ms}, ...}; the payload wraps fragments in the Alink envelope."""
+
+    method = None
+    time_required = False
+
+    def __init__(self, time_field="time", properties=None, exclude=DEVICE_FIELDS):
+        """properties: the fields to report (missing ones are skipped); default every field except
+        those in exclude and the time field."""
+        self.time_field = time_field
+        self.properties = None if properties is None else tuple(properties)
+        self.exclude = frozenset(exclude) | {time_field}
+
+    def properties_of(self, record):
+        """The properties object of one record, as a dict."""
+        _require_dict(record, self.name)
+        time = record.get(self.time_field, _MISSING)
+        if time is not _MISSING:
+            stamp = {"time": _epoch_ms(time, self.time_field)}
+        elif self.time_required:
+            raise EncodeError(f"{self.name} records need a time field {self.time_field!r} (epoch ms)")
+        else:
+            stamp = {}
+        if self.properties is None:
+            names = [name for name in record if name not in self.exclude]
+        else:
+            names = [name for name in self.properties if name in record]
+        if not names:
+            raise EncodeError(f"record has no properties to report ({self.name})")
+        return {name: {"value": record[name], **stamp} for name in names}
+
+    def encode(self, record):
+        return _to_json(self.properties_of(record))
+
+    def overhead(self, device):
+        head, tail = self._envelope(device, str(ALINK_ID_LIMIT - 1))  # the widest id
+        return len(head) + len(tail)
+
+    def payload(self, device, fragments):
+        head, tail = self._envelope(device, next_message_id())
+        return head + self.separator.join(fragments) + tail
+
+    def _envelope(self, device, message_id):
+        """The bytes before and after the fragments."""
+        raise NotImplementedError
+
+
+class AlinkPropertyEncoder(_AlinkEncoder):
+    """A live property report (thing.event.property.post): one record per message.
+    decode returns [the properties object]."""
+
+    name = "alink-property"
+    method = "thing.event.property.post"
+    max_records = 1
+
+    def _envelope(self, device, message_id):
+        head = b'{"id":"%s","version":"1.0","params":' % message_id.encode()
+        return head, b',"method":"%s"}' % self.method.encode()
+
+    def decode(self, payload):
+        return [json.loads(payload)["params"]]
+
+
+class AlinkHistoryEncoder(_AlinkEncoder):
+    """A historical data report (thing.event.property.history.post), made for backfill: many records
+    per message, each with its own time, which is therefore required. decode returns the list of
+    properties objects."""
+
+    name = "alink-history"
+    method = "thing.event.property.history.post"
+    separator = b","
+    time_required = True
+
+    def _envelope(self, device, message_id):
+        identity = _to_json({"productKey": device.product_key, "deviceName": device.device_name})
+        head = b'{"id":"%s","version":"1.0","method":"%s","params":[{"identity":%s,"properties":[' % (
+            message_id.encode(), self.method.encode(), identity)
+        return head, b'],"events":[]}]}'
+
+    def decode(self, payload):
+        return json.loads(payload)["params"][0]["properties"]
+
+
+# --- Avro -------------------------------------------------------------------------------------------
+
+_MAX_LONG_BYTES = 10  # a zigzag varint of a 64-bit long
+_SYNC_BYTES = 16
+
+
+def _avro_long(n):
+    """Avro's zigzag varint encoding of a long."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _schema_name(schema):
+    if isinstance(schema, list):
+        return "one of " + ", ".join(map(_schema_name, schema))
+    if isinstance(schema, dict):
+        return schema.get("name") or _schema_name(schema.get("type"))
+    return str(schema)
+
+
+class AvroEncoder(Encoder):
+    """An Avro object container file (null codec) holding every record of the payload in one block.
+
+    A fragment is the record's schemaless Avro encoding, so a payload is the file header, the block's
+    count and size, the fragments, and the sync marker. The marker is derived from the schema, so the
+    same records always give the same bytes. decode returns the records as fastavro reads them.
+    """
+
+    name = "avro"
+
+    def __init__(self, schema):
+        self.schema = json.loads(schema) if isinstance(schema, str) else schema
+        self._state = None
+        self._parsed()  # fail at pipeline construction, not on the workers
+
+    def __getstate__(self):
+        return {"schema": self.schema, "_state": None}  # parsed schema and header rebuild lazily
+
+    def _parsed(self):
+        """(parsed schema, container header, sync marker), built once per process."""
+        if self._state is None:
+            try:
+                parsed = fastavro.parse_schema(self.schema)
+            except Exception as error:
+                raise ValueError(f"invalid Avro schema: {error}") from None
+            sync = hashlib.md5(json.dumps(self.schema, sort_keys=True).encode()).digest()
+            header = io.BytesIO()
+            fastavro.writer(header, parsed, [], codec="null", sync_marker=sync)
+            self._state = parsed, header.getvalue(), sync
+        return self._state
+
+    def encode(self, record):
+        parsed = self._parsed()[0]
+        try:
+            validate(record, parsed, raise_errors=True)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{e.field or 'record'}: expected {_schema_name(e.schema)}, got {type(e.datum).__name__}"
+                for e in error.errors)
+            raise EncodeError(f"record does not match the Avro schema: {problems}") from None
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, parsed, record)
+        return out.getvalue()
+
+    def overhead(self, device):
+        return len(self._parsed()[1]) + 2 * _MAX_LONG_BYTES + _SYNC_BYTES
+
+    def payload(self, device, fragments):
+        _, header, sync = self._parsed()
+        data = b"".join(fragments)
+        return b"".join((header, _avro_long(len(fragments)), _avro_long(len(data)), data, sync))
+
+    def decode(self, payload):
+        return list(fastavro.reader(io.BytesIO(payload)))
+
+
+# --- Raw bytes --------------------------------------------------------------------------------------
+
+class RawEncoder(Encoder):
+    """Bytes records sent as they are: one per message, or several joined by a separator the records
+    must not contain. decode returns bytes."""
+
+    name = "raw"
+
+    def __init__(self, separator=None):
+        if separator is not None and not (isinstance(separator, bytes) and separator):
+            raise ValueError("raw separator must be non-empty bytes, or None for one record per message")
+        self.separator = separator or b""
+        self.max_records = None if separator else 1
+
+    def encode(self, record):
+        if not isinstance(record, (bytes, bytearray, memoryview)):
+            raise EncodeError(f"raw records must be bytes, got {type(record).__name__}")
+        fragment = bytes(record)
+        if self.separator and self.separator in fragment:
+            raise EncodeError("raw record contains the separator, so it could not be split back out")
+        return fragment
+
+    def decode(self, payload):
+        return payload.split(self.separator) if self.separator else [payload]
+
+
+ENCODERS = {
+    cls.name: cls
+    for cls in (JsonLinesEncoder, JsonArrayEncoder, AvroEncoder, RawEncoder, AlinkPropertyEncoder,
+                AlinkHistoryEncoder)
+}
+
+
+def get_encoder(spec, **options):
+    """An Encoder instance as it is, or a new encoder by name with options (e.g. avro's schema)."""
+    if isinstance(spec, Encoder):
+        if options:
+            raise ValueError(f"options {sorted(options)} given with an encoder instance would be ignored")
+        return spec
+    try:
+        cls = ENCODERS[spec]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown encoder {spec!r}; use one of {sorted(ENCODERS)}") from None
+    return cls(**options)
