@@ -1,0 +1,103 @@
+"""Packing encoded records into payloads of at most 128 KB, as full as the limit allows.
+
+Greedy and in arrival order: a payload closes when the next fragment would push it past the limit (or
+the encoder's record cap is reached). Sizes are counted from fragment lengths and the encoder's
+envelope bound, so a record is encoded once and a body is built only when its payload closes.
+"""
+import math
+from typing import NamedTuple
+
+from connector.protocol.limits import MAX_PAYLOAD_BYTES
+
+
+class Payload(NamedTuple):
+    body: bytes
+    records: list  # the original records, in order
+
+
+class RecordTooLarge(ValueError):
+    """The record cannot fit in a payload even alone."""
+
+
+class Packer:
+    """Packs one device's fragments into payloads; holds at most one open payload."""
+
+    def __init__(self, encoder, device, max_payload_bytes=MAX_PAYLOAD_BYTES):
+        if max_payload_bytes > MAX_PAYLOAD_BYTES:
+            raise ValueError(f"max_payload_bytes {max_payload_bytes} is above the platform's limit of "
+                             f"{MAX_PAYLOAD_BYTES} bytes per message")
+        overhead = encoder.overhead(device)
+        if max_payload_bytes <= overhead:
+            raise ValueError(f"max_payload_bytes {max_payload_bytes} leaves no room for records: the "
+                             f"{encoder.name} envelope alone takes up to {overhead} bytes")
+        self.encoder = encoder
+        self.device = device
+        self.max_payload_bytes = max_payload_bytes
+        self._overhead = overhead
+        self._separator = len(encoder.separator)
+        # Each fragment is counted with one separator; the last one's is never written, hence the +.
+        self._room = max_payload_bytes - overhead + self._separator
+        self._max_records = math.inf if encoder.max_records is None else encoder.max_records
+        self._records = []
+        self._fragments = []
+        self._used = 0
+
+    def add(self, record, fragment):
+        """Add a record and its fragment; returns the payload this closed, if any.
+
+        Raises RecordTooLarge, leaving the packer as it was, when the record cannot fit even alone.
+        """
+        size = len(fragment) + self._separator
+        if size > self._room:
+            raise RecordTooLarge(
+                f"a record encodes to {len(fragment)} bytes, more than the {self._room - self._separator} "
+                f"bytes a payload of at most {self.max_payload_bytes} bytes holds besides the "
+                f"{self.encoder.name} envelope ({self._overhead} bytes)")
+        closed = None
+        if self._used + size > self._room or len(self._records) >= self._max_records:
+            closed = self.flush()
+        self._records.append(record)
+        self._fragments.append(fragment)
+        self._used += size
+        return closed
+
+    def flush(self):
+        """Close and return the open payload, if any."""
+        if not self._records:
+            return None
+        body = self.encoder.payload(self.device, self._fragments)
+        if len(body) > self.max_payload_bytes:
+            raise AssertionError(f"bug: the {self.encoder.name} encoder built a {len(body)}-byte body, above "
+                                 f"the {self.max_payload_bytes} bytes its overhead() bound promised")
+        payload = Payload(body, self._records)
+        self._records, self._fragments, self._used = [], [], 0
+        return payload
+
+    @property
+    def pending_records(self):
+        """Records in the open payload."""
+        return len(self._records)
+
+    @property
+    def pending_bytes(self):
+        """Upper bound of the body the open payload would have if closed now; 0 when none is open."""
+        return self._used - self._separator + self._overhead if self._records else 0
+
+
+def pack(encoder, device, records_with_fragments, max_payload_bytes=MAX_PAYLOAD_BYTES):
+    """Packs (record, fragment) pairs, streaming: yields each Payload as it closes, and (record,
+    RecordTooLarge) for a record that cannot fit. Payload is a tuple too: tell them apart with
+    isinstance(item, Payload). A too-large record is yielded when met, before the payload that holds
+    the records around it."""
+    packer = Packer(encoder, device, max_payload_bytes)
+    for record, fragment in records_with_fragments:
+        try:
+            payload = packer.add(record, fragment)
+        except RecordTooLarge as error:
+            yield record, error
+            continue
+        if payload is not None:
+            yield payload
+    payload = packer.flush()
+    if payload is not None:
+        yield payload
