@@ -1,0 +1,292 @@
+"""Encoders: round trips, the errors a bad record gets, and the Alink bodies PROTOCOL.md describes."""
+import io
+import itertools
+import json
+import os
+import pickle
+
+import fastavro
+import pytest
+
+from connector.beam import encoders
+from connector.beam.encoders import AvroEncoder, EncodeError, Encoder, RawEncoder, get_encoder
+from connector.protocol.device import Device
+
+DEVICE = Device("a1B2c3D4e5F", "sensor-01")
+SCHEMA = {
+    "type": "record",
+    "name": "Reading",
+    "fields": [
+        {"name": "sensor", "type": "string"},
+        {"name": "time", "type": "long"},
+        {"name": "temperature", "type": "double"},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+    ],
+}
+READINGS = [
+    {"sensor": "s1", "time": 1524448722000, "temperature": 21.5, "tags": ["a", "é"]},
+    {"sensor": "s2", "time": 1524448723000, "temperature": 10.0, "tags": []},
+]
+T = 1524448722000
+
+
+def make(name):
+    options = {"avro": {"schema": SCHEMA}, "raw-lines": {"separator": b"\n"}}.get(name, {})
+    return get_encoder(name.replace("raw-lines", "raw"), **options)
+
+
+def body_of(encoder, records):
+    return encoder.payload(DEVICE, [encoder.encode(r) for r in records])
+
+
+ROUND_TRIPS = [
+    ("jsonl", READINGS + [{"nested": {"a": [1, None, True]}, "text": "line\nbreak \u2028 €"}]),
+    ("json-array", READINGS + [{}]),
+    ("avro", READINGS),
+    ("raw", [b"\x00\xffbinary\n"]),
+    ("raw-lines", [b"one", b"", b"three \xe2\x82\xac"]),
+]
+
+
+@pytest.mark.parametrize("name,records", ROUND_TRIPS, ids=[case[0] for case in ROUND_TRIPS])
+def test_round_trip(name, records):
+    encoder = make(name)
+    fragments = [encoder.encode(r) for r in records]
+    body = encoder.payload(DEVICE, fragments)
+    assert encoder.decode(body) == records
+    bound = encoder.overhead(DEVICE) + sum(map(len, fragments)) + len(encoder.separator) * (len(records) - 1)
+    assert len(body) <= bound
+
+
+def test_jsonl_is_compact_utf8_lines_without_trailing_newline():
+    body = body_of(make("jsonl"), [{"a": 1, "b": "é"}, {"c": [1.0]}])
+    assert body == '{"a":1,"b":"é"}\n{"c":[1.0]}'.encode("utf-8")
+
+
+def test_json_array_payload_is_one_array():
+    body = body_of(make("json-array"), [{"a": 1}, {"b": 2}])
+    assert body == b'[{"a":1},{"b":2}]'
+    assert json.loads(body) == [{"a": 1}, {"b": 2}]
+
+
+@pytest.mark.parametrize("name", ["jsonl", "json-array", "alink-property", "alink-history"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_json_encoders_refuse_nan_and_infinity(name, value):
+    with pytest.raises(EncodeError, match="NaN/Infinity cannot be encoded as JSON"):
+        make(name).encode({"temperature": value, "time": T})
+
+
+@pytest.mark.parametrize("value,type_name", [(b"secret-bytes", "bytes"), ({1, 2}, "set"), (object(), "object")])
+def test_json_names_the_type_and_field_it_cannot_encode_without_the_value(value, type_name):
+    with pytest.raises(EncodeError) as error:
+        make("jsonl").encode({"outer": {"items": [1, value]}})
+    message = str(error.value)
+    assert f"type {type_name}" in message and "outer.items.1" in message
+    assert "secret-bytes" not in message
+
+
+def test_json_refuses_circular_records():
+    record = {}
+    record["self"] = record
+    with pytest.raises(EncodeError, match="circular"):
+        make("jsonl").encode(record)
+
+
+@pytest.mark.parametrize("name", ["jsonl", "json-array", "alink-property", "alink-history"])
+@pytest.mark.parametrize("record", [[1, 2], "text", b"{}", None])
+def test_json_encoders_need_dict_records(name, record):
+    with pytest.raises(EncodeError, match="must be dicts"):
+        make(name).encode(record)
+
+
+# --- Alink ------------------------------------------------------------------------------------------
+
+def assert_alink_id(message_id):
+    assert isinstance(message_id, str) and message_id.isdigit()
+    assert 0 <= int(message_id) <= 4294967295
+
+
+def test_alink_property_body_matches_protocol():
+    encoder = make("alink-property")
+    record = {"productKey": "pk", "deviceName": "dn", "time": T, "temperature": 10.0, "mode": "eco"}
+    body = body_of(encoder, [record])
+    message = json.loads(body)
+    assert list(message) == ["id", "version", "params", "method"]
+    assert_alink_id(message["id"])
+    assert message["version"] == "1.0"
+    assert message["method"] == "thing.event.property.post"
+    assert message["params"] == {"temperature": {"value": 10.0, "time": T}, "mode": {"value": "eco", "time": T}}
+    assert b'"value":10.0,' in body  # floats keep their decimal point
+    assert encoder.max_records == 1
+    assert encoder.decode(body) == [message["params"]]
+
+
+def test_alink_property_without_time_sends_values_only():
+    message = json.loads(body_of(make("alink-property"), [{"temperature": 21.5}]))
+    assert message["params"] == {"temperature": {"value": 21.5}}
+
+
+def test_alink_property_selection_and_exclusion():
+    record = {"time": T, "temperature": 1.5, "humidity": 40, "site": "x"}
+    chosen = get_encoder("alink-property", properties=["humidity", "missing"])
+    assert chosen.properties_of(record) == {"humidity": {"value": 40, "time": T}}
+    excluded = get_encoder("alink-property", exclude=["site"], time_field="ts")
+    assert excluded.properties_of({"ts": T, "temperature": 1.5, "site": "x"}) == {
+        "temperature": {"value": 1.5, "time": T}}
+
+
+@pytest.mark.parametrize("name", ["alink-property", "alink-history"])
+def test_alink_needs_a_property(name):
+    with pytest.raises(EncodeError, match="no properties"):
+        make(name).encode({"productKey": "pk", "deviceName": "dn", "time": T})
+
+
+def test_alink_history_body_matches_protocol():
+    encoder = make("alink-history")
+    device = Device("pk\"1", "dévice")  # the identity is JSON-escaped, not pasted in
+    records = [{"time": T, "temperature": 21.5, "humidity": 40.1}, {"time": T + 1000, "temperature": 22.0}]
+    body = encoder.payload(device, [encoder.encode(r) for r in records])
+    message = json.loads(body)
+    assert list(message) == ["id", "version", "method", "params"]
+    assert_alink_id(message["id"])
+    assert message["version"] == "1.0"
+    assert message["method"] == "thing.event.property.history.post"
+    assert message["params"] == [{
+        "identity": {"productKey": "pk\"1", "deviceName": "dévice"},
+        "properties": [
+            {"temperature": {"value": 21.5, "time": T}, "humidity": {"value": 40.1, "time": T}},
+            {"temperature": {"value": 22.0, "time": T + 1000}},
+        ],
+        "events": [],
+    }]
+    assert b'"value":22.0,' in body
+    assert encoder.decode(body) == message["params"][0]["properties"]
+
+
+@pytest.mark.parametrize("time", [None, True, 1524448722.0, "1524448722000", -1])
+def test_alink_refuses_invalid_time(time):
+    for name in ("alink-property", "alink-history"):
+        with pytest.raises(EncodeError, match="epoch milliseconds"):
+            make(name).encode({"time": time, "temperature": 1.0})
+
+
+def test_alink_history_requires_time():
+    with pytest.raises(EncodeError, match="need a time field 'time'"):
+        make("alink-history").encode({"temperature": 1.0})
+
+
+def test_alink_ids_count_up_and_wrap_at_2_to_the_32(monkeypatch):
+    monkeypatch.setattr(encoders, "_ids", itertools.count(2**32 - 2))
+    assert [encoders.next_message_id() for _ in range(3)] == ["4294967294", "4294967295", "0"]
+
+
+@pytest.mark.parametrize("name", ["alink-property", "alink-history"])
+def test_alink_overhead_reserves_the_widest_id(name, monkeypatch):
+    monkeypatch.setattr(encoders, "_ids", itertools.count(2**32 - 1))
+    encoder = make(name)
+    fragment = encoder.encode({"time": T, "t": 1.0})
+    assert len(encoder.payload(DEVICE, [fragment])) == encoder.overhead(DEVICE) + len(fragment)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_does_not_repeat_the_parents_ids():
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, encoders.next_message_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 16).decode()
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    assert child_id != encoders.next_message_id()  # equal only with chance 2**-32
+
+
+# --- Avro -------------------------------------------------------------------------------------------
+
+def test_avro_payload_is_one_container_file_with_one_block():
+    encoder = make("avro")
+    body = body_of(encoder, READINGS)
+    reader = fastavro.reader(io.BytesIO(body))
+    assert list(reader) == READINGS
+    assert reader.metadata["avro.codec"] == "null"
+    blocks = list(fastavro.block_reader(io.BytesIO(body)))
+    assert [block.num_records for block in blocks] == [2]
+    assert body == body_of(make("avro"), READINGS)  # deterministic sync marker
+
+
+def test_avro_accepts_a_json_schema_string():
+    assert make("avro").encode(READINGS[0]) == get_encoder("avro", schema=json.dumps(SCHEMA)).encode(READINGS[0])
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"temperature": "warm"}, "Reading.temperature: expected double, got str"),
+    ({"time": 1.5}, "Reading.time: expected long, got float"),
+    ({"time": True}, "Reading.time: expected long, got bool"),
+    ({"sensor": None}, "Reading.sensor: expected string, got NoneType"),
+])
+def test_avro_refuses_records_that_do_not_match_the_schema(change, expected):
+    with pytest.raises(EncodeError, match="does not match the Avro schema") as error:
+        make("avro").encode({**READINGS[0], **change})
+    assert expected in str(error.value)
+
+
+def test_avro_refuses_an_invalid_schema_at_construction():
+    with pytest.raises(ValueError, match="invalid Avro schema"):
+        AvroEncoder({"type": "record", "name": "R", "fields": [{"name": "x", "type": "nosuchtype"}]})
+
+
+# --- Raw --------------------------------------------------------------------------------------------
+
+def test_raw_sends_bytes_as_they_are_one_per_message():
+    encoder = make("raw")
+    assert encoder.max_records == 1
+    for record in (b"abc", bytearray(b"abc"), memoryview(b"abc")):
+        assert encoder.payload(DEVICE, [encoder.encode(record)]) == b"abc"
+
+
+@pytest.mark.parametrize("record", ["text", 5, {"a": 1}])
+def test_raw_needs_bytes(record):
+    with pytest.raises(EncodeError, match="must be bytes"):
+        make("raw").encode(record)
+
+
+def test_raw_with_separator_packs_several_and_refuses_records_holding_it():
+    encoder = RawEncoder(separator=b"\n")
+    assert encoder.max_records is None and encoder.separator == b"\n"
+    with pytest.raises(EncodeError, match="contains the separator"):
+        encoder.encode(b"a\nb")
+    with pytest.raises(ValueError):
+        RawEncoder(separator="\n")
+
+
+# --- Lookup and pickling ----------------------------------------------------------------------------
+
+ALL = ["jsonl", "json-array", "avro", "raw", "raw-lines", "alink-property", "alink-history"]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_encoders_survive_pickling(name):
+    encoder = make(name)
+    record = {"raw": b"x", "raw-lines": b"x"}.get(name, READINGS[0])
+    fragment = encoder.encode(record)
+    copy = pickle.loads(pickle.dumps(encoder))
+    assert copy.encode(record) == fragment
+    assert copy.overhead(DEVICE) == encoder.overhead(DEVICE)
+
+
+def test_get_encoder_by_name_and_instance():
+    assert [get_encoder(name).name for name in ("jsonl", "json-array", "alink-property")] == [
+        "jsonl", "json-array", "alink-property"]
+    instance = RawEncoder()
+    assert get_encoder(instance) is instance
+    assert isinstance(get_encoder("alink-history", time_field="ts"), Encoder)
+    with pytest.raises(ValueError, match="would be ignored"):
+        get_encoder(instance, separator=b"\n")
+
+
+def test_get_encoder_lists_names_for_unknown_ones():
+    with pytest.raises(ValueError) as error:
+        get_encoder("protobuf")
+    for name in ("jsonl", "json-array", "avro", "raw", "alink-property", "alink-history"):
+        assert name in str(error.value)
