@@ -1,0 +1,203 @@
+"""Emulator: run the emulator in a subprocess for tests and benchmarks, and drive its admin API.
+
+A subprocess runs on its own core, and can be killed (-9) and restarted on the same port with the
+same certificates and database, which is how tests show that acknowledged messages survive.
+"""
+import base64
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+from connector.protocol.device import Device
+
+from .admin import MAX_PAGE, PREFIX
+
+_PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class EmulatorError(RuntimeError):
+    """The emulator did not start, or its admin API refused a request."""
+
+
+class Emulator:
+    """A running emulator; use as a context manager.
+
+    devices: a list of {productKey, deviceName, deviceSecret} dicts or the path of such a JSON file.
+    """
+
+    def __init__(self, devices, token_ttl=None, device_qps=None, account_qps=None, db=None,
+                 latency_ms=None, host="127.0.0.1", port=0, extra_args=(), start_timeout=30):
+        self._dir = tempfile.TemporaryDirectory(prefix="iot-emulator-")
+        if isinstance(devices, (str, os.PathLike)):
+            self._devices_file = os.fspath(devices)
+            with open(self._devices_file, encoding="utf-8") as f:
+                self.devices = json.load(f)
+        else:
+            self.devices = list(devices)
+            self._devices_file = os.path.join(self._dir.name, "devices.json")
+            with open(self._devices_file, "w", encoding="utf-8") as f:
+                json.dump(self.devices, f)
+        self._options = {"--token-ttl": token_ttl, "--device-qps": device_qps, "--account-qps": account_qps,
+                         "--db": db, "--latency-ms": latency_ms}
+        self.host, self.port, self._extra_args = host, port, list(extra_args)
+        self._start_timeout = start_timeout
+        self._process = None
+        self._stderr = None
+        self._session = None
+        self.endpoint = self.ca_file = None
+
+    def __repr__(self):
+        return f"Emulator({self.endpoint or 'not started'})"
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # -- process --------------------------------------------------------------------------------
+    def _command(self):
+        command = [sys.executable, "-m", "connector.emulator", "--devices", self._devices_file,
+                   "--host", self.host, "--port", str(self.port),
+                   "--cert-dir", os.path.join(self._dir.name, "certs")]
+        for flag, value in self._options.items():
+            if value is not None:
+                command += [flag, str(value)]
+        return command + self._extra_args
+
+    def start(self):
+        """Start the subprocess and wait until it accepts connections."""
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")])))
+        self._stderr = open(os.path.join(self._dir.name, "stderr.log"), "ab")
+        self._process = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        announcement = json.loads(self._read_announcement())
+        self.endpoint, self.ca_file = announcement["endpoint"], announcement["ca_file"]
+        self.port = int(self.endpoint.rsplit(":", 1)[1])
+        self._session = requests.Session()
+        return self
+
+    def _read_announcement(self):
+        deadline = time.monotonic() + self._start_timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self._process.stdout], [], [], 0.1)
+            if ready:
+                line = self._process.stdout.readline()
+                if line:
+                    return line
+            if self._process.poll() is not None:
+                break
+        self.kill()
+        raise EmulatorError(f"the emulator did not start (exit code {self._process.returncode}); "
+                            f"stderr:\n{self.stderr()}")
+
+    def stderr(self):
+        """What the emulator wrote to stderr so far (its log)."""
+        with open(os.path.join(self._dir.name, "stderr.log"), encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    @property
+    def pid(self):
+        return self._process.pid if self._process else None
+
+    def _finish(self):
+        self._process.stdout.close()
+        self._stderr.close()
+        if self._session is not None:
+            self._session.close()
+        returncode, self._process = self._process.returncode, None
+        return returncode
+
+    def stop(self, timeout=10):
+        """SIGTERM and wait; returns the exit code (0 when it stopped cleanly)."""
+        if self._process is None:
+            return None
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        return self._finish()
+
+    def kill(self):
+        """SIGKILL: no chance to flush or clean up, like a crash."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._finish()
+
+    def restart(self):
+        """Start again on the same port with the same certificates and database."""
+        self.kill()
+        return self.start()
+
+    def close(self):
+        self.stop()
+        self._dir.cleanup()
+
+    # -- admin API ------------------------------------------------------------------------------
+    def _admin(self, method, path, body=None, params=None):
+        response = self._session.request(method, f"{self.endpoint}{PREFIX}{path}", json=body, params=params,
+                                         verify=self.ca_file, timeout=60)
+        if response.status_code != 200:
+            raise EmulatorError(f"{method} {PREFIX}{path}: HTTP {response.status_code} {response.text}")
+        return response.json()
+
+    def messages(self, device=None, topic=None, page_size=MAX_PAGE):
+        """Every stored message (oldest first) as dicts with messageId an int and payload as bytes.
+
+        device: a Device, a (productKey, deviceName) pair or "productKey/deviceName".
+        """
+        params = {"limit": page_size}
+        if device is not None:
+            params["device"] = device if isinstance(device, str) else str(Device(*device))
+        if topic is not None:
+            params["topic"] = topic
+        found = []
+        while True:
+            page = self._admin("GET", "/messages", params=params)
+            for message in page["messages"]:
+                message["payload"] = base64.b64decode(message.pop("payload_b64"))
+                found.append(message)
+            if page["next"] is None:
+                return found
+            params["after"] = page["next"]
+
+    def counters(self):
+        return self._admin("GET", "/counters")
+
+    def add_devices(self, devices):
+        reply = self._admin("POST", "/devices", list(devices))
+        self.devices.extend(devices)
+        return reply
+
+    def expire_tokens(self):
+        return self._admin("POST", "/tokens/expire")
+
+    def faults(self):
+        return self._admin("GET", "/faults")
+
+    def set_faults(self, **faults):
+        """Replace the fault configuration (see connector.emulator.faults); knobs left out are off."""
+        return self._admin("POST", "/faults", faults)
+
+    def clear_faults(self):
+        return self._admin("POST", "/faults", {})
+
+    def limits(self):
+        return self._admin("GET", "/limits")
+
+    def set_limits(self, **limits):
+        """Change device_qps, account_qps or token_ttl (seconds) at once."""
+        return self._admin("POST", "/limits", limits)
+
+    def reset(self):
+        """No messages, no counts, no faults, limits as at start (devices and tokens stay)."""
+        return self._admin("POST", "/reset")

@@ -1,0 +1,55 @@
+"""Everything the emulated platform holds: devices and tokens, messages, limits, faults, counters."""
+import collections
+
+from connector.protocol.limits import (
+    ACCOUNT_REQUESTS_PER_SECOND, DEVICE_MESSAGES_PER_SECOND, TOKEN_LIFETIME_SECONDS,
+)
+
+from .faults import Faults
+from .ratelimit import RateLimiter
+from .registry import Registry
+from .store import MessageStore
+
+LIMIT_NAMES = ("device_qps", "account_qps", "token_ttl")
+
+
+class EmulatorState:
+    def __init__(self, devices=None, *, token_ttl=None, device_qps=None, account_qps=None,
+                 latency_ms=0, db=None):
+        self.registry = Registry(devices, TOKEN_LIFETIME_SECONDS if token_ttl is None else token_ttl)
+        self.store = MessageStore(db)
+        self.limiter = RateLimiter(DEVICE_MESSAGES_PER_SECOND if device_qps is None else device_qps,
+                                   ACCOUNT_REQUESTS_PER_SECOND if account_qps is None else account_qps)
+        self.faults = Faults(latency_ms)
+        self.requests = collections.Counter()  # (endpoint, outcome) -> count
+        self._initial_limits = self.limits()
+
+    def limits(self):
+        return {"device_qps": self.limiter.device_qps, "account_qps": self.limiter.account_qps,
+                "token_ttl": self.registry.token_ttl}
+
+    def set_limits(self, changes):
+        """Change some limits at once; ValueError on unknown names or values that are not positive."""
+        unknown = set(changes) - set(LIMIT_NAMES)
+        if unknown:
+            raise ValueError(f"unknown limits {sorted(unknown)}; known: {list(LIMIT_NAMES)}")
+        for name, value in changes.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name} must be a positive number")
+        limits = {**self.limits(), **changes}
+        self.limiter.configure(limits["device_qps"], limits["account_qps"])
+        self.registry.token_ttl = limits["token_ttl"]
+
+    def counters(self):
+        by_endpoint = collections.defaultdict(dict)
+        for (endpoint, outcome), count in sorted(self.requests.items()):
+            by_endpoint[endpoint][outcome] = count
+        return {"requests": by_endpoint, "faults": dict(sorted(self.faults.injected.items())),
+                "messages": len(self.store)}
+
+    def reset(self):
+        """Back to the state at start, except devices and tokens: no messages, counts, faults."""
+        self.store.clear()
+        self.requests.clear()
+        self.faults.reset()
+        self.set_limits(self._initial_limits)

@@ -1,0 +1,166 @@
+"""Accepted messages, in memory and optionally journaled to SQLite.
+
+Memory serves every query. With a database, a message is committed before it is acknowledged; the
+commits of requests that arrive together are grouped into one transaction so persistence stays cheap.
+On start the journal is loaded back and messageIds continue above the largest one ever issued.
+"""
+import asyncio
+import bisect
+import sqlite3
+import time
+from typing import NamedTuple
+
+from connector.protocol.device import Device
+
+# Real messageIds are 64-bit integers above 2**53 (PROTOCOL.md records 1207967842654323713): start
+# there so clients that turn them into floats fail here as they would against the platform.
+FIRST_MESSAGE_ID = 1207967842654323713
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    message_id INTEGER PRIMARY KEY, product_key TEXT NOT NULL, device_name TEXT NOT NULL,
+    topic TEXT NOT NULL, payload BLOB NOT NULL, received_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+class Message(NamedTuple):
+    message_id: int
+    device: Device
+    topic: str
+    payload: bytes
+    received_at: float  # epoch seconds
+
+
+class _Sequence:
+    """Messages in messageId order with their ids beside them, for bisecting to a page start."""
+
+    __slots__ = ("ids", "messages")
+
+    def __init__(self):
+        self.ids = []
+        self.messages = []
+
+    def append(self, message):
+        self.ids.append(message.message_id)
+        self.messages.append(message)
+
+    def page(self, after, topic, limit):
+        start = 0 if after is None else bisect.bisect_right(self.ids, after)
+        found = []
+        for index in range(start, len(self.messages)):
+            message = self.messages[index]
+            if topic is None or message.topic == topic:
+                if len(found) == limit:
+                    return found, found[-1].message_id
+                found.append(message)
+        return found, None
+
+
+class MessageStore:
+    def __init__(self, db_path=None):
+        self._all = _Sequence()
+        self._by_device = {}
+        self._last_id = FIRST_MESSAGE_ID - 1
+        self._pending = []  # (Message, future) waiting for the next group commit
+        self._db = None
+        if db_path:
+            self._open(db_path)
+
+    def __len__(self):
+        return len(self._all.ids)
+
+    def __repr__(self):
+        return f"MessageStore({len(self)} messages, {'sqlite' if self._db else 'memory'})"
+
+    def _open(self, path):
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        rows = self._db.execute(
+            "SELECT message_id, product_key, device_name, topic, payload, received_at FROM messages"
+            " ORDER BY message_id")
+        for message_id, product_key, device_name, topic, payload, received_at in rows:
+            self._index(Message(message_id, Device(product_key, device_name), topic, payload, received_at))
+        (issued,) = self._db.execute(
+            "SELECT COALESCE(MAX(value), 0) FROM meta WHERE name = 'last_message_id'").fetchone()
+        self._last_id = max(self._last_id, issued, self._all.ids[-1] if self._all.ids else 0)
+
+    def next_id(self):
+        """A fresh messageId, also for replies that carry one without storing a message."""
+        self._last_id += 1
+        return self._last_id
+
+    async def add(self, device, topic, payload):
+        """Store a message and return its messageId once it is durable (committed, with a database)."""
+        message = Message(self.next_id(), device, topic, payload, time.time())
+        if self._db is None:
+            self._index(message)
+            return message.message_id
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((message, future))
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._commit_pending)
+        await future
+        return message.message_id
+
+    def _commit_pending(self):
+        batch, self._pending = self._pending, []
+        try:
+            with _transaction(self._db):
+                self._db.executemany(
+                    "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?)",
+                    [(m.message_id, *m.device, m.topic, m.payload, m.received_at) for m, _ in batch])
+                self._remember_last_id()
+        except sqlite3.Error as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for message, future in batch:
+            self._index(message)
+            if not future.done():  # its request may have been cancelled by a client hanging up
+                future.set_result(None)
+
+    def _remember_last_id(self):
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_message_id', ?)", (self._last_id,))
+
+    def _index(self, message):
+        self._all.append(message)
+        sequence = self._by_device.get(message.device)
+        if sequence is None:
+            sequence = self._by_device[message.device] = _Sequence()
+        sequence.append(message)
+
+    def page(self, device=None, topic=None, after=None, limit=1000):
+        """(messages, next) in messageId order; next is the `after` of the following page, or None."""
+        sequence = self._all if device is None else self._by_device.get(device, _Sequence())
+        return sequence.page(after, topic, limit)
+
+    def clear(self):
+        """Forget all messages; messageIds keep increasing."""
+        self._all = _Sequence()
+        self._by_device = {}
+        if self._db is not None:
+            with _transaction(self._db):
+                self._db.execute("DELETE FROM messages")
+                self._remember_last_id()
+
+    def close(self):
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+class _transaction:
+    """BEGIN ... COMMIT on an autocommit connection, ROLLBACK on error."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def __enter__(self):
+        self._db.execute("BEGIN")
+
+    def __exit__(self, exc_type, *_):
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
