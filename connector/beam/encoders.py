@@ -160,10 +160,11 @@ def next_message_id():
 
 
 def _epoch_ms(value, field):
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    """value, if it is epoch milliseconds: a non-negative int (a bool is an int to Python, not here)."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if is_int and value >= 0:
         return value
-    problem = "is negative" if isinstance(value, int) and not isinstance(value, bool) else (
-        f"is a {type(value).__name__}")
+    problem = "is negative" if is_int else f"is a {type(value).__name__}"
     raise EncodeError(f"time field {field!r} must be epoch milliseconds as a non-negative int; it {problem}")
 
 
