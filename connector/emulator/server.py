@@ -43,6 +43,22 @@ def _parse_auth_body(body):
     return json.loads(body, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=_reject_constant)
 
 
+async def _read_body(request):
+    """The request body, or None when it is larger than the platform takes (not read into memory).
+
+    With a Content-Length the body is read in one piece, sparing a copy of 128 KB payloads.
+    """
+    length = request.content_length
+    if length is None:
+        try:
+            return await request.read()  # chunked: aiohttp stops at client_max_size
+        except web.HTTPRequestEntityTooLarge:
+            return None
+    if length > MAX_PAYLOAD_BYTES:
+        return None
+    return await request.content.readexactly(length)
+
+
 def _media_type(request):
     """The Content-Type without parameters, lower case; None when absent (aiohttp would default it)."""
     value = request.headers.get("Content-Type")
@@ -79,10 +95,7 @@ class DeviceChannel:
     async def _serve(self, request, endpoint, handle):
         """What both endpoints share: body limit, account throttling, faults, latency, counting."""
         state, faults = self.state, self.state.faults
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            body = None
+        body = await _read_body(request)
         if faults.active:
             injected = self._inject(request, endpoint)
             if injected is not None:
