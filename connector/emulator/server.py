@@ -56,7 +56,7 @@ async def _read_body(request):
             return None
     if length > MAX_PAYLOAD_BYTES:
         return None
-    return await request.content.readexactly(length)
+    return await request.content.readexactly(length) if length else b""
 
 
 def _media_type(request):
@@ -95,7 +95,10 @@ class DeviceChannel:
     async def _serve(self, request, endpoint, handle):
         """What both endpoints share: body limit, account throttling, faults, latency, counting."""
         state, faults = self.state, self.state.faults
-        body = await _read_body(request)
+        try:
+            body = await _read_body(request)
+        except asyncio.IncompleteReadError:  # the client hung up in the middle of its body
+            return self._drop(request, endpoint)
         if faults.active:
             injected = self._inject(request, endpoint)
             if injected is not None:

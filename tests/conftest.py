@@ -1,0 +1,40 @@
+"""Shared fixtures: devices, one emulator for the session, and fresh ones for tests that need their own."""
+import pytest
+
+from connector.emulator import Emulator, make_devices
+
+
+@pytest.fixture(scope="session")
+def devices():
+    """A handful of device dicts {productKey, deviceName, deviceSecret}."""
+    return make_devices(4, product_key="pkTest00001")
+
+
+@pytest.fixture(scope="session")
+def emulator(devices):
+    """The session's emulator, default limits; tests that change it use clean_emulator."""
+    with Emulator(devices) as running:
+        yield running
+
+
+@pytest.fixture
+def clean_emulator(emulator):
+    """The session emulator with no messages, counts or faults and its limits as started."""
+    emulator.reset()
+    yield emulator
+    emulator.reset()
+
+
+@pytest.fixture
+def fresh_emulator(devices):
+    """A factory for emulators of a test's own: fresh_emulator(token_ttl=1, db=path, ...)."""
+    started = []
+
+    def start(**options):
+        options.setdefault("devices", devices)
+        started.append(Emulator(**options).start())
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.close()
