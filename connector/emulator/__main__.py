@@ -75,11 +75,10 @@ async def serve(args):
             host = args.endpoint_host or ("127.0.0.1" if args.host in WILDCARD_HOSTS else args.host)
             if ":" in host:
                 host = f"[{host}]"
-            print(json.dumps({"endpoint": f"https://{host}:{port}", "ca_file": ca_file}), flush=True)
             stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
             for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
+                asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+            print(json.dumps({"endpoint": f"https://{host}:{port}", "ca_file": ca_file}), flush=True)
             await stop.wait()
         finally:
             await runner.cleanup()

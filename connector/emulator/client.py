@@ -93,8 +93,8 @@ class Emulator:
                     return line
             if self._process.poll() is not None:
                 break
-        self.kill()
-        raise EmulatorError(f"the emulator did not start (exit code {self._process.returncode}); "
+        returncode = self.kill()
+        raise EmulatorError(f"the emulator did not start (exit code {returncode}); "
                             f"stderr:\n{self.stderr()}")
 
     def stderr(self):
@@ -127,11 +127,12 @@ class Emulator:
         return self._finish()
 
     def kill(self):
-        """SIGKILL: no chance to flush or clean up, like a crash."""
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
-            self._finish()
+        """SIGKILL: no chance to flush or clean up, like a crash. Returns the exit code."""
+        if self._process is None:
+            return None
+        self._process.kill()
+        self._process.wait()
+        return self._finish()
 
     def restart(self):
         """Start again on the same port with the same certificates and database."""

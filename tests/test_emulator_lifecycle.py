@@ -1,0 +1,63 @@
+"""The emulator as a process: persistence across kill -9, clean stop, start-up errors, logs."""
+import json
+
+import pytest
+import requests
+
+from connector.emulator import Emulator, EmulatorError
+from emulator_support import own_topic, publish, token
+
+
+def test_acknowledged_messages_survive_kill_and_ids_continue(fresh_emulator, devices, tmp_path):
+    running = fresh_emulator(db=str(tmp_path / "messages.db"))
+    value = token(running, devices[0])
+    acknowledged = [publish(running, value, own_topic(devices[0]), b"m%d" % i).json()["info"]["messageId"]
+                    for i in range(20)]
+    port = running.port
+    running.kill()
+    running.restart()
+    assert running.port == port
+    assert [m["messageId"] for m in running.messages()] == acknowledged
+    # tokens live in memory only: a restart forgets them, like a server that lost its sessions
+    assert publish(running, value, own_topic(devices[0])).json()["code"] == 20003
+    later = publish(running, token(running, devices[0]), own_topic(devices[0])).json()["info"]["messageId"]
+    assert later > max(acknowledged)
+
+
+def test_reset_with_a_database_keeps_ids_increasing(fresh_emulator, devices, tmp_path):
+    running = fresh_emulator(db=str(tmp_path / "messages.db"))
+    value = token(running, devices[0])
+    before = publish(running, value, own_topic(devices[0])).json()["info"]["messageId"]
+    running.reset()
+    running.restart()
+    assert running.messages() == []
+    assert publish(running, token(running, devices[0]), own_topic(devices[0])).json()["info"]["messageId"] > before
+
+
+def test_sigterm_stops_cleanly(fresh_emulator):
+    running = fresh_emulator()
+    assert running.stop() == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(running.endpoint + "/_emulator/counters", verify=running.ca_file, timeout=5)
+
+
+def test_endpoint_host_names_localhost(fresh_emulator):
+    running = fresh_emulator(extra_args=["--endpoint-host", "localhost"])
+    assert running.endpoint == f"https://localhost:{running.port}"
+    assert requests.get(running.endpoint + "/_emulator/limits", verify=running.ca_file, timeout=5).ok
+
+
+def test_start_up_failure_reports_stderr(tmp_path):
+    broken = tmp_path / "devices.json"
+    broken.write_text(json.dumps([{"productKey": "pk"}]))
+    with pytest.raises(EmulatorError, match="device #0 needs"):
+        Emulator(str(broken)).start()
+
+
+def test_debug_log_has_one_line_per_request_and_no_secrets(fresh_emulator, devices):
+    running = fresh_emulator(extra_args=["--log-level", "DEBUG"])
+    value = token(running, devices[0])
+    publish(running, value, own_topic(devices[0]))
+    log = running.stderr()
+    assert "POST /auth -> 0" in log and f"POST /topic{own_topic(devices[0])} -> 0" in log
+    assert value not in log and devices[0]["deviceSecret"] not in log
