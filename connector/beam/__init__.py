@@ -1,0 +1,1 @@
+"""The Beam layer: WriteToIoTPlatform and the pieces it is built from."""

@@ -41,11 +41,15 @@ class TokenCache:
 
     def get(self, device):
         """A valid token for the device; raises IoTPlatformError when it cannot authenticate."""
+        return self.fetch(device)[0]
+
+    def fetch(self, device):
+        """(token, authenticated): authenticated is true for the one caller whose /auth got the token."""
         with self._lock:
             now = self._clock()
             cached = self._tokens.get(device)
             if cached and now < cached[1]:
-                return cached[0]
+                return cached[0], False
             refused = self._refused.get(device)
             if refused and now < refused[1]:
                 raise refused[0]
@@ -56,7 +60,7 @@ class TokenCache:
                 self.auth_calls += 1
         if leader:
             self._authenticate(device, pending)
-        return pending.result()
+        return pending.result(), leader
 
     def invalidate(self, device, token):
         """Forget the token after the platform rejected it, unless another thread already renewed it."""

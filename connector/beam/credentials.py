@@ -1,0 +1,55 @@
+"""Device secrets, read by each worker at setup and never pickled into the pipeline graph.
+
+A file of productKey, deviceName, deviceSecret (JSON list of objects, or CSV with that header) at any
+path Beam's FileSystems can open (local, gs://, s3://...), or any object with a `secrets()` method.
+"""
+import csv
+import io
+import json
+
+from apache_beam.io.filesystems import FileSystems
+
+from connector.protocol.device import Device
+
+_FIELDS = ("productKey", "deviceName", "deviceSecret")
+
+
+class FileCredentials:
+    """Secrets from a file; holds only the path, so pickling it reveals nothing."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __repr__(self):
+        return f"FileCredentials({self.path!r})"
+
+    def secrets(self):
+        """Device -> secret, read now (on the worker)."""
+        with FileSystems.open(self.path) as handle:
+            text = handle.read().decode("utf-8-sig")
+        return parse_credentials(text, self.path)
+
+
+def parse_credentials(text, source="credentials"):
+    """Parse a JSON list or a CSV table of devices; errors name the source and row, never a secret."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        rows = json.loads(stripped)
+    else:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    secrets = {}
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or any(not isinstance(row.get(f), str) or not row.get(f) for f in _FIELDS):
+            raise ValueError(f"{source}: row {number} needs non-empty text fields {', '.join(_FIELDS)}")
+        secrets[Device(row["productKey"], row["deviceName"])] = row["deviceSecret"]
+    return secrets
+
+
+def as_credentials(credentials):
+    """A path becomes FileCredentials; a provider passes through; secrets given inline are refused."""
+    if isinstance(credentials, str):
+        return FileCredentials(credentials)
+    if callable(getattr(credentials, "secrets", None)):
+        return credentials
+    raise TypeError("credentials must be a path to a credentials file or an object with a secrets() "
+                    "method; secrets given inline would be pickled into the pipeline graph")

@@ -1,0 +1,110 @@
+"""What WriteToIoTPlatform returns: receipts for accepted messages, failed entries for records.
+
+Both are NamedTuples with deterministic coders, so they can be grouped, deduplicated, and written to
+Avro or BigQuery. Neither ever holds a secret or a token.
+"""
+from typing import Any, NamedTuple, Optional
+
+from apache_beam import coders, pvalue
+
+
+class Reason:
+    """Stable names for why a record was not published (the `reason` of a FailedRecord)."""
+
+    INVALID_RECORD = "invalid_record"  # not a record this transform can route (e.g. not a dict)
+    UNROUTABLE = "unroutable"  # device fields missing or empty, or the router failed
+    INVALID_TOPIC = "invalid_topic"  # the topic breaks the platform's topic rules
+    UNKNOWN_DEVICE = "unknown_device"  # no secret for the device in the credentials
+    UNENCODABLE = "unencodable"  # the encoder cannot encode the record
+    TOO_LARGE = "too_large"  # the record alone does not fit in one payload
+    AUTH_FAILED = "auth_failed"  # the platform refused the device (20000): secret, existence, clock
+    REJECTED = "rejected"  # the platform refused the payload as invalid (10001, or a client-side check)
+    TLS_ERROR = "tls_error"  # the platform's certificate did not verify
+    THROTTLED = "throttled"  # still throttled (40000) when the retry budget ran out
+    RETRIES_EXHAUSTED = "retries_exhausted"  # transient failures outlasted the retry budget
+
+    ALL = (INVALID_RECORD, UNROUTABLE, INVALID_TOPIC, UNKNOWN_DEVICE, UNENCODABLE, TOO_LARGE,
+           AUTH_FAILED, REJECTED, TLS_ERROR, THROTTLED, RETRIES_EXHAUSTED)
+
+
+class Receipt(NamedTuple):
+    """One message the platform accepted."""
+
+    product_key: str
+    device_name: str
+    topic: str
+    message_id: int  # exact: it exceeds 2**53, so give it as text where JSON leaves Python
+    record_count: int
+    payload_bytes: int
+
+    def to_json_dict(self):
+        """A dict for JSON consumers in other languages: message_id as text, which they cannot mangle."""
+        return dict(self._asdict(), message_id=str(self.message_id))
+
+
+class FailedRecord(NamedTuple):
+    """One input record that was not published, and why."""
+
+    record: Any
+    product_key: Optional[str]
+    device_name: Optional[str]
+    topic: Optional[str]
+    reason: str  # one of Reason
+    code: Optional[int]  # the platform's code, or None when the platform never answered
+    message: str
+    attempts: int  # publish attempts made (0 when nothing was sent)
+
+
+class _NamedTupleCoder(coders.Coder):
+    """Encodes a NamedTuple field by field with a deterministic tuple coder."""
+
+    def __init__(self, cls, field_coders):
+        self._cls = cls
+        self._tuple_coder = coders.TupleCoder(field_coders)
+
+    def encode(self, value):
+        return self._tuple_coder.encode(tuple(value))
+
+    def decode(self, encoded):
+        return self._cls(*self._tuple_coder.decode(encoded))
+
+    def is_deterministic(self):
+        return self._tuple_coder.is_deterministic()
+
+    def to_type_hint(self):
+        return self._cls
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._cls is other._cls
+
+    def __hash__(self):
+        return hash(self._cls)
+
+
+class ReceiptCoder(_NamedTupleCoder):
+    def __init__(self):
+        text, number = coders.StrUtf8Coder(), coders.VarIntCoder()
+        super().__init__(Receipt, [text, text, text, number, number, number])
+
+
+class FailedRecordCoder(_NamedTupleCoder):
+    def __init__(self):
+        text = coders.NullableCoder(coders.StrUtf8Coder())
+        record = coders.FastPrimitivesCoder().as_deterministic_coder("FailedRecord.record")
+        super().__init__(FailedRecord, [record, text, text, text, coders.StrUtf8Coder(),
+                                        coders.NullableCoder(coders.VarIntCoder()),
+                                        coders.StrUtf8Coder(), coders.VarIntCoder()])
+
+
+coders.registry.register_coder(Receipt, ReceiptCoder)
+coders.registry.register_coder(FailedRecord, FailedRecordCoder)
+
+
+class WriteToIoTPlatformResult(NamedTuple):
+    """The outputs of WriteToIoTPlatform, always both, in the input's windows.
+
+    A NamedTuple so that Beam names the transform's outputs `published` and `failed` in the graph.
+    """
+
+    published: pvalue.PCollection  # of Receipt
+    failed: pvalue.PCollection  # of FailedRecord

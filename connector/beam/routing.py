@@ -1,0 +1,112 @@
+"""Which device and topic a record goes to.
+
+A router is any callable record -> (Device, topic). It raises RoutingError to send the record to
+`failed` with a reason; anything else it raises is reported as unroutable too.
+"""
+import string
+
+from connector.protocol.device import Device
+from connector.protocol.topics import topic_problem
+
+from .results import Reason
+
+DEFAULT_TOPIC = "/{productKey}/{deviceName}/user/update"
+_DEVICE_FIELDS = {"productKey", "deviceName"}
+
+
+class RoutingError(ValueError):
+    """A record that cannot be routed; reason is a results.Reason name."""
+
+    def __init__(self, reason, message, device=None, topic=None):
+        super().__init__(message)
+        self.reason = reason
+        self.device = device
+        self.topic = topic
+
+
+class FieldRouter:
+    """Route by two record fields and a topic template (or a callable record, device -> topic).
+
+    The template is formatted with productKey, deviceName and the record's own fields. Topics that
+    depend only on the device are computed once per device.
+    """
+
+    def __init__(self, product_key_field="productKey", device_name_field="deviceName", topic=DEFAULT_TOPIC):
+        self.product_key_field = product_key_field
+        self.device_name_field = device_name_field
+        self.topic = topic
+        if isinstance(topic, str):
+            names = {name for _, name, _, _ in string.Formatter().parse(topic) if name}
+            self._device_only_topic = names <= _DEVICE_FIELDS
+        elif callable(topic):
+            self._device_only_topic = False
+        else:
+            raise TypeError("topic must be a template string or a callable (record, device) -> topic")
+        self._topics = {}
+
+    def __call__(self, record):
+        if not isinstance(record, dict):
+            raise RoutingError(Reason.INVALID_RECORD,
+                               f"a record must be a dict to be routed by fields, got {type(record).__name__}")
+        product_key = record.get(self.product_key_field)
+        device_name = record.get(self.device_name_field)
+        if not (isinstance(product_key, str) and product_key and isinstance(device_name, str) and device_name):
+            raise RoutingError(Reason.UNROUTABLE,
+                               f"fields {self.product_key_field!r} and {self.device_name_field!r} must be "
+                               f"non-empty strings, got {product_key!r} and {device_name!r}")
+        device = Device(product_key, device_name)
+        if self._device_only_topic:
+            topic = self._topics.get(device)
+            if topic is None:
+                topic = self._topics[device] = self._topic_for(record, device)
+            return device, topic
+        return device, self._topic_for(record, device)
+
+    def _topic_for(self, record, device):
+        try:
+            if callable(self.topic):
+                topic = self.topic(record, device)
+            else:
+                topic = self.topic.format_map(dict(record, productKey=device.product_key,
+                                                   deviceName=device.device_name))
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as error:
+            raise RoutingError(Reason.INVALID_TOPIC, f"topic could not be made for {device}: "
+                               f"{type(error).__name__}: {error}", device) from None
+        return checked_topic(topic, device)
+
+
+class CallableRouter:
+    """Wraps a user's callable record -> (device, topic), checking what it returns."""
+
+    def __init__(self, route):
+        self.route = route
+
+    def __call__(self, record):
+        try:
+            device, topic = self.route(record)
+            device = Device(*device)
+        except RoutingError:
+            raise
+        except Exception as error:
+            raise RoutingError(Reason.UNROUTABLE, f"router failed: {type(error).__name__}: {error}") from None
+        if not (isinstance(device.product_key, str) and device.product_key
+                and isinstance(device.device_name, str) and device.device_name):
+            raise RoutingError(Reason.UNROUTABLE, f"router gave an invalid device {device!r}")
+        return device, checked_topic(topic, device)
+
+
+def checked_topic(topic, device):
+    """The topic, or RoutingError(invalid_topic) when it breaks the platform's topic rules."""
+    problem = topic_problem(topic)
+    if problem:
+        raise RoutingError(Reason.INVALID_TOPIC, f"{problem}: {topic!r}", device,
+                           topic if isinstance(topic, str) else None)
+    return topic
+
+
+def make_router(router=None, *, product_key_field="productKey", device_name_field="deviceName",
+                topic=DEFAULT_TOPIC):
+    """The router WriteToIoTPlatform uses: the user's callable, or one over fields and a template."""
+    if router is not None:
+        return CallableRouter(router)
+    return FieldRouter(product_key_field, device_name_field, topic)

@@ -1,0 +1,124 @@
+"""WriteToIoTPlatform: the PTransform users apply.
+
+records --Route--> ((productKey, deviceName, topic), record) --group--> pack --publish--> receipts
+   |                                                             |                          |
+   +-- unroutable, bad topic ---------------------> failed <------+ unencodable, too large  + failed codes
+"""
+import apache_beam as beam
+from apache_beam import typehints
+from apache_beam.options.pipeline_options import StandardOptions
+
+from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
+
+from .credentials import as_credentials
+from .encoders import get_encoder
+from .metrics import SinkMetrics
+from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
+from .publisher import PublisherConfig, RetryPolicy
+from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
+from .routing import DEFAULT_TOPIC, RoutingError, make_router
+
+_Key = typehints.Tuple[str, str, str]
+
+
+class _RouteFn(beam.DoFn):
+    """Keys each record by (productKey, deviceName, topic); what cannot be routed fails here."""
+
+    def __init__(self, router):
+        self._router = router
+
+    def setup(self):
+        self._metrics = SinkMetrics()
+
+    def process(self, record):
+        self._metrics.records_in.inc()
+        try:
+            device, topic = self._router(record)
+        except RoutingError as error:
+            self._metrics.failed(error.reason)
+            device = error.device
+            yield beam.pvalue.TaggedOutput(FAILED, FailedRecord(
+                record, device and device.product_key, device and device.device_name, error.topic,
+                error.reason, None, str(error), 0))
+            return
+        yield (device.product_key, device.device_name, topic), record
+
+
+class WriteToIoTPlatform(beam.PTransform):
+    """Publish records to IoT Platform over its HTTPS device channel.
+
+    Records of one device and topic are packed into payloads of at most `max_payload_bytes` and sent
+    with the device's own token. Returns a WriteToIoTPlatformResult: `.published` (one Receipt per
+    accepted message) and `.failed` (one FailedRecord per record not published, with the reason).
+
+    endpoint: "https://iot-as-http.cn-shanghai.aliyuncs.com", or an emulator's endpoint.
+    credentials: path of a JSON/CSV file of productKey, deviceName, deviceSecret (any Beam
+        filesystem), read on the workers; or an object with a secrets() method.
+    topic: template over productKey, deviceName and the record's fields, or callable(record, device).
+    encoder: "jsonl", "json-array", "avro", "raw", "alink-property", "alink-history", or an Encoder;
+        encoder_options go to it (e.g. schema= for avro).
+    router: callable(record) -> ((productKey, deviceName), topic), instead of the fields and topic.
+    order_by: (batch) a record field to order each device's records by before packing, within
+        sort_buffer_bytes of encoded records at a time.
+    streaming: None follows the pipeline (unbounded input or --streaming); streaming buffers per
+        device in state and flushes on size, at window end and after max_buffering_delay seconds.
+    max_in_flight: payloads being published at once per worker process (a device's stay in order).
+    device_messages_per_second: the pace kept per device (the platform allows 30).
+    retry: a RetryPolicy. insecure_skip_tls_verify: turn certificate checks off (never the default).
+    """
+
+    def __init__(self, endpoint, credentials, *, topic=DEFAULT_TOPIC, encoder="jsonl", ca_file=None,
+                 max_payload_bytes=MAX_PAYLOAD_BYTES, encoder_options=None, product_key_field="productKey",
+                 device_name_field="deviceName", router=None, order_by=None, sort_buffer_bytes=64 << 20,
+                 streaming=None, max_buffering_delay=None, max_in_flight=16,
+                 device_messages_per_second=DEVICE_MESSAGES_PER_SECOND, retry=RetryPolicy(),
+                 connect_timeout=5.0, read_timeout=30.0, insecure_skip_tls_verify=False,
+                 processing_clock=None):
+        super().__init__()
+        if not 0 < max_payload_bytes <= MAX_PAYLOAD_BYTES:
+            raise ValueError(f"max_payload_bytes must be 1 to {MAX_PAYLOAD_BYTES} (the platform's limit)")
+        self._router = make_router(router, product_key_field=product_key_field,
+                                   device_name_field=device_name_field, topic=topic)
+        self._encoder = get_encoder(encoder, **(encoder_options or {}))
+        self._max_payload_bytes = max_payload_bytes
+        self._order_by = order_by
+        self._sort_buffer_bytes = sort_buffer_bytes
+        self._streaming = streaming
+        self._max_buffering_delay = max_buffering_delay
+        self._processing_clock = processing_clock
+        self._config = PublisherConfig(
+            endpoint=endpoint, credentials=as_credentials(credentials), ca_file=ca_file,
+            insecure_skip_tls_verify=insecure_skip_tls_verify, connect_timeout=connect_timeout,
+            read_timeout=read_timeout, max_in_flight=max_in_flight,
+            device_messages_per_second=device_messages_per_second, retry=retry)
+
+    def display_data(self):
+        return {"endpoint": self._config.endpoint, "encoder": self._encoder.name,
+                "max_payload_bytes": self._max_payload_bytes, "max_in_flight": self._config.max_in_flight}
+
+    def expand(self, records):
+        routed = records | "Route" >> beam.ParDo(_RouteFn(self._router)).with_outputs(FAILED, main="routed")
+        keyed = _typed(routed.routed, typehints.KV[_Key, typehints.Any])
+        if self._is_streaming(records):
+            publish_fn = _BufferedPublishFn(self._config, self._encoder, self._max_payload_bytes,
+                                            self._max_buffering_delay, self._processing_clock)
+        else:
+            keyed = keyed | "GroupByDevice" >> beam.GroupByKey()
+            publish_fn = _GroupedPublishFn(self._config, self._encoder, self._max_payload_bytes,
+                                           self._order_by, self._sort_buffer_bytes)
+        published = keyed | "PackAndPublish" >> beam.ParDo(publish_fn).with_outputs(FAILED, main="published")
+        failed = ((_typed(routed[FAILED], FailedRecord), _typed(published[FAILED], FailedRecord))
+                  | "Failed" >> beam.Flatten())
+        return WriteToIoTPlatformResult(_typed(published.published, Receipt), _typed(failed, FailedRecord))
+
+    def _is_streaming(self, records):
+        if self._streaming is not None:
+            return self._streaming
+        options = records.pipeline.options
+        return (options is not None and options.view_as(StandardOptions).streaming) or not records.is_bounded
+
+
+def _typed(pcoll, element_type):
+    """Declare a PCollection's element type, so Beam picks the deterministic coders for it."""
+    pcoll.element_type = element_type
+    return pcoll
