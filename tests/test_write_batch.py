@@ -1,0 +1,143 @@
+"""WriteToIoTPlatform in batch, against the emulator over TLS: exact accounting on every runner."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+import time
+
+import apache_beam as beam
+import pytest
+
+import connector
+from connector.beam.encoders import get_encoder
+from connector.emulator.accounting import account, canonical
+from connector.protocol.limits import MAX_PAYLOAD_BYTES
+
+from write_support import FN_API, MULTI_PROCESS, run_write, write_credentials
+
+
+def readings(devices, per_device, pad=150):
+    return [{"productKey": d["productKey"], "deviceName": d["deviceName"], "seq": i,
+             "time": 1_700_000_000_000 + i * 1000, "temperature": 20.5 + i % 7, "note": "x" * pad}
+            for i in range(per_device) for d in devices]
+
+
+@pytest.fixture
+def credentials(tmp_path, devices):
+    return write_credentials(tmp_path / "credentials.json", devices)
+
+
+def assert_exact(run, emulator, records, encoder="jsonl"):
+    """Every record accepted or failed, never both, never neither; receipts match the store."""
+    messages = emulator.messages()
+    result = account(records, messages, run.failed, get_encoder(encoder))
+    assert result.lost == 0 and result.unexpected == 0, result.summary()
+    assert result.duplicated == 0 and result.delivered_and_failed == 0, result.summary()
+    assert sorted(r.message_id for r in run.receipts) == sorted(m["messageId"] for m in messages)
+    assert sum(r.record_count for r in run.receipts) == result.delivered
+    return result
+
+
+def test_batch_publishes_every_record_in_full_payloads(clean_emulator, devices, credentials, tmp_path):
+    records = readings(devices, 1500)
+    run = run_write(records, clean_emulator, credentials, tmp_path)
+    result = assert_exact(run, clean_emulator, records)
+    assert result.delivered == len(records) and not run.failed
+    by_device = {}
+    for receipt in run.receipts:
+        assert receipt.payload_bytes <= MAX_PAYLOAD_BYTES
+        assert receipt.message_id > 2 ** 53
+        by_device.setdefault(receipt.device_name, []).append(receipt.payload_bytes)
+    for sizes in by_device.values():
+        full = sorted(sizes)[1:] if len(sizes) > 1 else []
+        assert all(size >= 0.95 * MAX_PAYLOAD_BYTES for size in full), sizes
+    assert run.counters["records_in"] == len(records)
+    assert run.counters["records_published"] == len(records)
+    assert run.counters["messages"] == len(run.receipts)
+    assert run.counters["auth_calls"] == len(devices)
+
+
+def test_records_keep_their_order_within_a_device(clean_emulator, devices, credentials, tmp_path):
+    records = readings(devices[:1], 3000)
+    run_write(records, clean_emulator, credentials, tmp_path)
+    messages = sorted(clean_emulator.messages(), key=lambda m: m["messageId"])
+    seqs = [json.loads(line)["seq"] for m in messages for line in m["payload"].splitlines()]
+    assert seqs == list(range(3000))
+
+
+def test_order_by_sorts_each_device_by_timestamp(clean_emulator, devices, credentials, tmp_path):
+    records = readings(devices[:2], 800)
+    shuffled = sorted(records, key=lambda r: (r["seq"] * 7919) % 800)
+    run_write(shuffled, clean_emulator, credentials, tmp_path, order_by="time")
+    for device in devices[:2]:
+        messages = sorted(clean_emulator.messages(device=(device["productKey"], device["deviceName"])),
+                          key=lambda m: m["messageId"])
+        times = [json.loads(line)["time"] for m in messages for line in m["payload"].splitlines()]
+        assert times == sorted(times) and len(times) == 800
+
+
+def test_bad_records_fail_with_their_reason_and_the_rest_arrive(clean_emulator, devices, credentials, tmp_path):
+    good = readings(devices, 50)
+    pk = devices[0]["productKey"]
+    bad = [
+        "not a dict",
+        {"deviceName": "d"},
+        {"productKey": pk, "deviceName": ""},
+        {"productKey": pk, "deviceName": "noSuchDevice", "v": 1},
+        {"productKey": pk, "deviceName": devices[1]["deviceName"], "v": float("nan")},
+        {"productKey": pk, "deviceName": devices[2]["deviceName"], "blob": "y" * (MAX_PAYLOAD_BYTES + 10)},
+        {"productKey": pk, "deviceName": devices[3]["deviceName"], "when": b"bytes"},
+    ]
+    run = run_write(good + bad, clean_emulator, credentials, tmp_path)
+    assert run.failed_reasons() == {"invalid_record": 1, "unroutable": 2, "unknown_device": 1,
+                                    "unencodable": 2, "too_large": 1}
+    result = account(good, clean_emulator.messages(), [], get_encoder("jsonl"))
+    assert result.delivered == len(good) and result.lost == 0
+    for entry in run.failed:
+        assert entry.message and entry.attempts in (0, 1)
+        assert canonical(entry.record) in {canonical(b) for b in bad}  # not ==: NaN != NaN
+
+
+def test_invalid_topic_templates_fail_the_records_not_the_pipeline(clean_emulator, devices, credentials, tmp_path):
+    records = [dict(r, kind=kind) for r, kind in zip(readings(devices, 3), ["ok", "a+b", "", "x" * 130] * 3)]
+    run = run_write(records, clean_emulator, credentials, tmp_path,
+                    topic="/{productKey}/{deviceName}/user/{kind}")
+    reasons = run.failed_reasons()
+    assert reasons == {"invalid_topic": sum(1 for r in records if r["kind"] != "ok")}
+    assert sum(r.record_count for r in run.receipts) == sum(1 for r in records if r["kind"] == "ok")
+    assert all("/user/ok" in r.topic for r in run.receipts)
+
+
+def test_wrong_secret_fails_exactly_that_devices_records(clean_emulator, devices, tmp_path):
+    wrong = [dict(d) for d in devices]
+    wrong[0]["deviceSecret"] = "not-the-secret"
+    credentials = write_credentials(tmp_path / "credentials.json", wrong)
+    records = readings(devices, 40)
+    run = run_write(records, clean_emulator, credentials, tmp_path)
+    assert_exact(run, clean_emulator, records)
+    assert run.failed_reasons() == {"auth_failed": 40}
+    assert {f.device_name for f in run.failed} == {devices[0]["deviceName"]}
+    assert all(f.code == 20000 for f in run.failed)
+
+
+def test_multi_process_runner_authenticates_once_per_device_per_process(clean_emulator, devices, credentials, tmp_path):
+    records = readings(devices, 600)
+    run = run_write(records, clean_emulator, credentials, tmp_path, options=MULTI_PROCESS)
+    assert_exact(run, clean_emulator, records)
+    auths = clean_emulator.counters()["requests"]["auth"].get("0", 0)
+    assert len(devices) <= auths <= 2 * len(devices)
+
+
+def test_receipts_and_failed_records_have_deterministic_coders():
+    from apache_beam import coders
+    for cls in (connector.Receipt, connector.FailedRecord):
+        assert coders.registry.get_coder(cls).is_deterministic()
+    failed = connector.FailedRecord({"b": 1, "a": [1.5, "x"]}, "pk", "dn", "/pk/dn/user/update",
+                                    "auth_failed", 20000, "auth check error", 1)
+    coder = coders.registry.get_coder(connector.FailedRecord)
+    assert coder.decode(coder.encode(failed)) == failed
+    receipt = connector.Receipt("pk", "dn", "/t", 1207967842654323713, 3, 100)
+    assert coders.registry.get_coder(connector.Receipt).decode(
+        coders.registry.get_coder(connector.Receipt).encode(receipt)).message_id == 1207967842654323713
+    assert receipt.to_json_dict()["message_id"] == "1207967842654323713"

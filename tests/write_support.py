@@ -1,0 +1,78 @@
+"""Running WriteToIoTPlatform in a real pipeline and collecting what it outputs, on any runner.
+
+Outputs go through files (pickled, one per line in base64) because multi-process and portable
+runners do not share memory with the test.
+"""
+import base64
+import glob
+import json
+import os
+import pickle
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import connector
+
+# Worker processes (multi-process and portable runners) unpickle functions from this module by name.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_HERE, os.environ.get("PYTHONPATH")]))
+
+FN_API = ["--runner=FnApiRunner"]
+MULTI_PROCESS = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+def write_credentials(path, devices):
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(devices, handle)
+    return str(path)
+
+
+def _dump(value):
+    return base64.b64encode(pickle.dumps(value)).decode()
+
+
+def read_outputs(prefix):
+    values = []
+    for name in sorted(glob.glob(f"{prefix}*")):
+        with open(name, encoding="utf-8") as handle:
+            values.extend(pickle.loads(base64.b64decode(line)) for line in handle if line.strip())
+    return values
+
+
+class Run:
+    """What one pipeline run gave: receipts, failed records, and the sink's counters."""
+
+    def __init__(self, receipts, failed, counters):
+        self.receipts = receipts
+        self.failed = failed
+        self.counters = counters
+
+    def failed_reasons(self):
+        reasons = {}
+        for entry in self.failed:
+            reasons[entry.reason] = reasons.get(entry.reason, 0) + 1
+        return reasons
+
+
+def run_write(records, emulator, credentials, tmp_path, options=FN_API, source=None, **write_options):
+    """Run records (or a `source` PTransform) through WriteToIoTPlatform against the emulator."""
+    write_options.setdefault("ca_file", emulator.ca_file)
+    out = os.path.join(str(tmp_path), "out")
+    pipeline = beam.Pipeline(options=PipelineOptions(list(options)))
+    read = source if source is not None else beam.Create(records, reshuffle=False)
+    result = (pipeline | "Read" >> read
+              | connector.WriteToIoTPlatform(emulator.endpoint, credentials, **write_options))
+    result.published | "DumpReceipts" >> beam.Map(_dump) | "WriteReceipts" >> beam.io.WriteToText(out + "-receipts")
+    result.failed | "DumpFailed" >> beam.Map(_dump) | "WriteFailed" >> beam.io.WriteToText(out + "-failed")
+    outcome = pipeline.run()
+    outcome.wait_until_finish()
+    counters = {}
+    try:
+        for counter in outcome.metrics().query()["counters"]:
+            if counter.key.metric.namespace == "WriteToIoTPlatform":
+                name = counter.key.metric.name
+                counters[name] = counters.get(name, 0) + counter.committed
+    except (NotImplementedError, AttributeError):
+        pass
+    return Run(read_outputs(out + "-receipts"), read_outputs(out + "-failed"), counters)
