@@ -4,6 +4,7 @@ Outputs go through files (pickled, one per line in base64) because multi-process
 runners do not share memory with the test.
 """
 import base64
+import collections
 import glob
 import json
 import os
@@ -40,6 +41,27 @@ def read_outputs(prefix):
     return values
 
 
+_IN_MEMORY = collections.defaultdict(list)  # for the in-process streaming runner, whose file sinks need windows
+
+
+class _Collect(beam.DoFn):
+    def __init__(self, key):
+        self._key = key
+
+    def process(self, value):
+        _IN_MEMORY[self._key].append(value)
+
+
+def _sink(pcoll, name, out, in_memory):
+    """Send outputs where the test can read them back; returns a reader."""
+    key = f"{out}-{name}"
+    if in_memory:
+        pcoll | f"Collect{name}" >> beam.ParDo(_Collect(key))
+        return lambda: _IN_MEMORY.pop(key, [])
+    pcoll | f"Dump{name}" >> beam.Map(_dump) | f"Write{name}" >> beam.io.WriteToText(key)
+    return lambda: read_outputs(key)
+
+
 class Run:
     """What one pipeline run gave: receipts, failed records, and the sink's counters."""
 
@@ -63,8 +85,9 @@ def run_write(records, emulator, credentials, tmp_path, options=FN_API, source=N
     read = source if source is not None else beam.Create(records, reshuffle=False)
     result = (pipeline | "Read" >> read
               | connector.WriteToIoTPlatform(emulator.endpoint, credentials, **write_options))
-    result.published | "DumpReceipts" >> beam.Map(_dump) | "WriteReceipts" >> beam.io.WriteToText(out + "-receipts")
-    result.failed | "DumpFailed" >> beam.Map(_dump) | "WriteFailed" >> beam.io.WriteToText(out + "-failed")
+    in_memory = "--streaming" in options
+    receipts = _sink(result.published, "Receipts", out, in_memory)
+    failed = _sink(result.failed, "Failed", out, in_memory)
     outcome = pipeline.run()
     outcome.wait_until_finish()
     counters = {}
@@ -75,4 +98,4 @@ def run_write(records, emulator, credentials, tmp_path, options=FN_API, source=N
                 counters[name] = counters.get(name, 0) + counter.committed
     except (NotImplementedError, AttributeError):
         pass
-    return Run(read_outputs(out + "-receipts"), read_outputs(out + "-failed"), counters)
+    return Run(receipts(), failed(), counters)
