@@ -40,7 +40,8 @@ def _rebuild(cls, args, state):
 class TransportError(IoTPlatformError):
     """No platform reply: refused, reset, timed out, TLS failure, or an HTTP error from a gateway.
 
-    kind: "connect", "connect_timeout", "read_timeout", "connection_lost", "tls" or "http_status".
+    kind: "connect", "connect_timeout", "read_timeout", "connection_lost", "tls", "http_status", or
+    "bad_reply" (an answer that is not the platform's JSON, or a success without its token or messageId).
     """
 
     def __init__(self, kind, message, *, action=Action.RETRY, ambiguous=False, http_status=None):

@@ -5,6 +5,7 @@ protocol (signing, codes, limits) and nothing of Beam or of token caching.
 """
 import json
 import logging
+import re
 import time
 
 import requests
@@ -18,6 +19,8 @@ from connector.protocol.codes import Action
 from .errors import InvalidRequest, IoTPlatformError, TransportError
 
 _LOG = logging.getLogger(__name__)
+# What a token may hold to travel in a header: printable ASCII without spaces (tokens are hex today).
+_TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]*")
 
 
 class IoTPlatformClient:
@@ -81,12 +84,15 @@ class IoTPlatformClient:
         params["signmethod"] = self.sign_method
         params["version"] = "default"
         body = json.dumps(params, separators=(",", ":")).encode()
-        reply = self._post(limits.AUTH_PATH, body, {"Content-Type": limits.AUTH_CONTENT_TYPE})
-        if reply["code"] == codes.AUTH_CHECK_ERROR:
-            raise IoTPlatformError(codes.AUTH_CHECK_ERROR, _auth_failure_message(device, reply["message"]))
+        try:
+            reply = self._post(limits.AUTH_PATH, body, {"Content-Type": limits.AUTH_CONTENT_TYPE})
+        except IoTPlatformError as error:
+            if error.code != codes.AUTH_CHECK_ERROR:
+                raise
+            raise IoTPlatformError(codes.AUTH_CHECK_ERROR, _auth_failure_message(device, error.message)) from None
         token = _info(reply).get("token")
-        if not isinstance(token, str) or not token:
-            raise TransportError("bad_reply", "/auth succeeded without a token", ambiguous=False)
+        if not isinstance(token, str) or not token or not _TOKEN_CHARACTERS.fullmatch(token):
+            raise TransportError("bad_reply", "/auth succeeded without a usable token", ambiguous=False)
         return token
 
     def publish(self, token, topic, payload):
@@ -94,6 +100,9 @@ class IoTPlatformClient:
         problem = topic_problem(topic)
         if problem:
             raise InvalidRequest(f"{problem}: {topic!r}")
+        if token and not (isinstance(token, str) and _TOKEN_CHARACTERS.fullmatch(token)):
+            # Never echo it: a token is a credential. An empty one goes out; the platform answers 20002.
+            raise InvalidRequest("token cannot be sent in a header: it must be printable ASCII without spaces")
         if len(payload) > limits.MAX_PAYLOAD_BYTES:
             raise InvalidRequest(f"payload of {len(payload)} bytes is over the platform's "
                                  f"{limits.MAX_PAYLOAD_BYTES}-byte limit")
@@ -145,6 +154,9 @@ def _auth_failure_message(device, server_message):
 def _transport_error(error, ambiguous):
     """Map a requests exception to a TransportError that says whether the request may have arrived."""
     exc = requests.exceptions
+    if isinstance(error, (exc.InvalidHeader, exc.InvalidURL, exc.InvalidSchema, exc.MissingSchema)):
+        # Raised before anything is sent; requests' text may quote a header value (a token), so drop it.
+        return InvalidRequest(f"the request could not be built ({type(error).__name__})")
     if isinstance(error, exc.SSLError):
         text = _first_line(error)
         # A certificate that does not verify will not verify next time; a handshake cut short might.
