@@ -38,3 +38,13 @@ def fresh_emulator(devices):
     yield start
     for running in started:
         running.close()
+
+
+@pytest.fixture(scope="session")
+def worker_pool():
+    """An external SDK worker pool for PortableRunner tests (the path Flink and Dataflow take)."""
+    from worker_pool import WorkerPool
+
+    pool = WorkerPool()
+    yield pool
+    pool.close()

@@ -141,3 +141,11 @@ def test_receipts_and_failed_records_have_deterministic_coders():
     assert coders.registry.get_coder(connector.Receipt).decode(
         coders.registry.get_coder(connector.Receipt).encode(receipt)).message_id == 1207967842654323713
     assert receipt.to_json_dict()["message_id"] == "1207967842654323713"
+
+
+def test_portable_runner_with_an_external_worker_pool(clean_emulator, devices, credentials, tmp_path, worker_pool):
+    records = readings(devices, 400)
+    run = run_write(records, clean_emulator, credentials, tmp_path, options=worker_pool.options)
+    assert_exact(run, clean_emulator, records)
+    auths = clean_emulator.counters()["requests"]["auth"].get("0", 0)
+    assert len(devices) <= auths <= 2 * len(devices)  # once per device per worker process

@@ -1,0 +1,47 @@
+"""An external SDK worker pool: the way Flink and Dataflow run Python code, started for a test."""
+import os
+import socket
+import subprocess
+import sys
+import time
+
+
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class WorkerPool:
+    """worker_pool_main in a subprocess; workers it starts run the `python` first on PATH."""
+
+    def __init__(self):
+        self.port = _free_port()
+        env = dict(os.environ)
+        # Workers are started as `python ...`: this interpreter's bin must come first on PATH.
+        env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+             f"--service_port={self.port}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.close()
+        raise RuntimeError("the SDK worker pool did not start listening within 30 s")
+
+    @property
+    def options(self):
+        return ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
+                f"--environment_config=localhost:{self.port}"]
+
+    def close(self):
+        self._process.terminate()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
