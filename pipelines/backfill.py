@@ -1,0 +1,47 @@
+"""python -m pipelines.backfill: publish historical readings from Avro files to IoT Platform.
+
+Reads --input (globs or paths on any Beam filesystem) with Beam's Avro IO, routes each reading to its
+device, packs each device's readings into messages of at most 128 KB and publishes them with
+WriteToIoTPlatform. Records that fail go to Avro dead letters (--dead-letter), to fix and replay with
+`python -m pipelines.replay`. --dry-run shows what a run would send. With no arguments: a demo against
+a local emulator. Other options (--runner, --project, --region, ...) go to Beam.
+"""
+import argparse
+import logging
+import sys
+
+from . import batch, demo, dry_run, options
+from .avro_files import ReadAvroFiles
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(prog="python -m pipelines.backfill", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+    parser.add_argument("--input", nargs="+", help="Avro files: globs or paths (gs://, s3://, local)")
+    options.add_sink_options(parser)
+    dry_run.add_options(parser)
+    group = parser.add_argument_group("demo (the default when no arguments are given)")
+    group.add_argument("--demo", action="store_true", help="run the demo against a local emulator")
+    group.add_argument("--demo-devices", type=int, default=300)
+    group.add_argument("--demo-days", type=int, default=3)
+    return parser
+
+
+def run(argv, poll=None):
+    """The backfill for a command line (without the program name); returns the exit status."""
+    parser = make_parser()
+    args, pipeline_options = options.parse(parser, argv)
+    if args.demo:
+        return demo.run(args.demo_devices, args.demo_days, run)
+    options.require(parser, args, "input")
+    return batch.run(parser, args, pipeline_options, ReadAvroFiles(args.input), poll, label="backfill")
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    return run(argv or ["--demo"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

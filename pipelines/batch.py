@@ -1,0 +1,50 @@
+"""Running a batch publishing pipeline (backfill, replay): build it, run it with progress lines, print
+the summary, and turn the outcome into an exit status."""
+import logging
+import time
+
+import apache_beam as beam
+from apache_beam.runners.runner import PipelineState
+
+from . import dry_run, options
+from .dead_letters import WriteDeadLetters
+from .summary import Progress, sink_counters, summary_table
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_RECORDS_FAILED = 3  # with --strict
+
+
+def run(parser, args, pipeline_options, read, poll=None, label="run"):
+    """Publish the records `read` (a PTransform from the pipeline's start) or plan them (--dry-run).
+
+    poll: optional callable giving a progress note (e.g. the embedded emulator's message count).
+    Returns the exit status: failed records are not a failed run unless --strict.
+    """
+    pipeline = beam.Pipeline(options=pipeline_options)
+    records = pipeline | "Read" >> read
+    if args.dry_run:
+        plan_path = dry_run.plan_output(args)
+        records | "Plan" >> dry_run.Plan(args, plan_path)
+    else:
+        options.require(parser, args, "endpoint", "credentials", "dead_letter")
+        result = records | "Publish" >> options.write_transform(args)
+        result.failed | "DeadLetters" >> WriteDeadLetters(args.dead_letter)
+    started = time.monotonic()
+    try:
+        with Progress(label, poll):
+            pipeline_result = pipeline.run()
+            state = pipeline_result.wait_until_finish()
+    except Exception:
+        logging.exception("%s failed", label)
+        return EXIT_RUN_FAILED
+    wall_seconds = time.monotonic() - started
+    if state not in (None, PipelineState.DONE):
+        logging.error("%s ended in state %s", label, state)
+        return EXIT_RUN_FAILED
+    if args.dry_run:
+        print("\n".join(dry_run.report(dry_run.read_plan(plan_path), args.top)), flush=True)
+        return EXIT_OK
+    counters = sink_counters(pipeline_result)
+    print("\n".join(summary_table(counters, wall_seconds, args.dead_letter)), flush=True)
+    return EXIT_RECORDS_FAILED if args.strict and counters.get("records_failed") else EXIT_OK

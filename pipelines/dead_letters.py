@@ -1,0 +1,107 @@
+"""Failed records as Avro with one fixed schema, whatever the input was, so that any tool can read
+them and `pipelines.replay` can send them again.
+
+The original record is kept as JSON text (NaN and Infinity written as JSON's common extension, so a
+record that failed for holding one comes back as it was; values JSON has no type for, such as bytes,
+are written as their str()).
+"""
+import io
+import json
+import uuid
+
+import apache_beam as beam
+import fastavro
+from apache_beam.io.filesystems import FileSystems
+
+from .avro_files import ReadAvroFiles
+
+SCHEMA = {
+    "type": "record", "name": "FailedRecord", "namespace": "iot_platform_beam_connector.dead_letter",
+    "doc": "A record WriteToIoTPlatform did not publish, and why.",
+    "fields": [
+        {"name": "record", "type": "string", "doc": "the original record as JSON text"},
+        {"name": "product_key", "type": ["null", "string"], "default": None},
+        {"name": "device_name", "type": ["null", "string"], "default": None},
+        {"name": "topic", "type": ["null", "string"], "default": None},
+        {"name": "reason", "type": "string", "doc": "a connector.Reason name, e.g. auth_failed"},
+        {"name": "code", "type": ["null", "int"], "default": None, "doc": "the platform's code, if it answered"},
+        {"name": "message", "type": "string"},
+        {"name": "attempts", "type": "int", "doc": "publish attempts made (0: never sent)"},
+    ],
+}
+SUFFIX = ".avro"
+_PARSED = fastavro.parse_schema(SCHEMA)
+
+
+def to_avro(failed):
+    """A FailedRecord as a dict of the dead-letter schema."""
+    return {"record": json.dumps(failed.record, default=str, ensure_ascii=False),
+            "product_key": failed.product_key, "device_name": failed.device_name, "topic": failed.topic,
+            "reason": failed.reason, "code": failed.code, "message": failed.message, "attempts": failed.attempts}
+
+
+def original_record(dead_letter):
+    return json.loads(dead_letter["record"])
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Batch: FailedRecords to Avro files <prefix>-SSSSS-of-NNNNN.avro with WriteToAvro."""
+
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
+
+    def expand(self, failed):
+        return (failed | "ToAvro" >> beam.Map(to_avro)
+                | "Write" >> beam.io.WriteToAvro(self.prefix, SCHEMA, file_name_suffix=SUFFIX))
+
+
+class _WritePerBundleFn(beam.DoFn):
+    """Writes each bundle's failed records to a file of its own when the bundle ends.
+
+    Works in streaming on any runner and filesystem, without windows or triggers. A bundle the runner
+    retries writes its file again under another name: dead letters are at least once.
+    """
+
+    def __init__(self, prefix):
+        self._prefix = prefix
+
+    def start_bundle(self):
+        self._rows = []
+
+    def process(self, failed):
+        self._rows.append(to_avro(failed))
+
+    def finish_bundle(self):
+        if not self._rows:
+            return
+        out = io.BytesIO()
+        fastavro.writer(out, _PARSED, self._rows)
+        with FileSystems.create(f"{self._prefix}-{uuid.uuid4().hex}{SUFFIX}") as handle:
+            handle.write(out.getvalue())
+        self._rows = []
+
+
+def write_per_bundle(prefix):
+    """Streaming: FailedRecords to Avro files <prefix>-<random>.avro, one per bundle that had any."""
+    return beam.ParDo(_WritePerBundleFn(prefix))
+
+
+class ReadDeadLetters(beam.PTransform):
+    """The original records back from dead-letter files (globs or paths on any Beam filesystem)."""
+
+    def __init__(self, patterns):
+        super().__init__()
+        self.patterns = patterns
+
+    def expand(self, pbegin):
+        return pbegin | "Read" >> ReadAvroFiles(self.patterns) | "Original" >> beam.Map(original_record)
+
+
+def read_all(prefix):
+    """Every dead letter under a prefix, as dicts (for tests and small local runs)."""
+    rows = []
+    for match in FileSystems.match([f"{prefix}*{SUFFIX}"])[0].metadata_list:
+        with FileSystems.open(match.path) as handle:
+            rows.extend(fastavro.reader(io.BytesIO(handle.read())))
+    return rows

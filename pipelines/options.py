@@ -1,0 +1,91 @@
+"""Command-line options shared by the pipelines: ours through argparse, everything else to Beam.
+
+`parse` splits the command line with parse_known_args, so standard Beam options (--runner,
+--project, --region, --temp_location, --setup_file, --flink_master, ...) pass through untouched.
+"""
+import argparse
+import json
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from connector import WriteToIoTPlatform, get_encoder
+from connector.beam.routing import DEFAULT_TOPIC
+from connector.protocol.limits import MAX_PAYLOAD_BYTES
+
+from .device_map import DeviceMapRouter, load_device_map
+
+ENCODERS = ("jsonl", "json-array", "alink-history", "alink-property", "avro")
+# The DirectRunner first tries to download Prism, which fails offline; FnApiRunner runs in-process.
+LOCAL_RUNNER = "FnApiRunner"
+
+
+def add_sink_options(parser):
+    """Where and how to publish: the options of WriteToIoTPlatform, and the dead-letter output."""
+    sink = parser.add_argument_group("publishing")
+    sink.add_argument("--endpoint", help="https://iot-as-http.<region>.aliyuncs.com, or an emulator's")
+    sink.add_argument("--credentials", help="JSON or CSV file of productKey, deviceName, deviceSecret "
+                      "(any Beam filesystem: gs://... on Dataflow); read on the workers")
+    sink.add_argument("--ca-file", help="CA certificate to trust (the emulator's); default: system CAs")
+    sink.add_argument("--topic", default=DEFAULT_TOPIC,
+                      help="topic template over productKey, deviceName and record fields (default %(default)s)")
+    sink.add_argument("--encoder", choices=ENCODERS, default="jsonl", help="payload format (default %(default)s)")
+    sink.add_argument("--avro-schema", help="schema file (JSON) for --encoder avro")
+    sink.add_argument("--time-field", default="time", help="epoch-ms field for the alink encoders")
+    sink.add_argument("--order-by", help="field to order each device's records by before packing")
+    sink.add_argument("--max-payload-bytes", type=int, default=MAX_PAYLOAD_BYTES)
+    sink.add_argument("--max-in-flight", type=int, default=16, help="payloads in flight per worker process")
+    sink.add_argument("--dead-letter", help="path prefix of the Avro files of failed records")
+    sink.add_argument("--strict", action="store_true", help="exit 3 when any record failed")
+    route = parser.add_argument_group("routing records to devices")
+    route.add_argument("--product-key-field", default="productKey")
+    route.add_argument("--device-name-field", default="deviceName")
+    route.add_argument("--device-map", help="JSON or CSV file mapping --device-id-field values to "
+                       "productKey and deviceName (instead of the two fields)")
+    route.add_argument("--device-id-field", default="sensor_id", help="the source id the device map is keyed by")
+
+
+def parse(parser, argv):
+    """(our args, Beam's PipelineOptions): unknown options are Beam's; the runner defaults to local."""
+    args, beam_args = parser.parse_known_args(argv)
+    if not any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
+        beam_args = [f"--runner={LOCAL_RUNNER}"] + beam_args
+    return args, PipelineOptions(beam_args)
+
+
+def require(parser, args, *names):
+    missing = [f"--{name.replace('_', '-')}" for name in names if not getattr(args, name)]
+    if missing:
+        parser.error(f"{', '.join(missing)} required")
+
+
+def routing(args):
+    """Keyword arguments for make_router and WriteToIoTPlatform: fields, or a device map, and the topic."""
+    router = None
+    if args.device_map:
+        router = DeviceMapRouter(load_device_map(args.device_map, args.device_id_field),
+                                 args.device_id_field, args.topic)
+    return {"router": router, "product_key_field": args.product_key_field,
+            "device_name_field": args.device_name_field, "topic": args.topic}
+
+
+def encoder(args):
+    """The Encoder the options name, with its options (the alink ones skip the routing fields)."""
+    if args.encoder == "avro":
+        if not args.avro_schema:
+            raise SystemExit("--encoder avro needs --avro-schema FILE")
+        with FileSystems.open(args.avro_schema) as handle:
+            return get_encoder("avro", schema=json.load(handle))
+    if args.encoder.startswith("alink"):
+        routing_fields = [args.device_id_field] if args.device_map else [args.product_key_field,
+                                                                         args.device_name_field]
+        return get_encoder(args.encoder, time_field=args.time_field, exclude=routing_fields)
+    return get_encoder(args.encoder)
+
+
+def write_transform(args, **streaming):
+    """WriteToIoTPlatform configured from the options."""
+    return WriteToIoTPlatform(
+        args.endpoint, args.credentials, encoder=encoder(args), ca_file=args.ca_file,
+        max_payload_bytes=args.max_payload_bytes, max_in_flight=args.max_in_flight,
+        order_by=args.order_by, **routing(args), **streaming)

@@ -1,0 +1,89 @@
+"""What a run did: progress lines while it works, and a summary table from the sink's Beam metrics."""
+import sys
+import threading
+import time
+
+from apache_beam.metrics.metric import MetricsFilter
+
+from connector import Reason
+from connector.beam.metrics import NAMESPACE
+
+# What to check first, per reason; the dead-letter messages give the details.
+HINTS = {
+    Reason.UNROUTABLE: "records lack the device fields (or their id is not in --device-map)",
+    Reason.UNKNOWN_DEVICE: "devices missing from --credentials",
+    Reason.AUTH_FAILED: "wrong device secret, device not on the platform, or this machine's clock is off "
+                        "by more than 15 minutes",
+    Reason.UNENCODABLE: "values the encoder cannot write (e.g. NaN in JSON)",
+    Reason.TOO_LARGE: "a single record is larger than --max-payload-bytes",
+    Reason.THROTTLED: "still throttled (40000) after all retries: lower --max-in-flight",
+    Reason.RETRIES_EXHAUSTED: "network or platform errors outlasted the retries",
+}
+
+
+class Progress:
+    """Prints elapsed time (and whatever `poll()` reports) to stderr every `interval` seconds.
+
+    Beam's local runners give metrics only once a run ends, so the count comes from elsewhere, e.g.
+    the embedded emulator's message count.
+    """
+
+    def __init__(self, label, poll=None, interval=2.0, out=sys.stderr):
+        self._label, self._poll, self._interval, self._out = label, poll, interval, out
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        print(f"{self._label}: started", file=self._out, flush=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._stop.wait(self._interval):
+            line = f"[{time.monotonic() - self.started:6.1f}s] {self._label}: running"
+            if self._poll is not None:
+                try:
+                    line += f", {self._poll()}"
+                except Exception as error:  # a progress line must never stop a run
+                    line += f" ({type(error).__name__} while polling)"
+            print(line, file=self._out, flush=True)
+
+
+def sink_counters(result):
+    """{counter name: value} of the WriteToIoTPlatform namespace, summed over steps."""
+    totals = {}
+    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
+    return totals
+
+
+def summary_table(counters, wall_seconds, dead_letter=None):
+    """The summary as text lines; records/s counts records read."""
+    records_in = counters.get("records_in", 0)
+    rows = [("records read", records_in),
+            ("records published", counters.get("records_published", 0)),
+            ("messages", counters.get("messages", 0)),
+            ("payload bytes", counters.get("payload_bytes", 0)),
+            ("records failed", counters.get("records_failed", 0))]
+    failed = sorted((name[len("failed_"):], value) for name, value in counters.items()
+                    if name.startswith("failed_") and value)
+    rows += [(f"  {reason}", value) for reason, value in failed]
+    rows += [("auth calls", counters.get("auth_calls", 0)),
+             ("retries", counters.get("retries", 0)),
+             ("throttled time", f"{counters.get('throttled_msecs', 0) / 1000:.1f} s"),
+             ("wall time", f"{wall_seconds:.1f} s"),
+             ("records/s", f"{records_in / wall_seconds:,.0f}" if wall_seconds else "-")]
+    lines = ["", "Summary", "-------"]
+    lines += [f"{name:<22}{value:>16,}" if isinstance(value, int) else f"{name:<22}{value:>16}"
+              for name, value in rows]
+    if failed:
+        where = f"the dead letters at {dead_letter}*" if dead_letter else "the run's failed output"
+        lines.append(f"\nFailed records are in {where} (reason and message for each). Likely causes:")
+        lines += [f"  {reason}: {HINTS[reason]}" for reason, _ in failed if reason in HINTS]
+    return lines
