@@ -1,0 +1,82 @@
+"""A simulated fleet: an unbounded source of live readings at a set rate, for the local relay.
+
+A splittable DoFn emits reading n at start + n / rate and, when the next one is not due yet, hands the
+rest of its range back to the runner to resume shortly (defer_remainder): the runner publishes what
+came so far meanwhile. It stops after `count` readings, or as soon as `stop()` is called in this
+process (the relay's Ctrl-C handler), which ends the run cleanly: buffers flush, the summary prints.
+"""
+import math
+import random
+import threading
+import time
+
+import apache_beam as beam
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration
+
+UNLIMITED = 2**62
+_STOP = threading.Event()
+
+
+def stop():
+    """Ask every fleet running in this process to end after the reading it is on."""
+    _STOP.set()
+
+
+class _FleetFn(beam.DoFn, RestrictionProvider):
+    """Splittable over reading numbers [0, count); is its own RestrictionProvider."""
+
+    def __init__(self, devices, rate, count):
+        self._devices = devices  # (productKey, deviceName) pairs: names only, no secrets
+        self._rate = rate
+        self._count = count
+
+    def initial_restriction(self, element):
+        return OffsetRange(0, self._count)
+
+    def create_tracker(self, restriction):
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, element, restriction):
+        return restriction.size()
+
+    def process(self, start, tracker=beam.DoFn.RestrictionParam()):
+        position = tracker.current_restriction().start
+        while True:
+            if _STOP.is_set():
+                tracker.try_claim(tracker.current_restriction().stop)  # past the end: claims nothing, ends
+                return
+            wait = start + position / self._rate - time.time()
+            if wait > 0:
+                tracker.defer_remainder(Duration.of(min(wait, 0.5)))
+                return
+            if not tracker.try_claim(position):
+                return
+            now = time.time()
+            yield TimestampedValue(self._reading(position, now), now)
+            position += 1
+
+    def _reading(self, n, now):
+        product_key, device_name = self._devices[n % len(self._devices)]
+        rng = random.Random(n)
+        phase = 2 * math.pi * (now % 86_400) / 86_400
+        return {"productKey": product_key, "deviceName": device_name, "ts": int(now * 1000),
+                "temperature": round(20 + 5 * math.sin(phase) + rng.gauss(0, 0.3), 2),
+                "humidity": round(50 - 15 * math.sin(phase) + rng.gauss(0, 1), 1)}
+
+
+class SimulatedFleet(beam.PTransform):
+    """Readings of `devices` at `rate` per second in all, for `duration` seconds (None: until stop())."""
+
+    def __init__(self, devices, rate, duration=None):
+        super().__init__()
+        self._devices = [tuple(device) for device in devices]
+        self._rate = rate
+        self._count = UNLIMITED if duration is None else max(1, int(rate * duration))
+
+    def expand(self, pbegin):
+        return (pbegin | beam.Impulse()
+                | "Start" >> beam.Map(lambda _: time.time())
+                | "Readings" >> beam.ParDo(_FleetFn(self._devices, self._rate, self._count)))

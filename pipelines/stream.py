@@ -1,0 +1,122 @@
+"""python -m pipelines.stream: relay live readings to IoT Platform as they arrive.
+
+On Dataflow, readings (JSON objects) come from Pub/Sub (--input_subscription). Without it, from a
+simulated fleet (--devices, --rate) on this machine; with no --endpoint, the relay also starts an
+embedded emulator for that fleet. Each device's readings are buffered and sent when a payload is full,
+or --max-buffering-delay seconds after the first one came. Failed records go to Avro dead letters, one
+file per bundle that had any (--dead-letter). Stops on Ctrl-C (buffers flush, the summary prints) or
+after --duration seconds.
+"""
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+
+import apache_beam as beam
+
+from connector.emulator import Emulator, make_devices
+
+from . import dead_letters, fleet, options
+from .summary import Progress, sink_counters, summary_table
+
+DEMO_PRODUCT_KEY = "a1DemoRelay"
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(prog="python -m pipelines.stream", description=__doc__, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_argument_group("source")
+    source.add_argument("--input_subscription", help="projects/P/subscriptions/S: JSON readings from Pub/Sub")
+    source.add_argument("--devices", type=int, default=20, help="simulated fleet size")
+    source.add_argument("--rate", type=float, default=50.0, help="simulated readings per second, in all")
+    source.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+    options.add_sink_options(parser)
+    parser.add_argument("--max-buffering-delay", type=float, default=2.0,
+                        help="seconds a device's first buffered reading may wait (default %(default)s)")
+    return parser
+
+
+def build(pipeline, source, args):
+    """The relay: source (a PTransform giving readings) -> WriteToIoTPlatform(streaming) -> dead letters.
+
+    Tests pass a TestStream as the source.
+    """
+    result = (pipeline | "Source" >> source
+              | "Publish" >> options.write_transform(args, streaming=True,
+                                                     max_buffering_delay=args.max_buffering_delay))
+    result.failed | "DeadLetters" >> dead_letters.write_per_bundle(args.dead_letter)
+    return result
+
+
+def pubsub_source(subscription):
+    return beam.io.ReadFromPubSub(subscription=subscription) | "Json" >> beam.Map(json.loads)
+
+
+@contextlib.contextmanager
+def _stop_on_sigint():
+    """The first Ctrl-C stops the fleet (a clean end); a second one interrupts as usual."""
+    def handler(signum, frame):
+        print("\nstopping: flushing buffers (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        fleet.stop()
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _demo_fleet(args, stack):
+    """Devices, their credentials file, and an embedded emulator, for a relay given no --endpoint."""
+    directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="iot-relay-demo-"))
+    devices = make_devices(args.devices, product_key=DEMO_PRODUCT_KEY, prefix="sensor-")
+    args.credentials = os.path.join(directory, "credentials.json")
+    with open(args.credentials, "w", encoding="utf-8") as out:
+        json.dump(devices, out)
+    emulator = stack.enter_context(Emulator(devices))
+    args.endpoint, args.ca_file = emulator.endpoint, emulator.ca_file
+    args.dead_letter = args.dead_letter or os.path.join(directory, "dead-letter", "failed")
+    print(f"relay: embedded emulator at {emulator.endpoint} for {args.devices} simulated devices", file=sys.stderr)
+    return devices, lambda: f"{emulator.counters()['messages']:,} messages at the emulator"
+
+
+def run(argv):
+    parser = make_parser()
+    args, pipeline_options = options.parse(parser, argv)
+    with contextlib.ExitStack() as stack:
+        poll = None
+        if args.input_subscription:
+            source = pubsub_source(args.input_subscription)
+        else:
+            if args.endpoint:
+                options.require(parser, args, "credentials")
+                with beam.io.filesystems.FileSystems.open(args.credentials) as handle:
+                    names = [(d["productKey"], d["deviceName"]) for d in json.load(handle)][:args.devices]
+            else:
+                devices, poll = _demo_fleet(args, stack)
+                names = [(d["productKey"], d["deviceName"]) for d in devices]
+            source = fleet.SimulatedFleet(names, args.rate, args.duration)
+        options.require(parser, args, "endpoint", "credentials", "dead_letter")
+        pipeline = beam.Pipeline(options=pipeline_options)
+        build(pipeline, source, args)
+        started = time.monotonic()
+        with _stop_on_sigint(), Progress("relay", poll):
+            result = pipeline.run()
+            result.wait_until_finish()
+        counters = sink_counters(result)
+        print("\n".join(summary_table(counters, time.monotonic() - started, args.dead_letter)), flush=True)
+    return 3 if args.strict and counters.get("records_failed") else 0
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
