@@ -1,0 +1,232 @@
+"""The pipelines end to end: real Beam runners, the real emulator over TLS on 127.0.0.1, no mocks.
+
+Every input record must end up in exactly one place: an accepted payload at the emulator, or a dead
+letter with the reason the sample says it must have.
+"""
+import collections
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import apache_beam as beam
+import fastavro
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing import test_stream
+
+from connector import Reason, get_encoder
+from connector.emulator import Emulator
+from pipelines import backfill, dead_letters, dry_run, replay, sample_data, stream
+
+LOCAL = ["--runner=FnApiRunner"]
+JSONL = get_encoder("jsonl")
+
+
+def key(record):
+    """A record's identity across Avro, JSON payloads and dead letters (NaN included)."""
+    return json.dumps(record, sort_keys=True)
+
+
+def read_input(pattern):
+    records = []
+    for path in sorted(glob.glob(pattern)):
+        with open(path, "rb") as f:
+            records.extend(fastavro.reader(f))
+    return records
+
+
+def published(emulator):
+    """Records in accepted payloads, and messages per device."""
+    records, per_device = [], collections.Counter()
+    for message in emulator.messages():
+        records.extend(JSONL.decode(message["payload"]))
+        per_device[f"{message['productKey']}/{message['deviceName']}"] += 1
+    return records, per_device
+
+
+def assert_accounted(records, sent, failed, expected_failures):
+    """Each record is sent or failed, never both, never neither; failures by reason exactly as expected."""
+    failed_keys = collections.Counter(key(dead_letters.original_record(row)) for row in failed)
+    sent_keys = collections.Counter(key(record) for record in sent)
+    assert sent_keys + failed_keys == collections.Counter(key(record) for record in records)
+    assert not set(sent_keys) & set(failed_keys)
+    assert collections.Counter(row["reason"] for row in failed) == expected_failures
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    return sample_data.generate(str(tmp_path_factory.mktemp("sample")), devices=8, days=1, interval_minutes=60)
+
+
+@pytest.fixture(scope="module")
+def platform(sample):
+    with Emulator(sample.devices_file) as running:
+        yield running
+
+
+@pytest.fixture
+def emulator(platform):
+    platform.reset()
+    yield platform
+    platform.reset()
+
+
+def sink_args(sample, emulator, dead_letter, credentials=None):
+    return ["--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file,
+            "--credentials", credentials or sample.credentials_file, "--dead-letter", str(dead_letter)]
+
+
+def test_backfill_accounts_for_every_record(sample, emulator, tmp_path, capsys):
+    dead_letter = tmp_path / "dead" / "failed"
+    status = backfill.run(["--input", sample.input_pattern, *sink_args(sample, emulator, dead_letter),
+                           "--order-by", "ts", *LOCAL])
+    assert status == 0
+    sent, per_device = published(emulator)
+    failed = dead_letters.read_all(str(dead_letter))
+    assert_accounted(read_input(sample.input_pattern), sent, failed, sample.expected_failures)
+    assert len(per_device) == sample.good_devices
+    out = capsys.readouterr().out
+    assert f"records published{len(sent):>21,}" in out
+    assert "auth_failed" in out and "clock" in out  # the summary names the cause to check
+    assert not any(device["deviceSecret"] in out for device in json.load(open(sample.devices_file)))
+
+
+def test_strict_exits_3_when_a_record_failed_and_0_when_none(sample, emulator, tmp_path):
+    args = sink_args(sample, emulator, tmp_path / "failed") + ["--strict", *LOCAL]
+    assert backfill.run(["--input", sample.input_pattern, *args]) == 3
+    good_device = sample_data.PRODUCT_KEY, "meter-00000"
+    clean = tmp_path / "clean.avro"
+    with open(clean, "wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(sample_data.SCHEMA),
+                        [r for r in read_input(sample.input_pattern)
+                         if (r["productKey"], r["deviceName"]) == good_device and r["note"] is None
+                         and r["humidity"] == r["humidity"]])
+    assert backfill.run(["--input", str(clean), *args]) == 0
+
+
+def test_backfill_on_portable_runner_with_external_workers(sample, emulator, tmp_path):
+    port = _free_port()
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    pool_log = open(tmp_path / "pool.log", "w+")
+    pool = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+                             f"--service_port={port}"], env=env, stderr=pool_log, stdout=pool_log)
+    try:
+        _wait_for_port(port)
+        dead_letter = tmp_path / "failed"
+        status = backfill.run(["--input", sample.input_pattern, *sink_args(sample, emulator, dead_letter),
+                               "--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
+                               f"--environment_config=localhost:{port}"])
+    finally:
+        pool.terminate()
+        pool.wait(30)
+    assert status == 0
+    sent, _ = published(emulator)
+    assert_accounted(read_input(sample.input_pattern), sent, dead_letters.read_all(str(dead_letter)),
+                     sample.expected_failures)
+    pool_log.seek(0)
+    workers = pool_log.read().count("Starting worker with command")
+    assert workers >= 1
+    # One /auth per device per worker process: the good devices succeed once, the wrong secret is refused.
+    auth = emulator.counters()["requests"]["auth"]
+    assert auth["0"] == sample.good_devices * workers
+    assert auth["20000"] == workers
+
+
+def test_dry_run_publishes_nothing_and_predicts_the_messages_a_run_sends(sample, emulator, tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    status = backfill.run(["--input", sample.input_pattern, "--credentials", sample.credentials_file,
+                           "--dry-run", "--plan-output", str(plan), *LOCAL])
+    assert status == 0
+    assert emulator.counters()["messages"] == 0
+    assert "Dry run: nothing was published" in capsys.readouterr().out
+    rows = dry_run.read_plan(str(plan))
+    total = dry_run.totals(rows)
+    assert total["records"] == sample.records
+    # Everything but a wrong secret (only the platform can tell) is foreseen.
+    assert total["failed"] == {reason: n for reason, n in sample.expected_failures.items()
+                               if reason != Reason.AUTH_FAILED}
+
+    assert backfill.run(["--input", sample.input_pattern, *sink_args(sample, emulator, tmp_path / "f"), *LOCAL]) == 0
+    _, per_device = published(emulator)
+    predicted = {row["device"]: row["messages"] for row in rows
+                 if row["messages"] and row["device"] != sample.wrong_secret_device}
+    assert predicted == dict(per_device)
+
+
+def test_replay_sends_dead_letters_once_the_credentials_are_fixed(sample, emulator, tmp_path):
+    first = tmp_path / "first" / "failed"
+    assert backfill.run(["--input", sample.input_pattern, *sink_args(sample, emulator, first), *LOCAL]) == 0
+    sent_first, _ = published(emulator)
+    fixed = tmp_path / "fixed-credentials.json"
+    fixed.write_text(open(sample.devices_file).read())  # every device, with its true secret
+
+    again = tmp_path / "again" / "failed"
+    status = replay.run(["--input", f"{first}*.avro", *sink_args(sample, emulator, again, str(fixed)), *LOCAL])
+    assert status == 0
+    sent_all, per_device = published(emulator)
+    assert sample.wrong_secret_device in per_device and sample.unknown_device in per_device
+    # The records that failed for credentials arrived; the rest failed again, for the same reasons.
+    still_bad = {r: n for r, n in sample.expected_failures.items()
+                 if r not in (Reason.AUTH_FAILED, Reason.UNKNOWN_DEVICE)}
+    assert_accounted(read_input(sample.input_pattern), sent_all, dead_letters.read_all(str(again)), still_bad)
+    assert len(sent_all) - len(sent_first) == (sample.expected_failures[Reason.AUTH_FAILED]
+                                               + sample.expected_failures[Reason.UNKNOWN_DEVICE])
+
+
+def test_streaming_relay_with_test_stream(sample, emulator, tmp_path):
+    devices = json.load(open(sample.devices_file))
+    good = [{"productKey": d["productKey"], "deviceName": d["deviceName"], "ts": 1_700_000_000_000 + i,
+             "temperature": 20.0 + i} for i, d in enumerate(devices[:3] * 4)]
+    bad = {Reason.UNENCODABLE: dict(good[0], temperature=float("nan")),
+           Reason.UNROUTABLE: dict(good[0], deviceName=""),
+           Reason.UNKNOWN_DEVICE: dict(good[0], deviceName=sample.unknown_device.split("/")[1]),
+           Reason.AUTH_FAILED: dict(good[0], deviceName=sample.wrong_secret_device.split("/")[1])}
+    source = (test_stream.TestStream()
+              .add_elements(good[:6] + [bad[Reason.UNENCODABLE]], event_timestamp=10)
+              .advance_watermark_to(20)
+              .add_elements(good[6:] + [bad[Reason.UNROUTABLE], bad[Reason.UNKNOWN_DEVICE]], event_timestamp=30)
+              .advance_processing_time(5)
+              .add_elements([bad[Reason.AUTH_FAILED]], event_timestamp=40)
+              .advance_watermark_to_infinity())
+    dead_letter = tmp_path / "failed"
+    args, _ = stream.make_parser().parse_known_args(sink_args(sample, emulator, dead_letter))
+    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"]))
+    stream.build(pipeline, source, args)
+    pipeline.run().wait_until_finish()
+
+    sent, _ = published(emulator)
+    assert_accounted(good + list(bad.values()), sent, dead_letters.read_all(str(dead_letter)),
+                     {reason: 1 for reason in bad})
+
+
+def test_demo_runs_with_no_account_and_no_network():
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pipelines.backfill", "--demo", "--demo-devices", "5",
+                           "--demo-days", "1"], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Summary" in done.stdout and "records published" in done.stdout
+    assert "backfill: started" in done.stderr  # progress is shown while it runs
+    assert time.monotonic() - started < 60
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
