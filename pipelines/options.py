@@ -3,7 +3,6 @@
 `parse` splits the command line with parse_known_args, so standard Beam options (--runner,
 --project, --region, --temp_location, --setup_file, --flink_master, ...) pass through untouched.
 """
-import argparse
 import json
 
 from apache_beam.io.filesystems import FileSystems

@@ -19,6 +19,7 @@ import time
 
 import apache_beam as beam
 
+from connector import FileCredentials
 from connector.emulator import Emulator, make_devices
 
 from . import dead_letters, fleet, options
@@ -95,8 +96,7 @@ def run(argv):
         else:
             if args.endpoint:
                 options.require(parser, args, "credentials")
-                with beam.io.filesystems.FileSystems.open(args.credentials) as handle:
-                    names = [(d["productKey"], d["deviceName"]) for d in json.load(handle)][:args.devices]
+                names = sorted(FileCredentials(args.credentials).secrets())[:args.devices]  # names only
             else:
                 devices, poll = _demo_fleet(args, stack)
                 names = [(d["productKey"], d["deviceName"]) for d in devices]

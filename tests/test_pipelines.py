@@ -230,3 +230,23 @@ def _wait_for_port(port, timeout=30):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_device_map_routes_by_source_id_and_fails_unmapped_ids(sample, emulator, tmp_path):
+    device = sample_data.PRODUCT_KEY, "meter-00001"
+    readings = tmp_path / "by-sensor.avro"
+    schema = {"type": "record", "name": "R", "fields": [{"name": "sensor_id", "type": "long"},
+                                                        {"name": "ts", "type": "long"}]}
+    records = [{"sensor_id": 17, "ts": 1_700_000_000_000 + i} for i in range(5)] + [{"sensor_id": 99, "ts": 0}]
+    with open(readings, "wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(schema), records)
+    device_map = tmp_path / "map.csv"
+    device_map.write_text(f"sensor_id,productKey,deviceName\n17,{device[0]},{device[1]}\n")
+    dead_letter = tmp_path / "failed"
+    assert backfill.run(["--input", str(readings), *sink_args(sample, emulator, dead_letter),
+                         "--device-map", str(device_map), "--topic", "/{productKey}/{deviceName}/user/s{sensor_id}",
+                         *LOCAL]) == 0
+    (message,) = emulator.messages()
+    assert (message["productKey"], message["deviceName"], message["topic"]) == (*device, f"/{device[0]}/{device[1]}/user/s17")
+    assert_accounted(records, JSONL.decode(message["payload"]), dead_letters.read_all(str(dead_letter)),
+                     {Reason.UNROUTABLE: 1})
