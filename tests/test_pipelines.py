@@ -250,3 +250,10 @@ def test_device_map_routes_by_source_id_and_fails_unmapped_ids(sample, emulator,
     assert (message["productKey"], message["deviceName"], message["topic"]) == (*device, f"/{device[0]}/{device[1]}/user/s17")
     assert_accounted(records, JSONL.decode(message["payload"]), dead_letters.read_all(str(dead_letter)),
                      {Reason.UNROUTABLE: 1})
+
+
+def test_a_run_that_fails_exits_1(sample, emulator, tmp_path):
+    missing = str(tmp_path / "no-such-credentials.json")
+    args = sink_args(sample, emulator, tmp_path / "failed", credentials=missing)
+    assert backfill.run(["--input", sample.input_pattern, *args, *LOCAL]) == 1
+    assert emulator.counters()["messages"] == 0
