@@ -4,6 +4,7 @@ Single-flight: however many threads ask for the same device at once, one /auth i
 renewed before their assumed lifetime ends, dropped when the platform says they are bad, and a
 refused device is not asked about again for a short while, so a wrong secret does not hammer /auth.
 """
+import copy
 import threading
 import time
 from concurrent.futures import Future
@@ -52,7 +53,9 @@ class TokenCache:
                 return cached[0], False
             refused = self._refused.get(device)
             if refused and now < refused[1]:
-                raise refused[0]
+                # A copy: raising the stored error itself would stack this call's frames onto its
+                # traceback, growing it with every call while the pause lasts.
+                raise copy.copy(refused[0])
             pending = self._pending.get(device)
             leader = pending is None
             if leader:
@@ -75,12 +78,14 @@ class TokenCache:
             if secret is None:
                 raise UnknownDevice(device)
             token = self._client.authenticate(device, secret)
-        except Exception as error:
+        except BaseException as error:  # KeyboardInterrupt too: a Future left pending hangs every waiter
             with self._lock:
                 del self._pending[device]
-                if getattr(error, "action", None) == Action.PERMANENT:
+                if isinstance(error, Exception) and getattr(error, "action", None) == Action.PERMANENT:
                     self._refused[device] = (error, self._clock() + self._refused_retry_after)
             pending.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
             return
         with self._lock:
             del self._pending[device]
