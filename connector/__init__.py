@@ -2,33 +2,41 @@
 
 Layers, each knowing only the one below: protocol (codes, signing, topic rules) -> client (HTTPS,
 tokens) -> beam (WriteToIoTPlatform). The emulator shares only the protocol layer.
-"""
-from connector.beam.credentials import FileCredentials
-from connector.beam.encoders import EncodeError, Encoder, get_encoder
-from connector.beam.publisher import RetryPolicy
-from connector.beam.results import FailedRecord, Reason, Receipt, WriteToIoTPlatformResult
-from connector.beam.write import WriteToIoTPlatform
-from connector.client.errors import InvalidRequest, IoTPlatformError, TransportError, UnknownDevice
-from connector.client.http import IoTPlatformClient
-from connector.client.tokens import TokenCache
-from connector.protocol.device import Device
 
-__all__ = [
-    "Device",
-    "EncodeError",
-    "Encoder",
-    "FailedRecord",
-    "FileCredentials",
-    "InvalidRequest",
-    "IoTPlatformClient",
-    "IoTPlatformError",
-    "Reason",
-    "Receipt",
-    "RetryPolicy",
-    "TokenCache",
-    "TransportError",
-    "UnknownDevice",
-    "WriteToIoTPlatform",
-    "WriteToIoTPlatformResult",
-    "get_encoder",
-]
+Names are imported on first use, so that the emulator and the client start without loading Beam.
+"""
+import importlib
+
+_HOMES = {
+    "Device": "connector.protocol.device",
+    "IoTPlatformClient": "connector.client.http",
+    "IoTPlatformError": "connector.client.errors",
+    "InvalidRequest": "connector.client.errors",
+    "TransportError": "connector.client.errors",
+    "UnknownDevice": "connector.client.errors",
+    "TokenCache": "connector.client.tokens",
+    "EncodeError": "connector.beam.encoders",
+    "Encoder": "connector.beam.encoders",
+    "get_encoder": "connector.beam.encoders",
+    "FileCredentials": "connector.beam.credentials",
+    "RetryPolicy": "connector.beam.publisher",
+    "FailedRecord": "connector.beam.results",
+    "Reason": "connector.beam.results",
+    "Receipt": "connector.beam.results",
+    "WriteToIoTPlatformResult": "connector.beam.results",
+    "WriteToIoTPlatform": "connector.beam.write",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'connector' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
