@@ -149,3 +149,13 @@ def test_portable_runner_with_an_external_worker_pool(clean_emulator, devices, c
     assert_exact(run, clean_emulator, records)
     auths = clean_emulator.counters()["requests"]["auth"].get("0", 0)
     assert len(devices) <= auths <= 2 * len(devices)  # once per device per worker process
+
+
+def test_a_topic_of_another_device_fails_before_sending(clean_emulator, devices, credentials, tmp_path):
+    other = devices[1]
+    records = readings(devices[:1], 5)
+    run = run_write(records, clean_emulator, credentials, tmp_path,
+                    topic=f"/{other['productKey']}/{other['deviceName']}/user/update")
+    assert run.failed_reasons() == {"invalid_topic": 5}
+    assert "may publish only to its own topics" in run.failed[0].message
+    assert clean_emulator.counters()["requests"].get("topic", {}) == {}

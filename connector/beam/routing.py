@@ -6,7 +6,7 @@ A router is any callable record -> (Device, topic). It raises RoutingError to se
 import string
 
 from connector.protocol.device import Device
-from connector.protocol.topics import topic_problem
+from connector.protocol.topics import device_owns_topic, topic_problem
 
 from .results import Reason
 
@@ -96,8 +96,12 @@ class CallableRouter:
 
 
 def checked_topic(topic, device):
-    """The topic, or RoutingError(invalid_topic) when it breaks the platform's topic rules."""
+    """The topic, or RoutingError(invalid_topic) when it breaks the platform's topic rules or is not
+    the device's own (the platform answers 30001 for those, which no retry can mend)."""
     problem = topic_problem(topic)
+    if problem is None and not device_owns_topic(topic, *device):
+        problem = f"{device} may publish only to its own topics (/{device.product_key}/"\
+                  f"{device.device_name}/user/..., /sys/{device.product_key}/{device.device_name}/thing/...)"
     if problem:
         raise RoutingError(Reason.INVALID_TOPIC, f"{problem}: {topic!r}", device,
                            topic if isinstance(topic, str) else None)
