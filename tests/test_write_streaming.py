@@ -84,7 +84,7 @@ def test_without_a_delay_streaming_waits_for_the_window_end(clean_emulator, devi
     first, second = stamped(devices[:1], 3, 1), stamped(devices[:1], 2, 2)
     stream = (test_stream.TestStream().add_elements(first).advance_processing_time(10)
               .add_elements(second).advance_watermark_to_infinity())
-    run_stream(stream, clean_emulator, devices, tmp_path)
+    run_stream(stream, clean_emulator, devices, tmp_path, max_buffering_delay=None)
     assert payload_seqs(clean_emulator) == [[1000, 1001, 1002, 2000, 2001]]
 
 

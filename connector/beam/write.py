@@ -19,6 +19,8 @@ from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
 from .routing import DEFAULT_TOPIC, RoutingError, make_router
 
 _Key = typehints.Tuple[str, str, str]
+# Streaming: how long a record may wait for its payload to fill before it is sent anyway.
+DEFAULT_MAX_BUFFERING_DELAY = 5.0
 
 
 class _RouteFn(beam.DoFn):
@@ -61,7 +63,9 @@ class WriteToIoTPlatform(beam.PTransform):
     order_by: (batch) a record field to order each device's records by before packing, within
         sort_buffer_bytes of encoded records at a time.
     streaming: None follows the pipeline (unbounded input or --streaming); streaming buffers per
-        device in state and flushes on size, at window end and after max_buffering_delay seconds.
+        device in state and flushes on size, at window end and max_buffering_delay seconds after the
+        first record was buffered (None: only on size and at window end, which in the global window
+        means when the pipeline drains).
     max_in_flight: payloads being published at once per worker process (a device's stay in order).
     device_messages_per_second: the pace kept per device (the platform allows 30).
     retry: a RetryPolicy. insecure_skip_tls_verify: turn certificate checks off (never the default).
@@ -70,7 +74,7 @@ class WriteToIoTPlatform(beam.PTransform):
     def __init__(self, endpoint, credentials, *, topic=DEFAULT_TOPIC, encoder="jsonl", ca_file=None,
                  max_payload_bytes=MAX_PAYLOAD_BYTES, encoder_options=None, product_key_field="productKey",
                  device_name_field="deviceName", router=None, order_by=None, sort_buffer_bytes=64 << 20,
-                 streaming=None, max_buffering_delay=None, max_in_flight=16,
+                 streaming=None, max_buffering_delay=DEFAULT_MAX_BUFFERING_DELAY, max_in_flight=16,
                  device_messages_per_second=DEVICE_MESSAGES_PER_SECOND, retry=RetryPolicy(),
                  connect_timeout=5.0, read_timeout=30.0, insecure_skip_tls_verify=False,
                  processing_clock=None):
