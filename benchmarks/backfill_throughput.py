@@ -1,0 +1,445 @@
+"""Backfill throughput: what publishing costs over reading the data, measured side by side.
+
+    python -m benchmarks.backfill_throughput [--records 200000] [--devices 500] [--json PATH]
+
+One command, one emulator (a subprocess on 127.0.0.1), one generated Avro data set (~200-byte
+readings spread at random over the devices, 4 deflate files). Each scenario runs its pipeline in a
+child process (FnApiRunner, pinned), so its peak RSS and CPU seconds are its own. Every scenario runs
+--repeat times (default 2), interleaved, and the fastest run is reported (the machine may be shared):
+
+  ceiling    the same pipeline without publishing: read Avro, route (the connector's route step and
+             key coder), group per device, encode and pack (the connector's Encoder and packing.pack),
+             drop the payloads
+  connector  pipelines' backfill shape: ReadAvroFiles | WriteToIoTPlatform at default settings
+  naive      what the platform's samples do: a DoFn that authenticates once per bundle and POSTs one
+             record per request with requests (on a subset, --naive-records; records/s is what counts)
+  far        the connector with 50 ms added to every emulator reply (the emulator's latency_ms knob,
+             as Emulator(latency_ms=50) sets it)
+  multi      the connector on the multi-process runner with 2 workers
+  memory     the connector's publishing stage alone (its DoFn fed one device's group as a lazy stream,
+             as GroupByKey hands it over), for 1 device x N records at two N: peak RSS of that process
+
+The emulator's own limits are raised (device_qps, account_qps) so the platform's throttling is not
+what is measured; the connector keeps its default per-device pace (30 messages/s), whose implication
+is printed. Figures: records/s (records over the pipeline's run, from run() to done), messages and
+their share of the minimum (per device ceil(encoded bytes / 131,072), summed), payload bytes, /auth
+calls, retries, peak RSS (sum over the scenario's process tree, sampled every 50 ms), CPU seconds of
+the pipeline's processes and of the emulator (psutil).
+"""
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+
+SCENARIOS = ("ceiling", "connector", "naive", "far", "multi", "memory")
+PRODUCT_KEY = "a1BenchFleet"
+START_MS = 1_704_067_200_000
+SCHEMA = {
+    "type": "record", "name": "Reading", "namespace": "bench.sensors",
+    "fields": [
+        {"name": "productKey", "type": "string"},
+        {"name": "deviceName", "type": "string"},
+        {"name": "ts", "type": "long"},
+        {"name": "temperature", "type": "double"},
+        {"name": "humidity", "type": "double"},
+        {"name": "pressure", "type": "double"},
+        {"name": "battery", "type": "int"},
+        {"name": "status", "type": "string"},
+        {"name": "site", "type": "string"},
+        {"name": "firmware", "type": "string"},
+    ],
+}
+RUNNER = ["--runner=FnApiRunner"]
+MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+# --- data ------------------------------------------------------------------------------------------
+
+def reading(rng, device_name, ts):
+    return {"productKey": PRODUCT_KEY, "deviceName": device_name, "ts": ts,
+            "temperature": round(rng.uniform(-10, 40), 2), "humidity": round(rng.uniform(10, 90), 1),
+            "pressure": round(rng.uniform(980, 1040), 1), "battery": rng.randrange(101),
+            "status": "ok", "site": "plant-7/line-3/cell-12", "firmware": "v2.4.17"}
+
+
+def generate(directory, records, devices, files=4, seed=7):
+    """Avro files of `records` readings over `devices` devices; returns (glob, devices list)."""
+    import fastavro
+
+    from connector.emulator import make_devices
+    rng = random.Random(seed)
+    fleet = make_devices(devices, product_key=PRODUCT_KEY, prefix="sensor")
+    names = [d["deviceName"] for d in fleet]
+    parsed = fastavro.parse_schema(SCHEMA)
+    per_file = math.ceil(records / files)
+    for shard in range(files):
+        count = min(per_file, records - shard * per_file)
+        rows = (reading(rng, names[rng.randrange(devices)], START_MS + (shard * per_file + i) * 1000)
+                for i in range(count))
+        with open(os.path.join(directory, f"readings-{shard:03d}.avro"), "wb") as out:
+            fastavro.writer(out, parsed, rows, codec="deflate")
+    with open(os.path.join(directory, "credentials.json"), "w") as out:
+        json.dump(fleet, out)
+    return os.path.join(directory, "readings-*.avro"), fleet
+
+
+def subset(pattern, directory, count):
+    """The first `count` records of the data set in one file (the naive scenario's input)."""
+    import glob
+    import itertools
+
+    import fastavro
+    os.makedirs(directory, exist_ok=True)
+    with open(sorted(glob.glob(pattern))[0], "rb") as f:
+        rows = list(itertools.islice(fastavro.reader(f), count))
+    path = os.path.join(directory, "subset.avro")
+    with open(path, "wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(SCHEMA), rows, codec="deflate")
+    return path
+
+
+def minimum_messages(pattern, max_payload_bytes=131_072):
+    """Per device ceil(total jsonl-encoded bytes / max_payload_bytes), summed; and total encoded bytes."""
+    import glob
+
+    import fastavro
+
+    from connector.beam.encoders import get_encoder
+    encoder = get_encoder("jsonl")
+    sizes = {}
+    for path in sorted(glob.glob(pattern)):
+        with open(path, "rb") as f:
+            for record in fastavro.reader(f):
+                key = record["deviceName"]
+                sizes[key] = sizes.get(key, 0) + len(encoder.encode(record))
+    return sum(math.ceil(s / max_payload_bytes) for s in sizes.values()), sum(sizes.values())
+
+
+# --- child: one scenario's pipeline ---------------------------------------------------------------
+
+def _ceiling_pipeline(records):
+    import apache_beam as beam
+    from apache_beam import typehints
+
+    from connector.beam.encoders import get_encoder
+    from connector.beam.packing import Payload, pack
+    from connector.beam.routing import make_router
+    from connector.beam.write import _Key, _RouteFn, _typed
+    from connector.protocol.device import Device
+
+    class PackOnly(beam.DoFn):
+        """The connector's encoding and packing of one device's group; payloads are counted, dropped."""
+
+        def __init__(self):
+            self.encoder = get_encoder("jsonl")
+
+        def setup(self):
+            self.messages = beam.metrics.Metrics.counter("bench", "messages")
+            self.payload_bytes = beam.metrics.Metrics.counter("bench", "payload_bytes")
+
+        def process(self, element):
+            (product_key, device_name, _topic), group = element
+            encode = self.encoder.encode
+            for item in pack(self.encoder, Device(product_key, device_name), ((r, encode(r)) for r in group)):
+                if isinstance(item, Payload):
+                    self.messages.inc()
+                    self.payload_bytes.inc(len(item.body))
+
+    routed = records | "Route" >> beam.ParDo(_RouteFn(make_router())).with_outputs("failed", main="routed")
+    keyed = _typed(routed.routed, typehints.KV[_Key, typehints.Any])
+    _ = keyed | "GroupByDevice" >> beam.GroupByKey() | "PackOnly" >> beam.ParDo(PackOnly())
+
+
+def naive_fn(endpoint, ca_file, credentials):
+    import apache_beam as beam
+    import requests
+
+    from connector.protocol.signing import sign
+
+    class NaivePublish(beam.DoFn):
+        """What the platform's HTTP samples do: /auth, then one POST per record, one at a time."""
+
+        def setup(self):
+            with open(credentials) as f:
+                self.secrets = {(d["productKey"], d["deviceName"]): d["deviceSecret"] for d in json.load(f)}
+            self.session = requests.Session()
+            self.auth_calls = beam.metrics.Metrics.counter("bench", "auth_calls")
+            self.messages = beam.metrics.Metrics.counter("bench", "messages")
+            self.payload_bytes = beam.metrics.Metrics.counter("bench", "payload_bytes")
+            self.failures = beam.metrics.Metrics.counter("bench", "failures")
+
+        def start_bundle(self):
+            self.tokens = {}
+
+        def token(self, pk, dn):
+            token = self.tokens.get((pk, dn))
+            if token is None:
+                params = {"productKey": pk, "deviceName": dn, "clientId": dn,
+                          "timestamp": str(int(time.time() * 1000))}
+                params["sign"] = sign(self.secrets[pk, dn], params, "hmacsha256")
+                params["signmethod"] = "hmacsha256"
+                reply = self.session.post(endpoint + "/auth", json=params, verify=ca_file, timeout=30).json()
+                token = self.tokens[pk, dn] = reply["info"]["token"]
+                self.auth_calls.inc()
+            return token
+
+        def process(self, record):
+            pk, dn = record["productKey"], record["deviceName"]
+            body = json.dumps(record).encode()
+            reply = self.session.post(f"{endpoint}/topic/{pk}/{dn}/user/update", data=body, verify=ca_file,
+                                      headers={"password": self.token(pk, dn),
+                                               "Content-Type": "application/octet-stream"}, timeout=30).json()
+            if reply.get("code") == 0:
+                self.messages.inc()
+                self.payload_bytes.inc(len(body))
+            else:
+                self.failures.inc()
+
+    return NaivePublish()
+
+
+def run_child(args):
+    """Build and run one scenario's pipeline; print its figures as one JSON line."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.avro_files import ReadAvroFiles
+    from pipelines.summary import sink_counters
+
+    if args.child == "memory":
+        return run_memory_child(args)
+    beam_args = RUNNER + (MULTI if args.child == "multi" else [])
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+    records = pipeline | "Read" >> ReadAvroFiles(args.input)
+    if args.child == "ceiling":
+        _ceiling_pipeline(records)
+    elif args.child == "naive":
+        _ = records | "NaivePublish" >> beam.ParDo(naive_fn(args.endpoint, args.ca_file, args.credentials))
+    else:
+        from connector import WriteToIoTPlatform
+        _ = records | "Publish" >> WriteToIoTPlatform(args.endpoint, args.credentials, ca_file=args.ca_file)
+    started = time.monotonic()
+    result = pipeline.run()
+    result.wait_until_finish()
+    seconds = time.monotonic() - started
+    counters = sink_counters(result)
+    from apache_beam.metrics.metric import MetricsFilter
+    for counter in result.metrics().query(MetricsFilter().with_namespace("bench"))["counters"]:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + (value or 0)
+    print(json.dumps({"seconds": seconds, "counters": counters}), flush=True)
+
+
+def run_memory_child(args):
+    """The publishing stage alone: its DoFn fed one device's N records as a lazy stream."""
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import MIN_TIMESTAMP
+
+    from connector import WriteToIoTPlatform
+    from connector.beam.publish_fns import _GroupedPublishFn
+
+    transform = WriteToIoTPlatform(args.endpoint, args.credentials, ca_file=args.ca_file)
+    fn = _GroupedPublishFn(transform._config, transform._encoder, transform._max_payload_bytes)
+    fn.setup()
+    rng = random.Random(1)
+    group = (reading(rng, "sensor00000", START_MS + i * 1000) for i in range(args.records))
+    key = (PRODUCT_KEY, "sensor00000", f"/{PRODUCT_KEY}/sensor00000/user/update")
+    baseline = psutil.Process().memory_info().rss
+    peak = [baseline]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.02):
+            peak[0] = max(peak[0], psutil.Process().memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    fn.start_bundle()
+    outputs = sum(1 for _ in fn.process((key, group), window=GlobalWindow(), timestamp=MIN_TIMESTAMP))
+    outputs += sum(1 for _ in fn.finish_bundle())
+    seconds = time.monotonic() - started
+    stop.set()
+    sampler.join()
+    print(json.dumps({"seconds": seconds, "counters": {"messages": outputs}, "stage_rss_baseline": baseline,
+                      "stage_rss_peak": peak[0]}), flush=True)
+
+
+# --- parent: run the scenarios, measure, report -----------------------------------------------------
+
+def _tree_sampler(root):
+    """Samples a process tree every 50 ms: peak summed RSS, and each process's last CPU seconds."""
+    state = {"peak_rss": 0, "cpu": {}, "stop": threading.Event()}
+
+    def loop():
+        while True:
+            try:
+                procs = [root] + root.children(recursive=True)
+            except psutil.NoSuchProcess:
+                procs = []
+            rss = 0
+            for p in procs:
+                try:
+                    with p.oneshot():
+                        rss += p.memory_info().rss
+                        t = p.cpu_times()
+                        state["cpu"][p.pid] = t.user + t.system
+                except psutil.Error:
+                    pass
+            state["peak_rss"] = max(state["peak_rss"], rss)
+            if state["stop"].wait(0.05):
+                return
+
+    state["thread"] = threading.Thread(target=loop, daemon=True)
+    state["thread"].start()
+    return state
+
+
+def run_scenario(name, child_args, emulator):
+    command = [sys.executable, "-m", "benchmarks.backfill_throughput", "--child", name] + child_args
+    emulator_process = psutil.Process(emulator.pid)
+    emulator_cpu = sum(emulator_process.cpu_times()[:2])
+    child = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = _tree_sampler(child)
+    out, err = child.communicate()
+    sampler["stop"].set()
+    sampler["thread"].join()
+    if child.returncode != 0:
+        raise RuntimeError(f"scenario {name} failed ({child.returncode}):\n{err[-4000:]}")
+    figures = json.loads(out.strip().splitlines()[-1])
+    figures["peak_rss_mb"] = round(sampler["peak_rss"] / 2**20, 1)
+    figures["cpu_seconds"] = round(sum(sampler["cpu"].values()), 2)
+    figures["emulator_cpu_seconds"] = round(sum(emulator_process.cpu_times()[:2]) - emulator_cpu, 2)
+    return figures
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.backfill_throughput", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--devices", type=int, default=500)
+    parser.add_argument("--naive-records", type=int, default=5_000, help="subset the naive DoFn publishes")
+    parser.add_argument("--memory-records", default="20000,200000", help="the two N of the memory scenario")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--repeat", type=int, default=2, help="runs per scenario (the fastest counts)")
+    parser.add_argument("--json", default="backfill_throughput.json", help="where to write the figures")
+    parser.add_argument("--data", help="directory of an existing data set (default: generate one)")
+    # child-process options
+    parser.add_argument("--child", choices=SCENARIOS, help=argparse.SUPPRESS)
+    for name in ("--input", "--endpoint", "--ca-file", "--credentials"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return run_child(args)
+
+    from connector.emulator import Emulator
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    workdir = tempfile.mkdtemp(prefix="backfill-bench-")
+    started = time.monotonic()
+    pattern, fleet = generate(args.data or workdir, args.records, args.devices)
+    minimum, encoded_bytes = minimum_messages(pattern)
+    print(f"data: {args.records:,} records over {args.devices:,} devices, {encoded_bytes / args.records:.0f} "
+          f"encoded bytes per record (jsonl), minimum {minimum:,} messages; generated in "
+          f"{time.monotonic() - started:.1f}s in {workdir}", file=sys.stderr)
+    memory_n = [int(n) for n in args.memory_records.split(",")]
+    limit = 1_000_000  # the emulator's throttling out of the way: the platform's own limits are not measured
+    report = {"command": " ".join(["python -m benchmarks.backfill_throughput"] + (argv or sys.argv[1:])),
+              "records": args.records, "devices": args.devices, "encoded_bytes": encoded_bytes,
+              "minimum_messages": minimum, "emulator_device_qps": limit, "emulator_account_qps": limit,
+              "cpus": os.cpu_count(), "scenarios": {}}
+    mem_fleet = fleet[:1]
+    with Emulator(fleet, device_qps=limit, account_qps=limit) as emulator:
+        common = ["--input", pattern, "--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file,
+                  "--credentials", os.path.join(args.data or workdir, "credentials.json")]
+        runs = []  # (label, scenario, records, child args)
+        for name in scenarios:
+            if name == "naive":
+                naive_input = subset(pattern, os.path.join(workdir, "naive"), args.naive_records)
+                runs.append((name, name, args.naive_records, common + ["--input", naive_input]))
+            elif name == "memory":
+                runs += [(f"memory_{n}", name, n, common + ["--records", str(n)]) for n in memory_n]
+            else:
+                runs.append((name, name, args.records, common))
+        # The machine may be shared: every scenario runs --repeat times, interleaved; the fastest run counts.
+        for round_ in range(args.repeat):
+            for label, name, n, child_args in runs:
+                emulator.reset()
+                if name == "far":
+                    emulator.set_faults(latency_ms=50)
+                print(f"running {label} (round {round_ + 1} of {args.repeat}) ...", file=sys.stderr, flush=True)
+                figures = run_scenario(name, child_args, emulator)
+                counters = figures["counters"]
+                figures["emulator_messages"] = emulator.counters().get("messages")
+                figures["records"] = n
+                figures["records_per_s"] = round(n / figures["seconds"])
+                if name in ("ceiling", "connector", "far", "multi"):
+                    figures["messages_share_of_minimum"] = round(counters.get("messages", 0) / minimum, 4)
+                best = report["scenarios"].get(label)
+                figures["all_records_per_s"] = (best["all_records_per_s"] if best else []) + [figures["records_per_s"]]
+                if best is None or figures["records_per_s"] > best["records_per_s"]:
+                    report["scenarios"][label] = figures
+                else:
+                    best["all_records_per_s"] = figures["all_records_per_s"]
+        report["emulator_counters_last"] = emulator.counters()
+    s = report["scenarios"]
+    ratios = {}
+    if "connector" in s and "ceiling" in s:
+        ratios["connector/ceiling"] = round(s["connector"]["records_per_s"] / s["ceiling"]["records_per_s"], 3)
+    if "connector" in s and "naive" in s:
+        ratios["connector/naive"] = round(s["connector"]["records_per_s"] / s["naive"]["records_per_s"], 1)
+    if "connector" in s and "far" in s:
+        ratios["far/connector"] = round(s["far"]["records_per_s"] / s["connector"]["records_per_s"], 3)
+    if "connector" in s and "multi" in s:
+        ratios["multi/connector"] = round(s["multi"]["records_per_s"] / s["connector"]["records_per_s"], 3)
+    report["ratios"] = ratios
+    per_device_records = 30 * 131_072 / (encoded_bytes / args.records + 1)
+    report["pacing_note"] = (
+        f"the connector paces each device at 30 messages/s (the platform's limit): at most "
+        f"{30 * 131_072 / 1e6:.1f} MB/s, about {per_device_records:,.0f} records/s of "
+        f"{encoded_bytes / args.records:.0f} bytes per device; here {args.records / args.devices:,.0f} records "
+        f"per device need {minimum / args.devices:.2f} messages each, so pacing "
+        f"{'does not bind' if minimum / args.devices <= 30 else 'binds'} for the whole run "
+        f"(a device needs {minimum / args.devices / 30:.2f} s of sending at 30/s)")
+    print_table(report)
+    with open(args.json, "w") as out:
+        json.dump(report, out, indent=1)
+    print(f"\nfigures written to {args.json}; total {time.monotonic() - started:.0f}s", file=sys.stderr)
+
+
+def print_table(report):
+    columns = ("records/s", "seconds", "messages", "share of min", "MB", "auth", "retries", "peak RSS MB",
+               "CPU s", "emulator CPU s")
+    print(f"\n{report['records']:,} records, {report['devices']:,} devices; emulator device_qps and account_qps "
+          f"{report['emulator_device_qps']:,} (its throttling is not measured); {report['cpus']} CPUs")
+    print(f"{'scenario':<16}" + "".join(f"{c:>15}" for c in columns))
+    for name, f in report["scenarios"].items():
+        c = f["counters"]
+        row = (f"{f['records_per_s']:,}", f"{f['seconds']:.2f}", f"{c.get('messages', 0):,}",
+               f"{f['messages_share_of_minimum']:.3f}" if "messages_share_of_minimum" in f else "-",
+               f"{c.get('payload_bytes', 0) / 1e6:.1f}", f"{c.get('auth_calls', 0):,}", f"{c.get('retries', 0):,}",
+               f"{f['peak_rss_mb']:.0f}", f"{f['cpu_seconds']:.1f}", f"{f['emulator_cpu_seconds']:.1f}")
+        print(f"{name:<16}" + "".join(f"{v:>15}" for v in row))
+        if "stage_rss_peak" in f:
+            print(f"{'':16}  publishing stage alone: RSS {f['stage_rss_baseline'] / 2**20:.0f} MB at start, "
+                  f"peak {f['stage_rss_peak'] / 2**20:.0f} MB")
+    if "naive" in report["scenarios"]:
+        n = report["scenarios"]["naive"]
+        print(f"naive ran on a {n['records']:,}-record sample (one request per record); its records/s would "
+              f"take {report['records'] / n['records_per_s']:.0f} s for all {report['records']:,}")
+    print("records/s of every run: " + "; ".join(f"{name} {', '.join(f'{v:,}' for v in f['all_records_per_s'])}"
+                                               for name, f in report["scenarios"].items()))
+    for name, value in report["ratios"].items():
+        print(f"{name:<20}{value}")
+    print(report["pacing_note"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
