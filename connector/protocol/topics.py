@@ -16,7 +16,11 @@ def topic_problem(topic):
         return "topic must not carry a query string"
     if "+" in topic or "#" in topic:
         return "topic must not contain the MQTT wildcards '+' or '#'"
-    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+    try:
+        size = len(topic.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from bytes decoded with surrogateescape
+        return "topic must be valid Unicode text (it holds a lone surrogate, not UTF-8 encodable)"
+    if size > MAX_TOPIC_BYTES:
         return f"topic is longer than {MAX_TOPIC_BYTES} bytes"
     if topic.count("/") > MAX_TOPIC_SLASHES:
         return f"topic has more than {MAX_TOPIC_SLASHES} '/'"
