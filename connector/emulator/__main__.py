@@ -34,6 +34,8 @@ def parse_args(argv=None):
     parser.add_argument("--device-qps", type=float, help="messages per second per device (default 30)")
     parser.add_argument("--account-qps", type=float, help="requests per second for all devices (default 10000)")
     parser.add_argument("--latency-ms", type=float, default=0, help="added to every device-channel reply")
+    parser.add_argument("--clock-offset", type=float, default=0.0,
+                        help="seconds added to the server's clock in /auth's timestamp check (to test clock skew)")
     parser.add_argument("--db", help="SQLite file: messages survive restarts")
     parser.add_argument("--cert-dir", help="where to keep the generated CA and server certificate")
     parser.add_argument("--cert", help="server certificate (PEM), instead of generating one")
@@ -61,7 +63,8 @@ def _certificates(args, stack):
 
 async def serve(args):
     state = EmulatorState(load_devices(args.devices), token_ttl=args.token_ttl, device_qps=args.device_qps,
-                          account_qps=args.account_qps, latency_ms=args.latency_ms, db=args.db)
+                          account_qps=args.account_qps, latency_ms=args.latency_ms, db=args.db,
+                          clock_offset=args.clock_offset)
     with contextlib.ExitStack() as stack:
         stack.callback(state.store.close)
         ca_file, cert_file, key_file = _certificates(args, stack)

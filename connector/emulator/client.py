@@ -33,7 +33,8 @@ class Emulator:
     """
 
     def __init__(self, devices, token_ttl=None, device_qps=None, account_qps=None, db=None,
-                 latency_ms=None, host="127.0.0.1", port=0, extra_args=(), start_timeout=30):
+                 latency_ms=None, clock_offset=None, host="127.0.0.1", port=0, extra_args=(),
+                 start_timeout=30):
         self._dir = tempfile.TemporaryDirectory(prefix="iot-emulator-")
         if isinstance(devices, (str, os.PathLike)):
             self._devices_file = os.fspath(devices)
@@ -45,7 +46,7 @@ class Emulator:
             with open(self._devices_file, "w", encoding="utf-8") as f:
                 json.dump(self.devices, f)
         self._options = {"--token-ttl": token_ttl, "--device-qps": device_qps, "--account-qps": account_qps,
-                         "--db": db, "--latency-ms": latency_ms}
+                         "--db": db, "--latency-ms": latency_ms, "--clock-offset": clock_offset}
         self.host, self.port, self._extra_args = host, port, list(extra_args)
         self._start_timeout = start_timeout
         self._process = None

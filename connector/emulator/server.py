@@ -173,7 +173,7 @@ class DeviceChannel:
         if secret is None or not signature_matches(secret, params, method, params["sign"]):
             raise Outcome(codes.AUTH_CHECK_ERROR)
         if "timestamp" in params:
-            skew_ms = time.time() * 1000 - float(params["timestamp"])
+            skew_ms = (time.time() + self.state.clock_offset) * 1000 - float(params["timestamp"])
             if abs(skew_ms) > TIMESTAMP_VALIDITY_MS:
                 raise Outcome(codes.AUTH_CHECK_ERROR, f"timestamp is {abs(skew_ms) / 1000:.0f} s away from "
                               "server time, check the device clock (clock skew)")

@@ -15,13 +15,14 @@ LIMIT_NAMES = ("device_qps", "account_qps", "token_ttl")
 
 class EmulatorState:
     def __init__(self, devices=None, *, token_ttl=None, device_qps=None, account_qps=None,
-                 latency_ms=0, db=None):
+                 latency_ms=0, db=None, clock_offset=0.0):
         self.registry = Registry(devices, TOKEN_LIFETIME_SECONDS if token_ttl is None else token_ttl)
         self.store = MessageStore(db)
         self.limiter = RateLimiter(DEVICE_MESSAGES_PER_SECOND if device_qps is None else device_qps,
                                    ACCOUNT_REQUESTS_PER_SECOND if account_qps is None else account_qps)
         self.faults = Faults(latency_ms)
         self.requests = collections.Counter()  # (endpoint, outcome) -> count
+        self.clock_offset = clock_offset  # seconds the server's clock is ahead (negative: behind)
         self._initial_limits = self.limits()
 
     def limits(self):
