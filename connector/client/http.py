@@ -5,6 +5,7 @@ protocol (signing, codes, limits) and nothing of Beam or of token caching.
 """
 import json
 import logging
+import os
 import re
 import time
 
@@ -49,6 +50,13 @@ class IoTPlatformClient:
             # Passed on every request: a Session-level verify is silently replaced by REQUESTS_CA_BUNDLE.
             self._verify = ca_file or True
         self._session = requests.Session()
+        # The environment (proxies, NO_PROXY, REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE) is read once, here. Left to
+        # requests, every request walks os.environ twice for proxies and looks for a .netrc: over half of
+        # the client's CPU per publish (0.65 of 1.2 ms).
+        self._session.trust_env = False
+        self._session.proxies = requests.utils.get_environ_proxies(self.endpoint)
+        if self._verify is True:
+            self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("https://", adapter)
 
