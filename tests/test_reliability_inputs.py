@@ -8,6 +8,8 @@ import apache_beam as beam
 import pytest
 
 import connector
+from connector.client.errors import UnknownDevice
+from connector.client.tokens import TokenCache
 from connector.protocol.codes import Action
 
 from connector.beam.encoders import get_encoder
@@ -173,3 +175,12 @@ def test_text_that_is_not_unicode_is_refused_by_beam_before_the_sink_and_by_the_
     with pytest.raises(connector.IoTPlatformError, match="lone surrogate") as refused:
         client.publish(token, f"/{PK}/{devices[0]['deviceName']}/user/{surrogate}", b"{}")
     assert refused.value.action is Action.PERMANENT
+
+
+def test_a_device_without_a_secret_costs_no_auth_request_and_is_not_counted_as_one(clean_emulator, devices):
+    client = connector.IoTPlatformClient(clean_emulator.endpoint, ca_file=clean_emulator.ca_file)
+    cache = TokenCache(client, {})
+    for _ in range(3):
+        with pytest.raises(UnknownDevice):
+            cache.get(connector.Device(PK, "ghost"))
+    assert cache.auth_calls == 0 and "auth" not in clean_emulator.counters()["requests"]

@@ -35,7 +35,7 @@ class TokenCache:
         self._tokens = {}  # device -> (token, renew_at)
         self._refused = {}  # device -> (error, retry_at)
         self._pending = {}  # device -> Future of the /auth under way
-        self.auth_calls = 0
+        self.auth_calls = 0  # /auth requests sent
 
     def __repr__(self):
         return f"TokenCache({len(self._tokens)} devices)"
@@ -60,7 +60,6 @@ class TokenCache:
             leader = pending is None
             if leader:
                 pending = self._pending[device] = Future()
-                self.auth_calls += 1
         if leader:
             self._authenticate(device, pending)
         return pending.result(), leader
@@ -77,6 +76,8 @@ class TokenCache:
             secret = self._secret_for(device)
             if secret is None:
                 raise UnknownDevice(device)
+            with self._lock:
+                self.auth_calls += 1  # /auth requests sent: none for a device without a secret
             token = self._client.authenticate(device, secret)
         except BaseException as error:  # KeyboardInterrupt too: a Future left pending hangs every waiter
             with self._lock:
