@@ -48,7 +48,7 @@ def test_one_second_tokens_are_renewed_throughout_a_run_of_several_seconds(fresh
                                                                            tmp_path):
     emulator = fresh_emulator(token_ttl=1)
     devices = devices[:2]
-    records = readings(devices, 180)  # 45 payloads per device at 15 per second: 3 s or more
+    records = readings(devices, 200)  # 50 payloads per device at 15 per second: 3.3 s or more
     run = run_write(records, emulator, credentials, tmp_path, max_payload_bytes=1024,
                     device_messages_per_second=15, retry=PATIENT)
     messages = emulator.messages()
@@ -95,9 +95,9 @@ def test_the_account_limit_under_a_backlog_far_above_it(fresh_emulator, tmp_path
 def test_latency_spikes_past_the_read_timeout_are_resent_and_every_duplicate_is_counted(
         clean_emulator, devices, credentials, tmp_path):
     clean_emulator.set_limits(device_qps=100_000)
-    clean_emulator.set_faults(latency_spike={"rate": 0.15, "ms": 700}, seed=11)
+    clean_emulator.set_faults(latency_spike={"rate": 0.15, "ms": 1200}, seed=11)
     records = readings(devices, 300)
-    run = run_write(records, clean_emulator, credentials, tmp_path, read_timeout=0.25, max_payload_bytes=4096,
+    run = run_write(records, clean_emulator, credentials, tmp_path, read_timeout=0.5, max_payload_bytes=4096,
                     device_messages_per_second=0, retry=PATIENT)
     messages = clean_emulator.messages()
     result = accounted(run, messages, records)
