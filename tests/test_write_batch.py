@@ -159,3 +159,14 @@ def test_a_topic_of_another_device_fails_before_sending(clean_emulator, devices,
     assert run.failed_reasons() == {"invalid_topic": 5}
     assert "may publish only to its own topics" in run.failed[0].message
     assert clean_emulator.counters()["requests"].get("topic", {}) == {}
+
+
+def test_devices_are_paced_side_by_side_not_one_after_another(clean_emulator, devices, credentials, tmp_path):
+    """A bundle hands a device's payloads over and moves on: while one device is held to its pace,
+    the others publish. One after another, each device's messages would form one unbroken run."""
+    records = readings(devices, 60)
+    run_write(records, clean_emulator, credentials, tmp_path, max_payload_bytes=2048,
+              device_messages_per_second=10)
+    order = [m["deviceName"] for m in sorted(clean_emulator.messages(), key=lambda m: m["messageId"])]
+    runs = 1 + sum(1 for a, b in zip(order, order[1:]) if a != b)
+    assert len(set(order)) == len(devices) and runs > 4 * len(devices), runs

@@ -45,6 +45,7 @@ class PublisherConfig(NamedTuple):
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_in_flight: int = 16
+    max_buffered_bytes: int = 32 << 20
     device_messages_per_second: float = DEVICE_MESSAGES_PER_SECOND
     retry: RetryPolicy = RetryPolicy()
     sign_method: str = "hmacsha256"
@@ -63,8 +64,37 @@ class Outcome(NamedTuple):
     ambiguous_resends: int  # resends after a failure that may have hidden an acceptance
 
 
+class _ByteBudget:
+    """Bounds the bytes of payloads submitted and not yet ended: the memory a publisher may hold."""
+
+    def __init__(self, limit):
+        self._limit = limit
+        self._used = 0
+        self._changed = threading.Condition()
+
+    def take(self, size):
+        """Wait for room; a payload is always admitted when nothing else is held."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._used == 0 or self._used + size <= self._limit)
+            self._used += size
+
+    def give(self, size):
+        with self._changed:
+            self._used -= size
+            self._changed.notify_all()
+
+
 class Publisher:
-    """Publishes payloads concurrently, keeping each device's payloads in order and under its rate."""
+    """Publishes payloads concurrently, keeping each device's payloads in order and under its rate.
+
+    Three bounds: max_in_flight HTTP requests at once; LANES_PER_REQUEST_SLOT times as many devices
+    draining their lanes at once (a lane mostly waits on its device's pace, so many devices can
+    progress while few requests are open); and max_buffered_bytes of payloads held, past which
+    submit() blocks: that is what lets a bundle move on to the next device while one device's
+    payloads are still being paced out.
+    """
+
+    LANES_PER_REQUEST_SLOT = 4
 
     def __init__(self, config, secrets=None):
         self.config = config
@@ -74,8 +104,10 @@ class Publisher:
             pool_size=config.max_in_flight, sign_method=config.sign_method)
         secrets = config.credentials.secrets() if secrets is None else secrets
         self.tokens = TokenCache(self.client, secrets)
-        self._slots = threading.BoundedSemaphore(config.max_in_flight)
-        self._executor = ThreadPoolExecutor(config.max_in_flight, thread_name_prefix="iot-publish")
+        self._requests = threading.BoundedSemaphore(config.max_in_flight)
+        self._budget = _ByteBudget(config.max_buffered_bytes)
+        self._executor = ThreadPoolExecutor(config.max_in_flight * self.LANES_PER_REQUEST_SLOT,
+                                            thread_name_prefix="iot-publish")
         self._lock = threading.Lock()
         self._lanes = {}  # device -> deque of waiting jobs; present while a thread drains it
         self._next_send = collections.defaultdict(float)  # device -> earliest monotonic time to send
@@ -85,8 +117,8 @@ class Publisher:
         return f"Publisher({self.config.endpoint!r})"
 
     def submit(self, device, topic, payload):
-        """Queue a payload; blocks while max_in_flight payloads are queued or in flight."""
-        self._slots.acquire()
+        """Queue a payload; blocks while max_buffered_bytes of payloads are queued or in flight."""
+        self._budget.take(len(payload))
         future = Future()
         job = (topic, payload, future)
         with self._lock:
@@ -112,7 +144,7 @@ class Publisher:
             except BaseException as error:  # a bug: the DoFn must see it rather than wait forever
                 future.set_exception(error)
             finally:
-                self._slots.release()
+                self._budget.give(len(payload))
 
     def _send(self, device, topic, payload):
         """One payload, with retries, re-authentication and throttling per the retry policy."""
@@ -123,12 +155,13 @@ class Publisher:
         while True:
             attempts += 1
             token = None
+            self._pace(device)
             try:
-                token, authenticated = self.tokens.fetch(device)
-                auth_calls += authenticated
-                self._pace(device)
-                sent = time.monotonic()
-                message_id = self.client.publish(token, topic, payload)
+                with self._requests:
+                    token, authenticated = self.tokens.fetch(device)
+                    auth_calls += authenticated
+                    sent = time.monotonic()
+                    message_id = self.client.publish(token, topic, payload)
                 return Outcome(message_id, None, None, attempts, auth_calls, throttled,
                                time.monotonic() - sent, ambiguous_resends)
             except IoTPlatformError as error:

@@ -66,7 +66,9 @@ class WriteToIoTPlatform(beam.PTransform):
         device in state and flushes on size, at window end and max_buffering_delay seconds after the
         first record was buffered (None: only on size and at window end, which in the global window
         means when the pipeline drains).
-    max_in_flight: payloads being published at once per worker process (a device's stay in order).
+    max_in_flight: HTTP requests open at once per worker process (a device's payloads stay in order).
+    max_buffered_bytes: payloads a worker process holds while they wait for their device's pace or
+        a request slot; a bundle moves on to the next device until this much is held.
     device_messages_per_second: the pace kept per device (the platform allows 30).
     retry: a RetryPolicy. insecure_skip_tls_verify: turn certificate checks off (never the default).
     """
@@ -75,7 +77,8 @@ class WriteToIoTPlatform(beam.PTransform):
                  max_payload_bytes=MAX_PAYLOAD_BYTES, encoder_options=None, product_key_field="productKey",
                  device_name_field="deviceName", router=None, order_by=None, sort_buffer_bytes=64 << 20,
                  streaming=None, max_buffering_delay=DEFAULT_MAX_BUFFERING_DELAY, max_in_flight=16,
-                 device_messages_per_second=DEVICE_MESSAGES_PER_SECOND, retry=RetryPolicy(),
+                 max_buffered_bytes=32 << 20, device_messages_per_second=DEVICE_MESSAGES_PER_SECOND,
+                 retry=RetryPolicy(),
                  connect_timeout=5.0, read_timeout=30.0, insecure_skip_tls_verify=False,
                  processing_clock=None):
         super().__init__()
@@ -93,7 +96,7 @@ class WriteToIoTPlatform(beam.PTransform):
         self._config = PublisherConfig(
             endpoint=endpoint, credentials=as_credentials(credentials), ca_file=ca_file,
             insecure_skip_tls_verify=insecure_skip_tls_verify, connect_timeout=connect_timeout,
-            read_timeout=read_timeout, max_in_flight=max_in_flight,
+            read_timeout=read_timeout, max_in_flight=max_in_flight, max_buffered_bytes=max_buffered_bytes,
             device_messages_per_second=device_messages_per_second, retry=retry)
 
     def display_data(self):
