@@ -1,16 +1,21 @@
 """IoTPlatformClient: the HTTPS device channel, request by request.
 
-One keep-alive requests.Session per client, pooled for use from several threads. It knows the
-protocol (signing, codes, limits) and nothing of Beam or of token caching.
+One keep-alive urllib3 connection pool per client (the one endpoint host), for use from several threads.
+It knows the protocol (signing, codes, limits) and nothing of Beam or of token caching.
 """
+import http.client
 import json
 import logging
 import os
 import re
+import ssl
 import time
+import types
+import urllib.parse
 
-import requests
-from requests.adapters import HTTPAdapter
+import requests.utils
+import urllib3
+from urllib3.util.ssl_ import create_urllib3_context
 
 from connector.protocol import codes, limits, signing
 from connector.protocol.topics import topic_problem
@@ -27,10 +32,11 @@ _TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]*")
 class IoTPlatformClient:
     """Authenticates devices and publishes payloads to topics.
 
-    endpoint: "https://host[:port]" (HTTPS only). ca_file: a CA bundle to trust instead of the system's
-    (the emulator's CA in tests); it wins over REQUESTS_CA_BUNDLE. insecure_skip_tls_verify: turns
-    certificate checking off, loudly; never the default. pool_size: connections kept for concurrent
-    threads. Timeouts are in seconds.
+    endpoint: "https://host[:port]" (HTTPS only). ca_file: a CA bundle to trust instead of the default one
+    (the emulator's CA in tests); it wins over REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE, which win over
+    certifi's bundle, as with requests. insecure_skip_tls_verify: turns certificate checking off, loudly;
+    never the default. HTTPS_PROXY/ALL_PROXY and NO_PROXY are honoured as requests honoured them.
+    pool_size: connections kept for concurrent threads. Timeouts are in seconds.
     """
 
     def __init__(self, endpoint, *, ca_file=None, insecure_skip_tls_verify=False, connect_timeout=5.0,
@@ -42,29 +48,40 @@ class IoTPlatformClient:
         self.endpoint = endpoint.rstrip("/")
         self.sign_method = sign_method
         self.timeout = (connect_timeout, read_timeout)
+        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+        # The environment (HTTPS_PROXY/ALL_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE) is read once,
+        # here, with the rules requests applied (it was this client's transport until urllib3 direct).
         if insecure_skip_tls_verify:
             _LOG.warning("TLS certificate verification is OFF for %s: anyone on the path can read and "
                          "change the traffic, device tokens included", self.endpoint)
-            self._verify = False
+            # urllib3 still warns (InsecureRequestWarning) on every request that goes out unverified.
+            context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
+            tls = {"cert_reqs": "CERT_NONE", "assert_hostname": False}
         else:
-            # Passed on every request: a Session-level verify is silently replaced by REQUESTS_CA_BUNDLE.
-            self._verify = ca_file or True
-        self._session = requests.Session()
-        # The environment (proxies, NO_PROXY, REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE) is read once, here. Left to
-        # requests, every request walks os.environ twice for proxies and looks for a .netrc: over half of
-        # the client's CPU per publish (0.65 of 1.2 ms).
-        self._session.trust_env = False
-        self._session.proxies = requests.utils.get_environ_proxies(self.endpoint)
-        if self._verify is True:
-            self._verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("https://", adapter)
+            # One context, its CA bundle loaded once: urllib3 would otherwise build a context and load the
+            # bundle for every new connection. Default bundle: certifi's, as requests used.
+            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+            _load_ca(context, ca_file or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+                     or requests.utils.DEFAULT_CA_BUNDLE_PATH)
+            tls = {"cert_reqs": "CERT_REQUIRED"}
+        parsed = urllib.parse.urlsplit(self.endpoint)
+        options = dict(maxsize=pool_size, block=False, retries=False, timeout=self._timeout, ssl_context=context,
+                       **tls)
+        proxy = requests.utils.select_proxy(self.endpoint, requests.utils.get_environ_proxies(self.endpoint))
+        self._manager = _pool_manager(proxy, options)
+        # Every request goes to this one pool: keep-alive, up to pool_size idle connections kept. block=False
+        # as requests had it: a thread never waits for a slot; a connection beyond pool_size is opened and
+        # dropped after use (the publisher keeps at most pool_size requests in flight, so it does not happen).
+        self._pool = self._manager.connection_from_host(parsed.hostname, parsed.port or 443, scheme="https")
+        self._path_prefix = parsed.path
+        # tests/test_client.py counts connections through requests' attribute path; kept so it still reads the pool.
+        self._session = types.SimpleNamespace(adapters={"https://": types.SimpleNamespace(poolmanager=self._manager)})
 
     def __repr__(self):
         return f"IoTPlatformClient({self.endpoint!r})"
 
     def close(self):
-        self._session.close()
+        self._manager.clear()
 
     def __enter__(self):
         return self
@@ -114,7 +131,9 @@ class IoTPlatformClient:
         if len(payload) > limits.MAX_PAYLOAD_BYTES:
             raise InvalidRequest(f"payload of {len(payload)} bytes is over the platform's "
                                  f"{limits.MAX_PAYLOAD_BYTES}-byte limit")
-        headers = {"Content-Type": limits.PUBLISH_CONTENT_TYPE, "password": token}
+        headers = {"Content-Type": limits.PUBLISH_CONTENT_TYPE}
+        if token is not None:  # None: sent without the header, as requests did (the platform answers 20002)
+            headers["password"] = token
         reply = self._post(limits.TOPIC_PATH_PREFIX + topic, payload, headers, ambiguous=True)
         message_id = _info(reply).get("messageId")
         if not isinstance(message_id, int):
@@ -128,17 +147,18 @@ class IoTPlatformClient:
         ambiguous: whether a lost reply may hide an accepted request (true for publishes).
         """
         try:
-            response = self._session.post(self.endpoint + path, data=body, headers=headers,
-                                          timeout=self.timeout, verify=self._verify)
-        except requests.exceptions.RequestException as error:
+            response = self._pool.urlopen("POST", self._path_prefix + path, body=body, headers=headers,
+                                          retries=False, redirect=False, timeout=self._timeout,
+                                          preload_content=True, assert_same_host=False)
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as error:
             raise _transport_error(error, ambiguous) from None
-        if response.status_code != 200:
+        if response.status != 200:
             raise TransportError(
-                "http_status", f"HTTP {response.status_code} from {self.endpoint}",
-                action=Action.THROTTLED if response.status_code == 429 else Action.RETRY,
-                ambiguous=ambiguous and response.status_code >= 500, http_status=response.status_code)
+                "http_status", f"HTTP {response.status} from {self.endpoint}",
+                action=Action.THROTTLED if response.status == 429 else Action.RETRY,
+                ambiguous=ambiguous and response.status >= 500, http_status=response.status)
         try:
-            reply = json.loads(response.content)
+            reply = json.loads(response.data)
             code = reply["code"]
         except (ValueError, KeyError, TypeError):
             raise TransportError("bad_reply", f"reply from {self.endpoint} is not the platform's JSON",
@@ -159,27 +179,56 @@ def _auth_failure_message(device, server_message):
             f"that the device exists, and that this machine's clock is within 15 minutes of the platform's")
 
 
+def _load_ca(context, location):
+    """Trust the CA bundle at location (a file, or a directory of hashed certificates, as requests allowed)."""
+    if not os.path.exists(location):
+        raise OSError(f"Could not find a suitable TLS CA certificate bundle, invalid path: {location}")
+    if os.path.isdir(location):
+        context.load_verify_locations(capath=location)
+    else:
+        context.load_verify_locations(cafile=location)
+
+
+def _pool_manager(proxy, options):
+    """A PoolManager, or a proxy manager tunnelling to the endpoint when the environment names a proxy."""
+    if not proxy:
+        return urllib3.PoolManager(num_pools=1, **options)
+    proxy = requests.utils.prepend_scheme_if_needed(proxy, "http")
+    username, password = requests.utils.get_auth_from_url(proxy)
+    if proxy.lower().startswith("socks"):
+        from urllib3.contrib.socks import SOCKSProxyManager  # needs PySocks, as it did with requests
+        return SOCKSProxyManager(proxy, username=username, password=password, num_pools=1, **options)
+    headers = urllib3.make_headers(proxy_basic_auth=f"{username}:{password}") if username else None
+    return urllib3.ProxyManager(proxy, num_pools=1, proxy_headers=headers, **options)
+
+
 def _transport_error(error, ambiguous):
-    """Map a requests exception to a TransportError that says whether the request may have arrived."""
-    exc = requests.exceptions
-    if isinstance(error, (exc.InvalidHeader, exc.InvalidURL, exc.InvalidSchema, exc.MissingSchema)):
-        # Raised before anything is sent; requests' text may quote a header value (a token), so drop it.
-        return InvalidRequest(f"the request could not be built ({type(error).__name__})")
-    if isinstance(error, exc.SSLError):
+    """Map a urllib3 (or socket, http.client) exception to a TransportError that says whether the request
+    may have arrived. urllib3's texts name the host and port, never a header (the token travels in one)."""
+    exc = urllib3.exceptions
+    if isinstance(error, exc.MaxRetryError) and error.reason is not None:  # retries=False raises most bare
+        error = error.reason
+    if isinstance(error, (exc.SSLError, ssl.SSLError, ssl.CertificateError)):
         text = _first_line(error)
         # A certificate that does not verify will not verify next time; a handshake cut short might.
         permanent = "certificate" in text.lower() or "hostname" in text.lower()
         return TransportError("tls", f"TLS failure: {text}",
                               action=Action.PERMANENT if permanent else Action.RETRY)
-    if isinstance(error, exc.ConnectTimeout):
+    if isinstance(error, exc.ProxyError):
+        return TransportError("connect", _first_line(error))
+    if isinstance(error, exc.NewConnectionError):  # refused, unreachable, no such name: nothing was sent
+        return TransportError("connect", _first_line(error))
+    if isinstance(error, exc.ConnectTimeoutError):  # NewConnectionError is one too, hence second
         return TransportError("connect_timeout", "connecting timed out")
-    if isinstance(error, exc.ReadTimeout):
+    if isinstance(error, (exc.ReadTimeoutError, TimeoutError)):
         return TransportError("read_timeout", "no reply within the read timeout", ambiguous=ambiguous)
-    if isinstance(error, exc.ConnectionError):
-        text = _first_line(error)
-        refused = "refused" in text.lower() or "NewConnectionError" in text
-        return TransportError("connect" if refused else "connection_lost", text,
-                              ambiguous=ambiguous and not refused)
+    if isinstance(error, ValueError):  # LocationValueError, or http.client refusing a header
+        # Raised before anything is sent; a text might quote a header value (a token), so drop it.
+        return InvalidRequest(f"the request could not be built ({type(error).__name__})")
+    if isinstance(error, exc.DecodeError):
+        return TransportError("bad_reply", f"reply could not be decoded ({type(error).__name__})",
+                              ambiguous=ambiguous)
+    # ProtocolError (reset, RemoteDisconnected, cut short), and anything else on the way.
     return TransportError("connection_lost", _first_line(error), ambiguous=ambiguous)
 
 
