@@ -34,7 +34,7 @@ def _device_requests(emulator):
 
 
 def _pools(client):
-    manager = client._session.adapters["https://"].poolmanager
+    manager = client._manager
     return [manager.pools[key] for key in manager.pools.keys()]
 
 

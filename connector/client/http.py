@@ -10,7 +10,6 @@ import os
 import re
 import ssl
 import time
-import types
 import urllib.parse
 
 import requests.utils
@@ -18,9 +17,8 @@ import urllib3
 from urllib3.util.ssl_ import create_urllib3_context
 
 from connector.protocol import codes, limits, signing
-from connector.protocol.topics import topic_problem
-
 from connector.protocol.codes import Action
+from connector.protocol.topics import topic_problem
 
 from .errors import InvalidRequest, IoTPlatformError, TransportError
 
@@ -74,8 +72,6 @@ class IoTPlatformClient:
         # dropped after use (the publisher keeps at most pool_size requests in flight, so it does not happen).
         self._pool = self._manager.connection_from_host(parsed.hostname, parsed.port or 443, scheme="https")
         self._path_prefix = parsed.path
-        # tests/test_client.py counts connections through requests' attribute path; kept so it still reads the pool.
-        self._session = types.SimpleNamespace(adapters={"https://": types.SimpleNamespace(poolmanager=self._manager)})
 
     def __repr__(self):
         return f"IoTPlatformClient({self.endpoint!r})"
