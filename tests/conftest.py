@@ -17,12 +17,18 @@ def emulator(devices):
         yield running
 
 
-@pytest.fixture
-def clean_emulator(emulator):
-    """The session emulator with no messages, counts or faults and its limits as started."""
+def reset_around(emulator):
+    """Yield the emulator with no messages, counts or faults and its limits as started, and reset it
+    again afterwards, so that what one test sets never reaches another."""
     emulator.reset()
     yield emulator
     emulator.reset()
+
+
+@pytest.fixture
+def clean_emulator(emulator):
+    """The session emulator, reset around the test."""
+    yield from reset_around(emulator)
 
 
 @pytest.fixture

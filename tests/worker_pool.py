@@ -3,6 +3,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -20,9 +21,10 @@ class WorkerPool:
         env = dict(os.environ)
         # Workers are started as `python ...`: this interpreter's bin must come first on PATH.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+        self._log = tempfile.TemporaryFile("w+")
         self._process = subprocess.Popen(
             [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
-             f"--service_port={self.port}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             f"--service_port={self.port}"], env=env, stdout=self._log, stderr=self._log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -38,6 +40,11 @@ class WorkerPool:
         return ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
                 f"--environment_config=localhost:{self.port}"]
 
+    def workers_started(self):
+        """How many SDK worker processes the pool has started so far (from its log)."""
+        self._log.seek(0)
+        return self._log.read().count("Starting worker with command")
+
     def close(self):
         self._process.terminate()
         try:
@@ -45,3 +52,4 @@ class WorkerPool:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+        self._log.close()
