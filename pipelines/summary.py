@@ -57,10 +57,41 @@ class Progress:
 def sink_counters(result):
     """{counter name: value} of the WriteToIoTPlatform namespace, summed over steps."""
     totals = {}
-    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+    query = lambda: result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))  # noqa: E731
+    for counter in _on_a_deep_stack(query)["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
         totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
     return totals
+
+
+def _on_a_deep_stack(call, stack_bytes=512 << 20, depth=1_000_000):
+    """call() in a thread with a deep stack and recursion limit.
+
+    FnApiRunner merges each bundle's metrics into one lazily chained generator per stage (Beam's
+    fn_runner.py), one level per bundle: reading them after a streaming run of a few thousand bundles
+    passes Python's default recursion limit. Reading them deep is the workaround.
+    """
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    previous_limit = sys.getrecursionlimit()
+    previous_stack = threading.stack_size(stack_bytes)
+    sys.setrecursionlimit(max(previous_limit, depth))
+    try:
+        reader = threading.Thread(target=run, name="read-metrics")
+        reader.start()
+        reader.join()
+    finally:
+        threading.stack_size(previous_stack)
+        sys.setrecursionlimit(previous_limit)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def summary_table(counters, wall_seconds, dead_letter=None):
