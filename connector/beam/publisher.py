@@ -22,7 +22,7 @@ from .results import Reason
 
 
 class RetryPolicy(NamedTuple):
-    """How long to keep trying one payload. Backoff is exponential with full jitter."""
+    """How long to keep trying one payload. Backoff is exponential, each wait a random 50-100 % of its step."""
 
     max_attempts: int = 10
     max_seconds: float = 600.0
