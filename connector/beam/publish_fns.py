@@ -219,14 +219,14 @@ class _BufferedPublishFn(_PublishFn):
         except EncodeError as error:
             yield self._failed(record, device, topic, Reason.UNENCODABLE, str(error), window, timestamp)
             return
-        overhead = encoder.overhead(device)
-        if overhead + len(fragment) > self._max_payload_bytes:
-            yield self._failed(record, device, topic, Reason.TOO_LARGE,
-                               f"record of {len(fragment)} encoded bytes cannot fit in a payload of at most "
-                               f"{self._max_payload_bytes} bytes", window, timestamp)
+        try:  # the packer's own rule, so batch and streaming refuse the same records, the same way
+            Packer(encoder, device, self._max_payload_bytes).add(record, fragment)
+        except RecordTooLarge as error:
+            yield self._failed(record, device, topic, Reason.TOO_LARGE, str(error), window, timestamp)
             return
         held = count.read()
         if held:
+            overhead = encoder.overhead(device)
             projected = overhead + size.read() + len(fragment) + len(encoder.separator) * held
             if projected > self._max_payload_bytes or (encoder.max_records and held >= encoder.max_records):
                 yield from self._flush(device, topic, window, buffer, count, size, latest)
