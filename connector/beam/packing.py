@@ -47,19 +47,32 @@ class Packer:
 
         Raises RecordTooLarge, leaving the packer as it was, when the record cannot fit even alone.
         """
+        size = self._size(fragment)
+        closed = self.flush() if self._closes(self._used, len(self._records), size) else None
+        self._records.append(record)
+        self._fragments.append(fragment)
+        self._used += size
+        return closed
+
+    def would_close(self, held_records, held_fragment_bytes, fragment):
+        """Whether adding fragment to an open payload of held_records fragments (held_fragment_bytes in
+        all) closes that payload first: add()'s rule, for a caller that keeps the open payload
+        elsewhere (the streaming DoFn keeps it in Beam state). Raises RecordTooLarge as add() does."""
+        used = held_fragment_bytes + self._separator * held_records
+        return self._closes(used, held_records, self._size(fragment))
+
+    def _size(self, fragment):
+        """The room a fragment takes, its separator included; RecordTooLarge when it can never fit."""
         size = len(fragment) + self._separator
         if size > self._room:
             raise RecordTooLarge(
                 f"a record encodes to {len(fragment)} bytes, more than the {self._room - self._separator} "
                 f"bytes a payload of at most {self.max_payload_bytes} bytes holds besides the "
                 f"{self.encoder.name} envelope ({self._overhead} bytes)")
-        closed = None
-        if self._used + size > self._room or len(self._records) >= self._max_records:
-            closed = self.flush()
-        self._records.append(record)
-        self._fragments.append(fragment)
-        self._used += size
-        return closed
+        return size
+
+    def _closes(self, used, held_records, size):
+        return held_records > 0 and (used + size > self._room or held_records >= self._max_records)
 
     def flush(self):
         """Close and return the open payload, if any."""

@@ -219,18 +219,15 @@ class _BufferedPublishFn(_PublishFn):
         except EncodeError as error:
             yield self._failed(record, device, topic, Reason.UNENCODABLE, str(error), window, timestamp)
             return
-        try:  # the packer's own rule, so batch and streaming refuse the same records, the same way
-            Packer(encoder, device, self._max_payload_bytes).add(record, fragment)
+        held = count.read()
+        try:  # the packer's own rules, so batch and streaming pack and refuse records alike
+            closes = Packer(encoder, device, self._max_payload_bytes).would_close(held, size.read(), fragment)
         except RecordTooLarge as error:
             yield self._failed(record, device, topic, Reason.TOO_LARGE, str(error), window, timestamp)
             return
-        held = count.read()
-        if held:
-            overhead = encoder.overhead(device)
-            projected = overhead + size.read() + len(fragment) + len(encoder.separator) * held
-            if projected > self._max_payload_bytes or (encoder.max_records and held >= encoder.max_records):
-                yield from self._flush(device, topic, window, buffer, count, size, latest)
-                held = 0
+        if closes:
+            yield from self._flush(device, topic, window, buffer, count, size, latest)
+            held = 0
         buffer.add((record, fragment))
         count.add(1)
         size.add(len(fragment))
