@@ -230,11 +230,7 @@ def run_child(args):
     result = pipeline.run()
     result.wait_until_finish()
     seconds = time.monotonic() - started
-    counters = sink_counters(result)
-    from apache_beam.metrics.metric import MetricsFilter
-    for counter in result.metrics().query(MetricsFilter().with_namespace("bench"))["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + (value or 0)
+    counters = {**sink_counters(result), **sink_counters(result, namespace="bench")}
     print(json.dumps({"seconds": seconds, "counters": counters}), flush=True)
 
 

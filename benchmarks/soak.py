@@ -36,6 +36,7 @@ from connector.beam.encoders import get_encoder  # noqa: E402
 from connector.emulator import Emulator, make_devices  # noqa: E402
 from connector.emulator.accounting import account  # noqa: E402
 from pipelines import fleet  # noqa: E402
+from pipelines.summary import sink_counters  # noqa: E402
 
 FAULTS = {
     "error_rate": {"30001": 0.02, "10000": 0.01, "20003": 0.005},
@@ -111,10 +112,7 @@ def run(args):
         done.set()
         sampler.join()
         rss.update(pipeline_end_mb=_rss_mb(), emulator_end_mb=_rss_mb(emulator.pid))
-        counters = {}
-        for counter in outcome.metrics().query()["counters"]:
-            if counter.key.metric.namespace == "WriteToIoTPlatform":
-                counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + counter.committed
+        counters = sink_counters(outcome)
         messages = emulator.messages()
         emulator_counters = emulator.counters()
     records, failed = _read_lines(inputs), _read_lines(failed_path)

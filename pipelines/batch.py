@@ -45,6 +45,11 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
     if args.dry_run:
         print("\n".join(dry_run.report(dry_run.read_plan(plan_path), args.top)), flush=True)
         return EXIT_OK
+    return summarize(pipeline_result, wall_seconds, args)
+
+
+def summarize(pipeline_result, wall_seconds, args):
+    """Print the run's summary table; the exit status (--strict: 3 when any record failed)."""
     counters = sink_counters(pipeline_result)
     print("\n".join(summary_table(counters, wall_seconds, args.dead_letter)), flush=True)
     return EXIT_RECORDS_FAILED if args.strict and counters.get("records_failed") else EXIT_OK

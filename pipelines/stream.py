@@ -22,8 +22,8 @@ import apache_beam as beam
 from connector import FileCredentials
 from connector.emulator import Emulator, make_devices
 
-from . import dead_letters, fleet, options
-from .summary import Progress, sink_counters, summary_table
+from . import batch, dead_letters, fleet, options
+from .summary import Progress
 
 DEMO_PRODUCT_KEY = "a1DemoRelay"
 
@@ -108,9 +108,7 @@ def run(argv):
         with _stop_on_sigint(), Progress("relay", poll):
             result = pipeline.run()
             result.wait_until_finish()
-        counters = sink_counters(result)
-        print("\n".join(summary_table(counters, time.monotonic() - started, args.dead_letter)), flush=True)
-    return 3 if args.strict and counters.get("records_failed") else 0
+        return batch.summarize(result, time.monotonic() - started, args)
 
 
 def main(argv=None):

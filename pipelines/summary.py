@@ -54,10 +54,10 @@ class Progress:
             print(line, file=self._out, flush=True)
 
 
-def sink_counters(result):
-    """{counter name: value} of the WriteToIoTPlatform namespace, summed over steps."""
+def sink_counters(result, namespace=NAMESPACE):
+    """{counter name: value} of a metrics namespace (the sink's by default), summed over steps."""
     totals = {}
-    query = lambda: result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))  # noqa: E731
+    query = lambda: result.metrics().query(MetricsFilter().with_namespace(namespace))  # noqa: E731
     for counter in _on_a_deep_stack(query)["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
         totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
