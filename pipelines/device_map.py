@@ -3,12 +3,7 @@
 Historical data rarely names the platform's devices; a map file says which device each source is.
 The table is read when the pipeline is built and travels with the router: it holds no secret.
 """
-import csv
-import io
-import json
-
-from apache_beam.io.filesystems import FileSystems
-
+from connector.beam.credentials import read_table
 from connector.beam.results import Reason
 from connector.beam.routing import FieldRouter, RoutingError
 
@@ -18,11 +13,8 @@ _COLUMNS = ("productKey", "deviceName")
 def load_device_map(path, id_field):
     """{source id: (productKey, deviceName)} from a JSON list or CSV with columns id_field, productKey,
     deviceName. Ids are compared as text, so 17 in a record matches "17" in a CSV."""
-    with FileSystems.open(path) as handle:
-        text = handle.read().decode("utf-8-sig")
-    rows = json.loads(text) if text.lstrip().startswith("[") else list(csv.DictReader(io.StringIO(text)))
     table = {}
-    for number, row in enumerate(rows, 1):
+    for number, row in enumerate(read_table(path), 1):
         if not isinstance(row, dict) or row.get(id_field) in (None, "") or not all(row.get(c) for c in _COLUMNS):
             raise ValueError(f"{path}: row {number} needs {id_field}, productKey and deviceName")
         table[str(row[id_field])] = (row["productKey"], row["deviceName"])

@@ -25,18 +25,18 @@ class FileCredentials:
 
     def secrets(self):
         """Device -> secret, read now (on the worker)."""
-        with FileSystems.open(self.path) as handle:
-            text = handle.read().decode("utf-8-sig")
-        return parse_credentials(text, self.path)
+        return parse_credentials(read_table(self.path), self.path)
 
 
-def parse_credentials(text, source="credentials"):
-    """Parse a JSON list or a CSV table of devices; errors name the source and row, never a secret."""
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        rows = json.loads(stripped)
-    else:
-        rows = list(csv.DictReader(io.StringIO(text)))
+def read_table(path):
+    """The rows of a JSON list of objects, or of a CSV table with a header, at any Beam path."""
+    with FileSystems.open(path) as handle:
+        text = handle.read().decode("utf-8-sig")
+    return json.loads(text) if text.lstrip().startswith("[") else list(csv.DictReader(io.StringIO(text)))
+
+
+def parse_credentials(rows, source="credentials"):
+    """Device -> secret from table rows; errors name the source and row, never a secret."""
     secrets = {}
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict) or any(not isinstance(row.get(f), str) or not row.get(f) for f in _FIELDS):
