@@ -41,8 +41,7 @@ class IoTPlatformClient:
                  read_timeout=30.0, pool_size=16, sign_method="hmacsha256"):
         if not str(endpoint).startswith("https://"):
             raise ValueError(f"the platform speaks HTTPS only; endpoint must start with https://: {endpoint!r}")
-        if sign_method not in signing.SIGN_METHODS:
-            raise ValueError(f"unknown sign method {sign_method!r}; use one of {sorted(signing.SIGN_METHODS)}")
+        signing.digest_for(sign_method)  # refuse an unknown method now, not at the first /auth
         self.endpoint = endpoint.rstrip("/")
         self.sign_method = sign_method
         self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)

@@ -191,7 +191,7 @@ class Emulator:
         return self._admin("POST", "/faults", faults)
 
     def clear_faults(self):
-        return self._admin("POST", "/faults", {})
+        return self.set_faults()
 
     def limits(self):
         return self._admin("GET", "/limits")

@@ -20,15 +20,8 @@ KEY_FILE = "server-key.pem"
 
 # Modern suites first; then the TLS 1.2 static-RSA AES suites the legacy C SDK offers (no ECDHE).
 # TLS 1.3 suites are configured separately by OpenSSL and stay on.
-CIPHERS = ":".join([
-    "ECDHE+AESGCM",
-    "ECDHE+CHACHA20",
-    "AES128-SHA",
-    "AES256-SHA",
-    "AES128-SHA256",
-    "AES256-SHA256",
-])
 LEGACY_CIPHERS = ("AES128-SHA", "AES256-SHA", "AES128-SHA256", "AES256-SHA256")
+CIPHERS = ":".join(["ECDHE+AESGCM", "ECDHE+CHACHA20", *LEGACY_CIPHERS])
 
 
 def _san_entry(host):

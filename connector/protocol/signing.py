@@ -22,11 +22,15 @@ def sign_content(params):
 
 def sign(secret, params, method=DEFAULT_SIGN_METHOD):
     """Lowercase hex signature of params with the device secret; raises ValueError on unknown method."""
+    return hmac.new(secret.encode("utf-8"), sign_content(params).encode("utf-8"), digest_for(method)).hexdigest()
+
+
+def digest_for(method):
+    """The hash of a sign method; ValueError naming the methods there are."""
     try:
-        digest = SIGN_METHODS[method]
+        return SIGN_METHODS[method]
     except KeyError:
         raise ValueError(f"unknown sign method {method!r}; use one of {sorted(SIGN_METHODS)}") from None
-    return hmac.new(secret.encode("utf-8"), sign_content(params).encode("utf-8"), digest).hexdigest()
 
 
 def signature_matches(secret, params, method, given):
