@@ -21,14 +21,14 @@ def load_device_map(path, id_field):
     return table
 
 
-class DeviceMapRouter:
+class DeviceMapRouter(FieldRouter):
     """A router (record -> (device, topic)): the record's id_field looked up in the table, the topic made
     from the template as FieldRouter makes it, over the record and its device."""
 
     def __init__(self, table, id_field, topic):
+        super().__init__("productKey", "deviceName", topic)
         self.table = table
         self.id_field = id_field
-        self._fields = FieldRouter("productKey", "deviceName", topic)
 
     def __call__(self, record):
         if not isinstance(record, dict):
@@ -37,4 +37,4 @@ class DeviceMapRouter:
         device = self.table.get(None if source_id is None else str(source_id))
         if device is None:
             raise RoutingError(Reason.UNROUTABLE, f"{self.id_field}={source_id!r} is not in the device map")
-        return self._fields(dict(record, productKey=device[0], deviceName=device[1]))
+        return super().__call__(dict(record, productKey=device[0], deviceName=device[1]))

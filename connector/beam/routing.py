@@ -110,7 +110,12 @@ def checked_topic(topic, device):
 
 def make_router(router=None, *, product_key_field="productKey", device_name_field="deviceName",
                 topic=DEFAULT_TOPIC):
-    """The router WriteToIoTPlatform uses: the user's callable, or one over fields and a template."""
+    """The router WriteToIoTPlatform uses: the user's callable, or one over fields and a template.
+
+    A FieldRouter (or a subclass) checks the device and topic it gives, so it is used as it is.
+    """
+    if isinstance(router, FieldRouter):
+        return router
     if router is not None:
         return CallableRouter(router)
     return FieldRouter(product_key_field, device_name_field, topic)
