@@ -39,6 +39,8 @@ import time
 
 import psutil
 
+from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND as RATE, MAX_PAYLOAD_BYTES
+
 SCENARIOS = ("ceiling", "connector", "naive", "far", "multi", "memory")
 PRODUCT_KEY = "a1BenchFleet"
 START_MS = 1_704_067_200_000
@@ -106,7 +108,7 @@ def subset(pattern, directory, count):
     return path
 
 
-def minimum_messages(pattern, max_payload_bytes=131_072):
+def minimum_messages(pattern, max_payload_bytes=MAX_PAYLOAD_BYTES):
     """Per device ceil(total jsonl-encoded bytes / max_payload_bytes), summed; and total encoded bytes."""
     import glob
 
@@ -396,14 +398,14 @@ def main(argv=None):
     if "connector" in s and "multi" in s:
         ratios["multi/connector"] = round(s["multi"]["records_per_s"] / s["connector"]["records_per_s"], 3)
     report["ratios"] = ratios
-    per_device_records = 30 * 131_072 / (encoded_bytes / args.records + 1)
+    per_device_records = RATE * MAX_PAYLOAD_BYTES / (encoded_bytes / args.records + 1)
     report["pacing_note"] = (
         f"the connector paces each device at 30 messages/s (the platform's limit): at most "
-        f"{30 * 131_072 / 1e6:.1f} MB/s, about {per_device_records:,.0f} records/s of "
+        f"{RATE * MAX_PAYLOAD_BYTES / 1e6:.1f} MB/s, about {per_device_records:,.0f} records/s of "
         f"{encoded_bytes / args.records:.0f} bytes per device; here {args.records / args.devices:,.0f} records "
         f"per device need {minimum / args.devices:.2f} messages each, so pacing "
-        f"{'does not bind' if minimum / args.devices <= 30 else 'binds'} for the whole run "
-        f"(a device needs {minimum / args.devices / 30:.2f} s of sending at 30/s)")
+        f"{'does not bind' if minimum / args.devices <= RATE else 'binds'} for the whole run "
+        f"(a device needs {minimum / args.devices / RATE:.2f} s of sending at 30/s)")
     print_table(report)
     with open(args.json, "w") as out:
         json.dump(report, out, indent=1)
