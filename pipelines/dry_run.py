@@ -153,15 +153,10 @@ def read_plan(path):
 
 def totals(rows):
     """records, messages, bytes, failed by reason (with why), devices, and the busiest device's messages."""
-    failed, why = {}, {}
-    for row in rows:
-        for reason, count in row["failed"].items():
-            failed[reason] = failed.get(reason, 0) + count
-            why.setdefault(reason, row["why"][reason])
+    merged = _MergeRows().merge_accumulators(rows) or _row()
     devices = [row for row in rows if row["device"] != NO_DEVICE]
-    return {"records": sum(r["records"] for r in rows), "messages": sum(r["messages"] for r in rows),
-            "bytes": sum(r["bytes"] for r in rows), "failed": failed, "why": why, "devices": len(devices),
-            "busiest_device_messages": max((r["messages"] for r in devices), default=0)}
+    return {**{field: merged[field] for field in ("records", "messages", "bytes", "failed", "why")},
+            "devices": len(devices), "busiest_device_messages": max((r["messages"] for r in devices), default=0)}
 
 
 def estimated_seconds(total):
