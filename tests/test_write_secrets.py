@@ -72,6 +72,6 @@ def test_no_secret_or_token_in_logs_failed_records_or_metrics(devices, tmp_path,
     # (Beam's own loggers are left out: they print uuid-named temp paths of the same shape.)
     assert re.fullmatch(r"[0-9a-f]{32}", token)
     ours = "".join(r.getMessage() for r in caplog.records if not r.name.startswith("apache_beam"))
-    assert "Starting new HTTPS connection" in ours
+    assert "opened a connection to" in ours and "POST /auth: HTTP 200" in ours
     token_shape = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
     assert not token_shape.search(ours + repr(run.failed) + repr(run.receipts) + repr(run.counters))

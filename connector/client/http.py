@@ -1,9 +1,8 @@
 """IoTPlatformClient: the HTTPS device channel, request by request.
 
-One keep-alive urllib3 connection pool per client (the one endpoint host), for use from several threads.
+One pool of keep-alive connections per client (the one endpoint host), for use from several threads.
 It knows the protocol (signing, codes, limits) and nothing of Beam or of token caching.
 """
-import http.client
 import json
 import logging
 import os
@@ -13,13 +12,12 @@ import time
 import urllib.parse
 
 import requests.utils
-import urllib3
-from urllib3.util.ssl_ import create_urllib3_context
 
 from connector.protocol import codes, limits, signing
 from connector.protocol.codes import Action
 from connector.protocol.topics import topic_problem
 
+from . import wire
 from .errors import InvalidRequest, IoTPlatformError, TransportError
 
 _LOG = logging.getLogger(__name__)
@@ -33,8 +31,9 @@ class IoTPlatformClient:
     endpoint: "https://host[:port]" (HTTPS only). ca_file: a CA bundle to trust instead of the default one
     (the emulator's CA in tests); it wins over REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE, which win over
     certifi's bundle, as with requests. insecure_skip_tls_verify: turns certificate checking off, loudly;
-    never the default. HTTPS_PROXY/ALL_PROXY and NO_PROXY are honoured as requests honoured them.
-    pool_size: connections kept for concurrent threads. Timeouts are in seconds.
+    never the default. HTTPS_PROXY/ALL_PROXY (an http:// proxy, tunnelled with CONNECT) and NO_PROXY are
+    honoured as requests honours them. pool_size: idle connections kept for concurrent threads.
+    Timeouts are in seconds.
     """
 
     def __init__(self, endpoint, *, ca_file=None, insecure_skip_tls_verify=False, connect_timeout=5.0,
@@ -44,38 +43,40 @@ class IoTPlatformClient:
         signing.digest_for(sign_method)  # refuse an unknown method now, not at the first /auth
         self.endpoint = endpoint.rstrip("/")
         self.sign_method = sign_method
-        self._timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         # The environment (HTTPS_PROXY/ALL_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE) is read once,
         # here, with the rules requests applies: reading it per request cost a third of the client's CPU.
         if insecure_skip_tls_verify:
             _LOG.warning("TLS certificate verification is OFF for %s: anyone on the path can read and "
                          "change the traffic, device tokens included", self.endpoint)
-            # urllib3 still warns (InsecureRequestWarning) on every request that goes out unverified.
-            context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
-            tls = {"cert_reqs": "CERT_NONE", "assert_hostname": False}
+            context = _tls_context(verify=False)
         else:
-            # One context, its CA bundle loaded once: urllib3 would otherwise build a context and load the
-            # bundle for every new connection. Default bundle: certifi's, as requests used.
-            context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+            # One context, its CA bundle loaded once. Default bundle: certifi's, as requests uses.
+            context = _tls_context(verify=True)
             _load_ca(context, ca_file or os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
                      or requests.utils.DEFAULT_CA_BUNDLE_PATH)
-            tls = {"cert_reqs": "CERT_REQUIRED"}
         parsed = urllib.parse.urlsplit(self.endpoint)
-        options = dict(maxsize=pool_size, block=False, retries=False, timeout=self._timeout, ssl_context=context,
-                       **tls)
         proxy = requests.utils.select_proxy(self.endpoint, requests.utils.get_environ_proxies(self.endpoint))
-        self._manager = _pool_manager(proxy, options)
-        # Every request goes to this one pool: keep-alive, up to pool_size idle connections kept. block=False
-        # as requests had it: a thread never waits for a slot; a connection beyond pool_size is opened and
-        # dropped after use (the publisher keeps at most pool_size requests in flight, so it does not happen).
-        self._pool = self._manager.connection_from_host(parsed.hostname, parsed.port or 443, scheme="https")
+        if proxy:
+            proxy = requests.utils.prepend_scheme_if_needed(proxy, "http")
+        # A thread never waits for a connection: one is opened when none is idle (the publisher keeps at
+        # most pool_size requests in flight, so at most pool_size are open).
+        self._pool = wire.Pool(parsed.hostname, parsed.port or 443, context, connect_timeout=connect_timeout,
+                               read_timeout=read_timeout, size=pool_size, proxy=proxy)
         self._path_prefix = parsed.path
 
     def __repr__(self):
         return f"IoTPlatformClient({self.endpoint!r})"
 
+    @property
+    def connections_opened(self):
+        return self._pool.connections_opened
+
+    @property
+    def requests_sent(self):
+        return self._pool.requests_sent
+
     def close(self):
-        self._manager.clear()
+        self._pool.close()
 
     def __enter__(self):
         return self
@@ -141,18 +142,21 @@ class IoTPlatformClient:
         ambiguous: whether a lost reply may hide an accepted request (true for publishes).
         """
         try:
-            response = self._pool.urlopen("POST", self._path_prefix + path, body=body, headers=headers,
-                                          retries=False, redirect=False, timeout=self._timeout,
-                                          preload_content=True, assert_same_host=False)
-        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as error:
-            raise _transport_error(error, ambiguous) from None
+            response = self._pool.post(self._path_prefix + path, body, headers)
+        except wire.ConnectFailed as error:
+            raise _connect_error(error, self.endpoint) from None
+        except wire.ReplyLost as error:
+            raise TransportError(error.kind, str(error), ambiguous=ambiguous) from None
+        except ValueError:  # a line break in a header value; its text might quote a token, so it is dropped
+            raise InvalidRequest("the request could not be built (a header holds a line break)") from None
+        _LOG.debug("POST %s%s: HTTP %d", self._path_prefix, path, response.status)
         if response.status != 200:
             raise TransportError(
                 "http_status", f"HTTP {response.status} from {self.endpoint}",
                 action=Action.THROTTLED if response.status == 429 else Action.RETRY,
                 ambiguous=ambiguous and response.status >= 500, http_status=response.status)
         try:
-            reply = json.loads(response.data)
+            reply = json.loads(response.body)
             code = reply["code"]
         except (ValueError, KeyError, TypeError):
             raise TransportError("bad_reply", f"reply from {self.endpoint} is not the platform's JSON",
@@ -183,48 +187,25 @@ def _load_ca(context, location):
         context.load_verify_locations(cafile=location)
 
 
-def _pool_manager(proxy, options):
-    """A PoolManager, or a proxy manager tunnelling to the endpoint when the environment names a proxy."""
-    if not proxy:
-        return urllib3.PoolManager(num_pools=1, **options)
-    proxy = requests.utils.prepend_scheme_if_needed(proxy, "http")
-    username, password = requests.utils.get_auth_from_url(proxy)
-    if proxy.lower().startswith("socks"):
-        from urllib3.contrib.socks import SOCKSProxyManager  # needs PySocks, as it did with requests
-        return SOCKSProxyManager(proxy, username=username, password=password, num_pools=1, **options)
-    headers = urllib3.make_headers(proxy_basic_auth=f"{username}:{password}") if username else None
-    return urllib3.ProxyManager(proxy, num_pools=1, proxy_headers=headers, **options)
+def _tls_context(verify):
+    """TLS 1.2 or newer; with verify, the certificate chain and the host name are checked."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
-def _transport_error(error, ambiguous):
-    """Map a urllib3 (or socket, http.client) exception to a TransportError that says whether the request
-    may have arrived. urllib3's texts name the host and port, never a header (the token travels in one)."""
-    exc = urllib3.exceptions
-    if isinstance(error, exc.MaxRetryError) and error.reason is not None:  # retries=False raises most bare
-        error = error.reason
-    if isinstance(error, (exc.SSLError, ssl.SSLError, ssl.CertificateError)):
-        text = _first_line(error)
+def _connect_error(error, endpoint):
+    """A TransportError for a connection that failed before anything was sent (never ambiguous)."""
+    cause = error.cause
+    if error.stage == "tls":
         # A certificate that does not verify will not verify next time; a handshake cut short might.
-        permanent = "certificate" in text.lower() or "hostname" in text.lower()
-        return TransportError("tls", f"TLS failure: {text}",
+        permanent = isinstance(cause, ssl.SSLCertVerificationError) or "certificate" in str(cause).lower()
+        return TransportError("tls", f"TLS failure with {endpoint}: {error}",
                               action=Action.PERMANENT if permanent else Action.RETRY)
-    if isinstance(error, exc.ProxyError):
-        return TransportError("connect", _first_line(error))
-    if isinstance(error, exc.NewConnectionError):  # refused, unreachable, no such name: nothing was sent
-        return TransportError("connect", _first_line(error))
-    if isinstance(error, exc.ConnectTimeoutError):  # NewConnectionError is one too, hence second
-        return TransportError("connect_timeout", "connecting timed out")
-    if isinstance(error, (exc.ReadTimeoutError, TimeoutError)):
-        return TransportError("read_timeout", "no reply within the read timeout", ambiguous=ambiguous)
-    if isinstance(error, ValueError):  # LocationValueError, or http.client refusing a header
-        # Raised before anything is sent; a text might quote a header value (a token), so drop it.
-        return InvalidRequest(f"the request could not be built ({type(error).__name__})")
-    if isinstance(error, exc.DecodeError):
-        return TransportError("bad_reply", f"reply could not be decoded ({type(error).__name__})",
-                              ambiguous=ambiguous)
-    # ProtocolError (reset, RemoteDisconnected, cut short), and anything else on the way.
-    return TransportError("connection_lost", _first_line(error), ambiguous=ambiguous)
-
-
-def _first_line(error):
-    return str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    via = " through the proxy" if error.stage == "proxy" else ""
+    if isinstance(cause, TimeoutError):
+        return TransportError("connect_timeout", f"connecting to {endpoint}{via} timed out")
+    return TransportError("connect", f"cannot connect to {endpoint}{via}: {error}")

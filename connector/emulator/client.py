@@ -82,6 +82,7 @@ class Emulator:
         self.endpoint, self.ca_file = announcement["endpoint"], announcement["ca_file"]
         self.port = int(self.endpoint.rsplit(":", 1)[1])
         self._session = requests.Session()
+        self._session.trust_env = False  # a local admin API: no proxy from the environment, only ca_file
         return self
 
     def _read_announcement(self):

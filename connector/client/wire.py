@@ -1,0 +1,314 @@
+"""HTTP/1.1 over keep-alive TLS connections: just what the device channel needs.
+
+A request is one POST with a small body or a payload of at most 128 KB; a reply is a small JSON
+document. urllib3 and http.client spent 0.55 to 0.65 ms of CPU per request here (header objects, the
+email parser, headers and body sent in separate TLS records, a connection check per request); this
+sends each request in one write and reads the reply with a few bytes operations, about a third of
+that (benchmarks/client_request_cpu.py). Under the GIL, that CPU is what bounds the requests a
+worker process can make.
+
+Errors: ConnectFailed when no request was sent (the connection, the proxy's tunnel or the TLS
+handshake failed); ReplyLost when the request may have been sent and no complete reply came.
+"""
+import base64
+import logging
+import select
+import socket
+import ssl
+import threading
+import urllib.parse
+from typing import NamedTuple
+
+_LOG = logging.getLogger(__name__)
+MAX_HEAD_BYTES = 64 * 1024
+MAX_BODY_BYTES = 1 << 20  # the platform's replies are a few hundred bytes
+_READ_SIZE = 65536
+
+
+class ConnectFailed(Exception):
+    """No connection; nothing was sent. stage: "connect", "proxy" or "tls"; cause: the exception."""
+
+    def __init__(self, cause, stage):
+        super().__init__(_describe(cause))
+        self.cause = cause
+        self.stage = stage
+
+
+class ReplyLost(Exception):
+    """The request may have been sent and no complete reply came.
+
+    kind: "read_timeout", "connection_lost" (reset, closed, TLS error) or "bad_reply" (not HTTP/1.x).
+    """
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+class Reply(NamedTuple):
+    status: int
+    body: bytes
+
+
+class _Head(NamedTuple):
+    version: str
+    status: int
+    headers: dict  # lower-cased names; a repeated header keeps its last value
+
+
+class Connection:
+    """One TLS connection, used by one thread at a time."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._buffer = bytearray()
+
+    def close(self):
+        self._sock.close()
+
+    def stale(self):
+        """Whether the server closed (or wrote unasked) while this connection sat idle."""
+        if self._buffer or self._sock.pending():
+            return True
+        try:
+            if hasattr(select, "poll"):  # select.select cannot watch descriptors above 1023
+                poller = select.poll()
+                poller.register(self._sock, select.POLLIN)
+                return bool(poller.poll(0))
+            return bool(select.select([self._sock], [], [], 0)[0])
+        except (OSError, ValueError):  # closed meanwhile
+            return True
+
+    def exchange(self, request):
+        """Send the request bytes; (Reply, whether the connection can be reused)."""
+        self._sock.sendall(request)
+        head = self._read_head()
+        while 100 <= head.status < 200:  # an interim reply (we never ask for one): the real one follows
+            head = self._read_head()
+        keep_alive = head.version == "HTTP/1.1" and "close" not in head.headers.get("connection", "").lower()
+        if head.status in (204, 304):  # never a body
+            body = b""
+        elif "chunked" in head.headers.get("transfer-encoding", "").lower():
+            body = self._read_chunked()
+        elif "content-length" in head.headers:
+            length = _int(head.headers["content-length"], "Content-Length")
+            if not 0 <= length <= MAX_BODY_BYTES:
+                raise ReplyLost("bad_reply", f"reply body of {length} bytes (at most {MAX_BODY_BYTES} are read)")
+            body = self._read_exactly(length)
+        else:  # delimited by the end of the connection
+            body = self._read_to_end()
+            keep_alive = False
+        return Reply(head.status, body), keep_alive
+
+    def _fill(self):
+        data = self._sock.recv(_READ_SIZE)
+        if not data:
+            raise ReplyLost("connection_lost", "the server closed the connection before replying in full")
+        self._buffer += data
+
+    def _read_head(self):
+        while True:
+            end = self._buffer.find(b"\r\n\r\n")
+            if 0 <= end <= MAX_HEAD_BYTES:
+                break
+            if len(self._buffer) > MAX_HEAD_BYTES:
+                raise ReplyLost("bad_reply", f"reply head is over {MAX_HEAD_BYTES} bytes")
+            self._fill()
+        text = self._buffer[:end].decode("latin-1")
+        del self._buffer[:end + 4]
+        status_line, *lines = text.split("\r\n")
+        parts = status_line.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+            raise ReplyLost("bad_reply", "the reply is not HTTP/1.x")
+        headers = {}
+        for line in lines:
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise ReplyLost("bad_reply", "malformed header line in the reply")
+            headers[name.strip().lower()] = value.strip()
+        return _Head(parts[0], _int(parts[1], "status"), headers)
+
+    def _read_exactly(self, length):
+        while len(self._buffer) < length:
+            self._fill()
+        body = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        return body
+
+    def _read_line(self):
+        while (end := self._buffer.find(b"\r\n")) < 0:
+            if len(self._buffer) > MAX_HEAD_BYTES:
+                raise ReplyLost("bad_reply", "chunk header line is too long")
+            self._fill()
+        line = bytes(self._buffer[:end])
+        del self._buffer[:end + 2]
+        return line
+
+    def _read_chunked(self):
+        body = bytearray()
+        while True:
+            size = _int(self._read_line().split(b";", 1)[0].strip(), "chunk size", base=16)
+            if size == 0:
+                while self._read_line():  # trailers, up to the blank line
+                    pass
+                return bytes(body)
+            body += self._read_exactly(size)
+            if len(body) > MAX_BODY_BYTES or self._read_line():
+                raise ReplyLost("bad_reply", "malformed or oversized chunked reply")
+
+    def _read_to_end(self):
+        while len(self._buffer) <= MAX_BODY_BYTES:
+            try:
+                self._fill()
+            except ReplyLost:
+                body = bytes(self._buffer)
+                self._buffer.clear()
+                return body
+        raise ReplyLost("bad_reply", f"reply body is over {MAX_BODY_BYTES} bytes")
+
+
+def _int(text, what, base=10):
+    try:
+        return int(text, base)
+    except ValueError:
+        raise ReplyLost("bad_reply", f"malformed {what} in the reply") from None
+
+
+class Pool:
+    """Keep-alive connections to one HTTPS host for many threads: an idle one is reused, else one is
+    opened; at most `size` idle ones are kept.
+
+    proxy: an "http://[user:password@]host:port" URL to tunnel through with CONNECT, or None.
+    """
+
+    def __init__(self, host, port, context, *, connect_timeout, read_timeout, size, proxy=None):
+        self._host, self._port = host, port
+        self._context = context
+        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
+        self._size = size
+        self._proxy = _proxy_parts(proxy) if proxy else None
+        self._host_header = host if port == 443 else f"{host}:{port}"
+        self._lock = threading.Lock()
+        self._idle = []
+        self.connections_opened = 0
+        self.requests_sent = 0
+
+    def close(self):
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    def post(self, path, body, headers):
+        """POST body to path with headers (a dict of str); a Reply, or ConnectFailed or ReplyLost."""
+        request = self._request_bytes(path, body, headers)
+        connection = self._take()
+        with self._lock:
+            self.requests_sent += 1
+        try:
+            reply, keep_alive = connection.exchange(request)
+        except ReplyLost:
+            connection.close()
+            raise
+        except OSError as error:  # timeouts, resets, and TLS errors after the handshake
+            connection.close()
+            kind = "read_timeout" if isinstance(error, TimeoutError) else "connection_lost"
+            raise ReplyLost(kind, _describe(error)) from None
+        if keep_alive:
+            self._give(connection)
+        else:
+            connection.close()
+        return reply
+
+    def _request_bytes(self, path, body, headers):
+        lines = [f"POST {urllib.parse.quote(path, safe=_PATH_SAFE)} HTTP/1.1", f"Host: {self._host_header}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines.append(f"Content-Length: {len(body)}")
+        head = "\r\n".join(lines)
+        if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
+            raise ValueError("a header value holds a line break")  # the text is not repeated: it may hold a token
+        return (head + "\r\n\r\n").encode("latin-1") + body
+
+    def _take(self):
+        while True:
+            with self._lock:
+                connection = self._idle.pop() if self._idle else None
+            if connection is None:
+                return self._open()
+            if not connection.stale():
+                return connection
+            connection.close()
+
+    def _give(self, connection):
+        with self._lock:
+            if len(self._idle) < self._size:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def _open(self):
+        target = (self._proxy.host, self._proxy.port) if self._proxy else (self._host, self._port)
+        try:
+            sock = socket.create_connection(target, timeout=self._connect_timeout)
+        except OSError as error:
+            raise ConnectFailed(error, "proxy" if self._proxy else "connect") from None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._proxy:
+                self._tunnel(sock)
+            sock = self._context.wrap_socket(sock, server_hostname=self._host)
+        except ConnectFailed:
+            sock.close()
+            raise
+        except OSError as error:  # ssl.SSLError and certificate failures are OSErrors too
+            sock.close()
+            raise ConnectFailed(error, "tls" if isinstance(error, ssl.SSLError) else "connect") from None
+        sock.settimeout(self._read_timeout)
+        with self._lock:
+            self.connections_opened += 1
+        _LOG.debug("opened a connection to %s:%d%s", self._host, self._port, " through the proxy" if self._proxy else "")
+        return Connection(sock)
+
+    def _tunnel(self, sock):
+        """Ask the proxy for a tunnel to the host (HTTP CONNECT); TLS then runs through it."""
+        target = f"{self._host}:{self._port}"
+        lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
+        if self._proxy.authorization:
+            lines.append(f"Proxy-Authorization: {self._proxy.authorization}")
+        tunnel = Connection(sock)
+        try:
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            head = tunnel._read_head()
+        except (OSError, ReplyLost) as error:
+            raise ConnectFailed(error, "proxy") from None
+        if not 200 <= head.status < 300 or tunnel._buffer:
+            raise ConnectFailed(OSError(f"the proxy refused the tunnel to {target} (HTTP {head.status})"), "proxy")
+
+
+# RFC 3986 pchar: what a path may hold unencoded; anything else (non-ASCII topics, %) is percent-encoded.
+_PATH_SAFE = "/!$&'()*+,;=:@"
+
+
+class _Proxy(NamedTuple):
+    host: str
+    port: int
+    authorization: str  # a Proxy-Authorization value, or ""
+
+
+def _proxy_parts(url):
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "http":
+        raise ValueError(f"only http:// proxies (HTTP CONNECT) are supported, not {parsed.scheme}://")
+    authorization = ""
+    if parsed.username is not None:
+        user = urllib.parse.unquote(parsed.username)
+        password = urllib.parse.unquote(parsed.password or "")
+        authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    return _Proxy(parsed.hostname, parsed.port or 80, authorization)
+
+
+def _describe(error):
+    """A short text for a socket error; never a header (a token travels in one)."""
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return str(error).splitlines()[0][:300] if str(error) else type(error).__name__
