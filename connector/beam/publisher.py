@@ -5,10 +5,12 @@ every DoFn instance and thread of a worker process (through apache_beam.utils.sh
 device authenticates once per process and HTTP connections are reused.
 """
 import collections
+import heapq
+import itertools
 import random
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import NamedTuple, Optional
 
 from connector.client.errors import InvalidRequest, IoTPlatformError, UnknownDevice
@@ -84,17 +86,47 @@ class _ByteBudget:
             self._changed.notify_all()
 
 
+class _Job:
+    """One payload on its way, with what its attempts have cost so far."""
+
+    __slots__ = ("topic", "payload", "future", "started", "attempts", "auth_calls", "throttled",
+                 "ambiguous_resends")
+
+    def __init__(self, topic, payload, future):
+        self.topic, self.payload, self.future = topic, payload, future
+        self.started = None  # monotonic time of the first attempt
+        self.attempts = self.auth_calls = self.ambiguous_resends = 0
+        self.throttled = 0.0
+
+    def outcome(self, message_id=None, error=None, latency=0.0):
+        return Outcome(message_id, error, None if error is None else failure_reason(error), self.attempts,
+                       self.auth_calls, self.throttled, latency, self.ambiguous_resends)
+
+
+class _Lane:
+    """A device's payloads, sent one after another. It lives while it holds payloads, and after the last
+    one until its pace would allow the next send, so a payload submitted meanwhile still waits its turn."""
+
+    __slots__ = ("jobs", "next_send")
+
+    def __init__(self):
+        self.jobs = collections.deque()
+        self.next_send = 0.0  # monotonic time before which the device must not send again
+
+
 class Publisher:
     """Publishes payloads concurrently, keeping each device's payloads in order and under its rate.
 
-    Three bounds: max_in_flight HTTP requests at once; LANES_PER_REQUEST_SLOT times as many devices
-    draining their lanes at once (a lane mostly waits on its device's pace, so many devices can
-    progress while few requests are open); and max_buffered_bytes of payloads held, past which
-    submit() blocks: that is what lets a bundle move on to the next device while one device's
-    payloads are still being paced out.
+    Up to max_in_flight sender threads take turns: each takes the next device that is due (its pace
+    allows a send, or a retry's backoff has passed, and none of its payloads is in flight), makes one
+    attempt, and gives the device back with the time of its next turn. No thread sleeps through a
+    pace or a backoff, so few threads keep many devices moving. submit() blocks while
+    max_buffered_bytes of payloads are held: that is what lets a bundle move on to the next device
+    while one device's payloads are paced out.
     """
 
-    LANES_PER_REQUEST_SLOT = 4
+    IDLE_SENDER_SECONDS = 5.0  # a sender with nothing to do for this long ends; submit() starts another
+    _numbers = itertools.count(1)
 
     def __init__(self, config, secrets=None):
         self.config = config
@@ -104,92 +136,128 @@ class Publisher:
             pool_size=config.max_in_flight, sign_method=config.sign_method)
         secrets = config.credentials.secrets() if secrets is None else secrets
         self.tokens = TokenCache(self.client, secrets)
-        self._requests = threading.BoundedSemaphore(config.max_in_flight)
         self._budget = _ByteBudget(config.max_buffered_bytes)
-        self._executor = ThreadPoolExecutor(config.max_in_flight * self.LANES_PER_REQUEST_SLOT,
-                                            thread_name_prefix="iot-publish")
-        self._lock = threading.Lock()
-        self._lanes = {}  # device -> deque of waiting jobs; present while a thread drains it
-        self._next_send = collections.defaultdict(float)  # device -> earliest monotonic time to send
         self._interval = 1.0 / config.device_messages_per_second if config.device_messages_per_second else 0.0
+        self._changed = threading.Condition()
+        self._lanes = {}  # device -> _Lane
+        self._due = collections.deque()  # devices whose turn has come
+        self._timed = []  # heap of (time, sequence, device): devices whose turn comes at that time
+        self._sequence = itertools.count()
+        self._senders = 0
+        self._idle_senders = 0
+        self.thread_name = f"iot-publish-{next(self._numbers)}"  # its senders' name, to tell publishers apart
 
     def __repr__(self):
         return f"Publisher({self.config.endpoint!r})"
 
     def submit(self, device, topic, payload):
-        """Queue a payload; blocks while max_buffered_bytes of payloads are queued or in flight."""
+        """Queue a payload; a Future of its Outcome. Blocks while max_buffered_bytes are held."""
         self._budget.take(len(payload))
         future = Future()
-        job = (topic, payload, future)
-        with self._lock:
+        with self._changed:
             lane = self._lanes.get(device)
-            if lane is not None:
-                lane.append(job)
-                return future
-            self._lanes[device] = collections.deque([job])
-        self._executor.submit(self._drain, device)
+            if lane is None:  # otherwise the lane already has its turn coming, or a sender has it
+                lane = self._lanes[device] = _Lane()
+                self._schedule(device, 0.0)
+                if not self._idle_senders and self._senders < self.config.max_in_flight:
+                    self._senders += 1
+                    threading.Thread(target=self._sender, name=self.thread_name, daemon=True).start()
+            lane.jobs.append(_Job(topic, payload, future))
         return future
 
-    def _drain(self, device):
-        """Send a device's payloads one after another until its lane is empty."""
+    def _schedule(self, device, when):
+        """Give the device its next turn at `when` (monotonic); wakes an idle sender to see it."""
+        if when <= time.monotonic():
+            self._due.append(device)
+        else:
+            heapq.heappush(self._timed, (when, next(self._sequence), device))
+        self._changed.notify()
+
+    def _sender(self):
         while True:
-            with self._lock:
-                lane = self._lanes[device]
-                if not lane:
-                    del self._lanes[device]
-                    return
-                topic, payload, future = lane.popleft()
+            turn = self._next_turn()
+            if turn is None:
+                return
+            device, lane, job = turn
             try:
-                future.set_result(self._send(device, topic, payload))
+                result = self._attempt(device, job)
             except BaseException as error:  # a bug: the DoFn must see it rather than wait forever
-                future.set_exception(error)
-            finally:
-                self._budget.give(len(payload))
+                job.future.set_exception(error)
+                result = None
+            with self._changed:
+                if result is None or isinstance(result, Outcome):
+                    lane.jobs.popleft()
+                    when = lane.next_send
+                else:  # a retry after `result` seconds, at the head of the lane
+                    when = max(lane.next_send, time.monotonic() + result)
+                if lane.jobs or when > time.monotonic():
+                    self._schedule(device, when)
+                else:
+                    del self._lanes[device]
+            if result is None or isinstance(result, Outcome):
+                if result is not None:
+                    job.future.set_result(result)
+                self._budget.give(len(job.payload))
 
-    def _send(self, device, topic, payload):
-        """One payload, with retries, re-authentication and throttling per the retry policy."""
+    def _next_turn(self):
+        """(device, lane, job) whose turn has come, waiting for one; None when idle long enough to end."""
+        with self._changed:
+            idle_since = time.monotonic()
+            while True:
+                now = time.monotonic()
+                while self._timed and self._timed[0][0] <= now:
+                    self._due.append(heapq.heappop(self._timed)[2])
+                while self._due:
+                    device = self._due.popleft()
+                    lane = self._lanes[device]
+                    if not lane.jobs:  # its pace has run out with nothing more to send
+                        del self._lanes[device]
+                        continue
+                    lane.next_send = now + self._interval  # the pace counts from this send
+                    if self._due or self._timed:
+                        self._changed.notify()  # another sender may take the next turn
+                    return device, lane, lane.jobs[0]
+                if self._timed:
+                    timeout = self._timed[0][0] - now
+                elif now - idle_since >= self.IDLE_SENDER_SECONDS:
+                    self._senders -= 1
+                    return None
+                else:
+                    timeout = self.IDLE_SENDER_SECONDS - (now - idle_since)
+                self._idle_senders += 1
+                self._changed.wait(timeout)
+                self._idle_senders -= 1
+
+    def _attempt(self, device, job):
+        """One attempt at a payload: its Outcome when it has ended, else the seconds to wait before the
+        next attempt. Re-authenticates and backs off per the retry policy."""
         policy = self.config.retry
-        started = time.monotonic()
-        attempts = auth_calls = ambiguous_resends = 0
-        throttled = 0.0
-        while True:
-            attempts += 1
-            token = None
-            self._pace(device)
-            try:
-                with self._requests:
-                    token, authenticated = self.tokens.fetch(device)
-                    auth_calls += authenticated
-                    sent = time.monotonic()
-                    message_id = self.client.publish(token, topic, payload)
-                return Outcome(message_id, None, None, attempts, auth_calls, throttled,
-                               time.monotonic() - sent, ambiguous_resends)
-            except IoTPlatformError as error:
-                action = error.action
-                if action is Action.REAUTHENTICATE and token is not None:
-                    self.tokens.invalidate(device, token)
-                delay = 0.0 if action is Action.REAUTHENTICATE and attempts == 1 else policy.backoff(attempts, action)
-                out_of_budget = (attempts >= policy.max_attempts
-                                 or time.monotonic() + delay - started > policy.max_seconds)
-                if action is Action.PERMANENT or out_of_budget:
-                    return Outcome(None, error, failure_reason(error), attempts, auth_calls, throttled,
-                                   0.0, ambiguous_resends)
-                if action is Action.THROTTLED:
-                    throttled += delay
-                if error.ambiguous:
-                    ambiguous_resends += 1
-                time.sleep(delay)
-
-    def _pace(self, device):
-        """Keep a device under its messages-per-second limit (sends spaced evenly, no bursts)."""
-        if not self._interval:
-            return
         now = time.monotonic()
-        wait = self._next_send[device] - now
-        if wait > 0:
-            time.sleep(wait)
-            now += wait
-        self._next_send[device] = now + self._interval
+        if job.started is None:
+            job.started = now
+        job.attempts += 1
+        token = None
+        try:
+            token, authenticated = self.tokens.fetch(device)
+            job.auth_calls += authenticated
+            sent = time.monotonic()
+            message_id = self.client.publish(token, job.topic, job.payload)
+            return job.outcome(message_id, latency=time.monotonic() - sent)
+        except IoTPlatformError as error:
+            action = error.action
+            if action is Action.REAUTHENTICATE and token is not None:
+                self.tokens.invalidate(device, token)
+            delay = 0.0 if action is Action.REAUTHENTICATE and job.attempts == 1 else policy.backoff(job.attempts,
+                                                                                                     action)
+            out_of_budget = (job.attempts >= policy.max_attempts
+                             or time.monotonic() + delay - job.started > policy.max_seconds)
+            if action is Action.PERMANENT or out_of_budget:
+                return job.outcome(error=error)
+            if action is Action.THROTTLED:
+                job.throttled += delay
+            if error.ambiguous:
+                job.ambiguous_resends += 1
+            return delay
 
 
 def failure_reason(error):

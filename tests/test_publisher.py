@@ -1,0 +1,98 @@
+"""The Publisher against the emulator: a device's payloads in order and at its pace, many devices moved by
+a few senders, a backoff that does not hold a sender, and senders that end when there is nothing to do."""
+import threading
+import time
+
+import pytest
+
+from connector.beam.publisher import Publisher, PublisherConfig
+from connector.emulator import make_devices
+from connector.protocol.device import Device
+
+
+@pytest.fixture
+def fleet():
+    return make_devices(30, product_key="pkPublisher", prefix="pub")
+
+
+def _publisher(emulator, fleet, **options):
+    config = PublisherConfig(emulator.endpoint, credentials=None, ca_file=emulator.ca_file, **options)
+    return Publisher(config, secrets={Device(d["productKey"], d["deviceName"]): d["deviceSecret"] for d in fleet})
+
+
+def _topic(device):
+    return f"/{device.product_key}/{device.device_name}/user/update"
+
+
+def _submit_all(publisher, jobs):
+    """Submit (device, payload) pairs in order; their Outcomes once all have ended."""
+    futures = [publisher.submit(device, _topic(device), payload) for device, payload in jobs]
+    return [future.result(timeout=60) for future in futures]
+
+
+def test_a_devices_payloads_go_in_order_at_its_pace(fresh_emulator, fleet):
+    emulator = fresh_emulator(devices=fleet)
+    device = Device(fleet[0]["productKey"], fleet[0]["deviceName"])
+    publisher = _publisher(emulator, fleet, device_messages_per_second=20)
+    outcomes = _submit_all(publisher, [(device, b"%d" % i) for i in range(8)])
+    assert all(o.message_id is not None for o in outcomes)
+    stored = emulator.messages()
+    assert [m["payload"] for m in stored] == [b"%d" % i for i in range(8)]
+    gaps = [b["receivedAt"] - a["receivedAt"] for a, b in zip(stored, stored[1:])]
+    # Sends start 50 ms apart; arrivals vary by the request's own time (the first one opens the
+    # connection and authenticates) and the scheduler's jitter.
+    assert min(gaps) >= 35 and sum(gaps) >= 7 * 50 - 15, gaps
+
+
+def test_many_devices_are_moved_by_max_in_flight_senders_side_by_side(fresh_emulator, fleet):
+    emulator = fresh_emulator(devices=fleet)
+    devices = [Device(d["productKey"], d["deviceName"]) for d in fleet]
+    publisher = _publisher(emulator, fleet, max_in_flight=2, device_messages_per_second=10)
+    seen = []
+    stop = threading.Event()
+
+    def count_senders():
+        while not stop.wait(0.005):
+            seen.append(sum(t.name == publisher.thread_name and t.is_alive() for t in threading.enumerate()))
+
+    counter = threading.Thread(target=count_senders)
+    counter.start()
+    try:
+        outcomes = _submit_all(publisher, [(d, b"%s-%d" % (d.device_name.encode(), i)) for i in range(3)
+                                           for d in devices])
+    finally:
+        stop.set()
+        counter.join()
+    assert all(o.message_id is not None for o in outcomes)
+    assert max(seen) <= 2
+    stored = emulator.messages()
+    for d in devices:
+        assert [m["payload"] for m in stored if m["deviceName"] == d.device_name] == \
+            [b"%s-%d" % (d.device_name.encode(), i) for i in range(3)]
+    # While each device waits out its 100 ms pace, the others go: every device's first payload is
+    # stored before any device's second.
+    assert {m["deviceName"] for m in stored[:len(devices)]} == {d.device_name for d in devices}
+
+
+def test_a_device_backing_off_does_not_hold_the_only_sender(fresh_emulator, fleet):
+    emulator = fresh_emulator(devices=fleet, device_qps=1)
+    a, b = (Device(d["productKey"], d["deviceName"]) for d in fleet[:2])
+    publisher = _publisher(emulator, fleet, max_in_flight=1, device_messages_per_second=0)
+    outcomes = _submit_all(publisher, [(a, b"a1"), (a, b"a2"), (b, b"b1")])
+    assert all(o.message_id is not None for o in outcomes)
+    assert outcomes[1].attempts > 1 and outcomes[1].throttled_seconds > 0  # a2 was throttled and waited
+    assert [m["payload"] for m in emulator.messages()] == [b"a1", b"b1", b"a2"]
+
+
+def test_senders_end_when_idle_and_come_back_for_new_work(fresh_emulator, fleet):
+    emulator = fresh_emulator(devices=fleet)
+    device = Device(fleet[0]["productKey"], fleet[0]["deviceName"])
+    publisher = _publisher(emulator, fleet, device_messages_per_second=0)
+    publisher.IDLE_SENDER_SECONDS = 0.2
+    assert _submit_all(publisher, [(device, b"first")])[0].message_id is not None
+    deadline = time.monotonic() + 10
+    while publisher._senders and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert publisher._senders == 0
+    assert _submit_all(publisher, [(device, b"again")])[0].message_id is not None
+    assert [m["payload"] for m in emulator.messages()] == [b"first", b"again"]
