@@ -1,11 +1,16 @@
 """Encoders: round trips, the errors a bad record gets, and the Alink bodies PROTOCOL.md describes."""
+import dataclasses
+import datetime
+import enum
 import io
 import itertools
 import json
 import os
 import pickle
+import uuid
 
 import fastavro
+import hypothesis
 import pytest
 
 from connector.beam import encoders
@@ -290,3 +295,72 @@ def test_get_encoder_lists_names_for_unknown_ones():
         get_encoder("protobuf")
     for name in ("jsonl", "json-array", "avro", "raw", "alink-property", "alink-history"):
         assert name in str(error.value)
+
+
+# --- JSON: orjson for speed, the json module as the reference ---------------------------------------
+
+class Mode(enum.Enum):
+    ECO = "eco"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+class Name(str):
+    pass
+
+
+@pytest.mark.parametrize("with_null", [False, True], ids=["orjson", "json-module"])
+def test_uuids_and_enums_are_written_the_same_on_both_paths(with_null):
+    record = {"id": uuid.UUID(int=7), "mode": Mode.ECO, "level": Level.HIGH, "gone": None if with_null else 0}
+    assert json.loads(make("jsonl").encode(record)) == {
+        "id": "00000000-0000-0000-0000-000000000007", "mode": "eco", "level": 3, "gone": None if with_null else 0}
+
+
+@pytest.mark.parametrize("record", [
+    pytest.param({"big": 2 ** 70, "small": -2 ** 64}, id="int-beyond-64-bits"),
+    pytest.param({1: "int key", None: "null key", 2.5: "float key"}, id="non-string-keys"),
+    pytest.param({"name": Name("sub"), "nested": [Name("x")]}, id="str-subclass"),
+    pytest.param({"text": "null", "n": None, "deep": [[{"x": None}]]}, id="nulls"),
+])
+def test_what_orjson_leaves_to_the_json_module_is_encoded_as_it_encodes(record):
+    expected = json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    assert make("jsonl").encode(record) == expected
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+@pytest.mark.parametrize("value", [datetime.datetime(2026, 11, 26), Point(1)], ids=["datetime", "dataclass"])
+def test_datetimes_and_dataclasses_are_refused_with_their_field(value):
+    with pytest.raises(EncodeError, match=f"type {type(value).__name__} cannot be encoded as JSON.*field at.when"):
+        make("jsonl").encode({"at": {"when": value}, "other": 1})
+
+
+def test_nan_beside_a_null_is_refused():
+    with pytest.raises(EncodeError, match=r"NaN/Infinity .*\(field b\)"):
+        make("jsonl").encode({"a": None, "b": float("nan")})
+
+
+_json_values = hypothesis.strategies.recursive(
+    hypothesis.strategies.none() | hypothesis.strategies.booleans() | hypothesis.strategies.floats()
+    | hypothesis.strategies.integers(min_value=-2 ** 80, max_value=2 ** 80) | hypothesis.strategies.text(),
+    lambda children: hypothesis.strategies.lists(children, max_size=4)
+    | hypothesis.strategies.dictionaries(hypothesis.strategies.text(max_size=5) | hypothesis.strategies.integers(),
+                                         children, max_size=4),
+    max_leaves=20)
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(hypothesis.strategies.dictionaries(hypothesis.strategies.text(max_size=5), _json_values, max_size=5))
+def test_the_json_encoders_accept_and_refuse_exactly_what_the_json_module_does(record):
+    try:
+        expected = json.loads(json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+    except (ValueError, UnicodeEncodeError):
+        with pytest.raises(EncodeError):
+            make("jsonl").encode(record)
+        return
+    assert json.loads(make("jsonl").encode(record)) == expected
