@@ -329,7 +329,8 @@ def main(argv=None):
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--repeat", type=int, default=2, help="runs per scenario (the fastest counts)")
     parser.add_argument("--json", default="backfill_throughput.json", help="where to write the figures")
-    parser.add_argument("--data", help="directory of an existing data set (default: generate one)")
+    parser.add_argument("--data", help="directory to write the data set to and keep (default: a temporary "
+                                       "one, removed at the end)")
     # child-process options
     parser.add_argument("--child", choices=SCENARIOS, help=argparse.SUPPRESS)
     for name in ("--input", "--endpoint", "--ca-file", "--credentials"):
@@ -340,7 +341,8 @@ def main(argv=None):
 
     from connector.emulator import Emulator
     scenarios = [s for s in args.scenarios.split(",") if s]
-    workdir = tempfile.mkdtemp(prefix="backfill-bench-")
+    scratch = tempfile.TemporaryDirectory(prefix="backfill-bench-")  # removed when the run ends
+    workdir = scratch.name
     started = time.monotonic()
     pattern, fleet = generate(args.data or workdir, args.records, args.devices)
     minimum, encoded_bytes = minimum_messages(pattern)
