@@ -9,6 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from connector import WriteToIoTPlatform, get_encoder
+from connector.beam.publisher import DEFAULT_MAX_IN_FLIGHT
 from connector.beam.routing import DEFAULT_TOPIC
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
@@ -33,7 +34,7 @@ def add_sink_options(parser):
     sink.add_argument("--time-field", default="time", help="epoch-ms field for the alink encoders")
     sink.add_argument("--order-by", help="field to order each device's records by before packing")
     sink.add_argument("--max-payload-bytes", type=int, default=MAX_PAYLOAD_BYTES)
-    sink.add_argument("--max-in-flight", type=int, default=16, help="HTTP requests open at once per worker process")
+    sink.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT, help="HTTP requests open at once per worker process")
     sink.add_argument("--dead-letter", help="path prefix of the Avro files of failed records")
     sink.add_argument("--strict", action="store_true", help="exit 3 when any record failed")
     route = parser.add_argument_group("routing records to devices")

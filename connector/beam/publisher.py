@@ -37,6 +37,10 @@ class RetryPolicy(NamedTuple):
         return random.uniform(0.5, 1.0) * min(self.max_backoff, base * 2 ** (attempt - 1))
 
 
+# Requests in flight hide the platform's round trip: 64 at 50 ms make about 1,280 requests a second.
+DEFAULT_MAX_IN_FLIGHT = 64
+
+
 class PublisherConfig(NamedTuple):
     """Everything a worker needs to publish; pickled into the graph, so it holds no secret."""
 
@@ -46,7 +50,7 @@ class PublisherConfig(NamedTuple):
     insecure_skip_tls_verify: bool = False
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
-    max_in_flight: int = 16
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     max_buffered_bytes: int = 32 << 20
     device_messages_per_second: float = DEVICE_MESSAGES_PER_SECOND
     retry: RetryPolicy = RetryPolicy()

@@ -14,7 +14,7 @@ from .credentials import as_credentials
 from .encoders import get_encoder
 from .metrics import SinkMetrics
 from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
-from .publisher import PublisherConfig, RetryPolicy
+from .publisher import DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
 from .routing import DEFAULT_TOPIC, RoutingError, make_router
 
@@ -76,7 +76,7 @@ class WriteToIoTPlatform(beam.PTransform):
     def __init__(self, endpoint, credentials, *, topic=DEFAULT_TOPIC, encoder="jsonl", ca_file=None,
                  max_payload_bytes=MAX_PAYLOAD_BYTES, encoder_options=None, product_key_field="productKey",
                  device_name_field="deviceName", router=None, order_by=None, sort_buffer_bytes=64 << 20,
-                 streaming=None, max_buffering_delay=DEFAULT_MAX_BUFFERING_DELAY, max_in_flight=16,
+                 streaming=None, max_buffering_delay=DEFAULT_MAX_BUFFERING_DELAY, max_in_flight=DEFAULT_MAX_IN_FLIGHT,
                  max_buffered_bytes=32 << 20, device_messages_per_second=DEVICE_MESSAGES_PER_SECOND,
                  retry=RetryPolicy(),
                  connect_timeout=5.0, read_timeout=30.0, insecure_skip_tls_verify=False,
