@@ -129,12 +129,11 @@ def minimum_messages(pattern, max_payload_bytes=MAX_PAYLOAD_BYTES):
 
 def _ceiling_pipeline(records):
     import apache_beam as beam
-    from apache_beam import typehints
 
     from connector.beam.encoders import get_encoder
     from connector.beam.packing import Payload, pack
     from connector.beam.routing import make_router
-    from connector.beam.write import _Key, _RouteFn, _typed
+    from connector.beam.write import KeyByDevice
     from connector.protocol.device import Device
 
     class PackOnly(beam.DoFn):
@@ -155,8 +154,7 @@ def _ceiling_pipeline(records):
                     self.messages.inc()
                     self.payload_bytes.inc(len(item.body))
 
-    routed = records | "Route" >> beam.ParDo(_RouteFn(make_router())).with_outputs("failed", main="routed")
-    keyed = _typed(routed.routed, typehints.KV[_Key, typehints.Any])
+    keyed, _ = records | "Route" >> KeyByDevice(make_router())
     _ = keyed | "GroupByDevice" >> beam.GroupByKey() | "PackOnly" >> beam.ParDo(PackOnly())
 
 

@@ -16,7 +16,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from connector import EncodeError, FileCredentials, Reason
 from connector.beam.packing import Payload, pack
-from connector.beam.routing import RoutingError, make_router
+from connector.beam.routing import make_router
+from connector.beam.write import KeyByDevice
 from connector.protocol.device import Device
 from connector.protocol.limits import ACCOUNT_REQUESTS_PER_SECOND, DEVICE_MESSAGES_PER_SECOND
 
@@ -36,20 +37,6 @@ def add_options(parser):
 def _row(device=NO_DEVICE, records=0, messages=0, payload_bytes=0, failed=None, why=None):
     return {"device": device, "records": records, "messages": messages, "bytes": payload_bytes,
             "failed": failed or {}, "why": why or {}}
-
-
-class _RouteFn(beam.DoFn):
-    def __init__(self, router):
-        self._router = router
-
-    def process(self, record):
-        try:
-            device, topic = self._router(record)
-        except RoutingError as error:
-            yield beam.pvalue.TaggedOutput("failed", _row(records=1, failed={error.reason: 1},
-                                                          why={error.reason: str(error)}))
-            return
-        yield (device.product_key, device.device_name, topic), record
 
 
 class _PlanFn(beam.DoFn):
@@ -130,10 +117,12 @@ class Plan(beam.PTransform):
         self._output = output
 
     def expand(self, records):
-        routed = records | "Route" >> beam.ParDo(_RouteFn(self._router)).with_outputs("failed", main="routed")
-        planned = (routed.routed | "GroupByDevice" >> beam.GroupByKey()
+        keyed, unroutable = records | "Route" >> KeyByDevice(self._router)
+        planned = (keyed | "GroupByDevice" >> beam.GroupByKey()
                    | "Pack" >> beam.ParDo(_PlanFn(self._encoder, self._max_payload_bytes, self._credentials)))
-        return ((planned, routed.failed) | beam.Flatten()
+        unplanned = unroutable | "Unroutable" >> beam.Map(
+            lambda failed: _row(records=1, failed={failed.reason: 1}, why={failed.reason: failed.message}))
+        return ((planned, unplanned) | beam.Flatten()
                 | "ByDevice" >> beam.Map(lambda row: (row["device"], row))
                 | "Merge" >> beam.CombinePerKey(_MergeRows())
                 | beam.Values()

@@ -46,6 +46,23 @@ class _RouteFn(beam.DoFn):
         yield (device.product_key, device.device_name, topic), record
 
 
+class KeyByDevice(beam.PTransform):
+    """records -> (keyed, failed): ((productKey, deviceName, topic), record) pairs with Beam's
+    deterministic key coder, and a FailedRecord for each record that cannot be routed.
+
+    WriteToIoTPlatform, the pipelines' dry run and the throughput benchmark's ceiling all key with it,
+    so they route and group alike.
+    """
+
+    def __init__(self, router):
+        super().__init__()
+        self._router = router
+
+    def expand(self, records):
+        routed = records | beam.ParDo(_RouteFn(self._router)).with_outputs(FAILED, main="routed")
+        return _typed(routed.routed, typehints.KV[_Key, typehints.Any]), _typed(routed[FAILED], FailedRecord)
+
+
 class WriteToIoTPlatform(beam.PTransform):
     """Publish records to IoT Platform over its HTTPS device channel.
 
@@ -104,8 +121,7 @@ class WriteToIoTPlatform(beam.PTransform):
                 "max_payload_bytes": self._max_payload_bytes, "max_in_flight": self._config.max_in_flight}
 
     def expand(self, records):
-        routed = records | "Route" >> beam.ParDo(_RouteFn(self._router)).with_outputs(FAILED, main="routed")
-        keyed = _typed(routed.routed, typehints.KV[_Key, typehints.Any])
+        keyed, unroutable = records | "Route" >> KeyByDevice(self._router)
         if self._is_streaming(records):
             publish_fn = _BufferedPublishFn(self._config, self._encoder, self._max_payload_bytes,
                                             self._max_buffering_delay, self._processing_clock)
@@ -114,7 +130,7 @@ class WriteToIoTPlatform(beam.PTransform):
             publish_fn = _GroupedPublishFn(self._config, self._encoder, self._max_payload_bytes,
                                            self._order_by, self._sort_buffer_bytes)
         published = keyed | "PackAndPublish" >> beam.ParDo(publish_fn).with_outputs(FAILED, main="published")
-        failed = ((_typed(routed[FAILED], FailedRecord), _typed(published[FAILED], FailedRecord))
+        failed = ((unroutable, _typed(published[FAILED], FailedRecord))
                   | "Failed" >> beam.Flatten())
         return WriteToIoTPlatformResult(_typed(published.published, Receipt), _typed(failed, FailedRecord))
 
