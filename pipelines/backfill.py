@@ -32,9 +32,22 @@ def run(argv, poll=None):
     parser = make_parser()
     args, pipeline_options = options.parse(parser, argv)
     if args.demo:
-        return demo.run(args.demo_devices, args.demo_days, run)
+        return demo.run(args.demo_devices, args.demo_days, run, _without_demo_options(argv))
     options.require(parser, args, "input")
     return batch.run(parser, args, pipeline_options, ReadAvroFiles(args.input), poll, label="backfill")
+
+
+def _without_demo_options(argv):
+    """The command line minus --demo and its options: what the demo passes on (--dry-run, --encoder...)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--demo-devices", "--demo-days"):
+            skip = True
+        elif arg != "--demo" and not arg.startswith(("--demo-devices=", "--demo-days=")):
+            kept.append(arg)
+    return kept
 
 
 def main(argv=None):

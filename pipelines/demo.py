@@ -14,8 +14,10 @@ from connector.emulator import Emulator
 from . import sample_data
 
 
-def run(devices, days, backfill):
-    """Generate, start the emulator, run `backfill(argv, poll)` and return its exit status."""
+def run(devices, days, backfill, extra_argv=()):
+    """Generate, start the emulator, run `backfill(argv, poll)` and return its exit status.
+
+    extra_argv: the user's other options, after the demo's own so that they win (--dry-run, --encoder...)."""
     directory = tempfile.mkdtemp(prefix="iot-backfill-demo-")
     print(f"demo: generating {devices} devices x {days} days of readings in {directory}", file=sys.stderr)
     sample = sample_data.generate(directory, devices=devices, days=days)
@@ -25,7 +27,7 @@ def run(devices, days, backfill):
     with Emulator(sample.devices_file) as emulator:
         argv = ["--input", sample.input_pattern, "--endpoint", emulator.endpoint,
                 "--credentials", sample.credentials_file, "--ca-file", emulator.ca_file,
-                "--dead-letter", os.path.join(directory, "dead-letter", "failed"), "--order-by", "ts"]
+                "--dead-letter", os.path.join(directory, "dead-letter", "failed"), "--order-by", "ts", *extra_argv]
         print(f"demo: emulator at {emulator.endpoint}; running\n  python -m pipelines.backfill "
               f"{shlex.join(argv)}", file=sys.stderr)
         return backfill(argv, poll=lambda: f"{emulator.counters()['messages']:,} messages at the emulator")

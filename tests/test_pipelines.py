@@ -199,6 +199,15 @@ def test_demo_runs_with_no_account_and_no_network():
     assert "backfill: started" in done.stderr  # progress is shown while it runs
 
 
+def test_demo_passes_the_other_options_on():
+    done = subprocess.run([sys.executable, "-m", "pipelines.backfill", "--demo-devices=5", "--dry-run", "--demo",
+                           "--demo-days", "1"], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "--dry-run" in done.stderr  # the command line the demo prints, to rerun against a real endpoint
+    assert "Dry run" in done.stdout and "records published" not in done.stdout
+
+
 def test_device_map_routes_by_source_id_and_fails_unmapped_ids(sample, emulator, tmp_path):
     device = sample_data.PRODUCT_KEY, "meter-00001"
     readings = tmp_path / "by-sensor.avro"
