@@ -7,7 +7,6 @@ WriteToIoTPlatform. Records that fail go to Avro dead letters (--dead-letter), t
 a local emulator. Other options (--runner, --project, --region, ...) go to Beam.
 """
 import argparse
-import logging
 import sys
 
 from . import batch, demo, dry_run, options
@@ -51,7 +50,7 @@ def _without_demo_options(argv):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    options.configure_logging()
     argv = sys.argv[1:] if argv is None else argv
     return run(argv or ["--demo"])
 

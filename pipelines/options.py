@@ -4,6 +4,7 @@
 --project, --region, --temp_location, --setup_file, --flink_master, ...) pass through untouched.
 """
 import json
+import logging
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -18,6 +19,11 @@ from .device_map import DeviceMapRouter, load_device_map
 ENCODERS = ("jsonl", "json-array", "alink-history", "alink-property", "avro")
 # The DirectRunner first tries to download Prism, which fails offline; FnApiRunner runs in-process.
 LOCAL_RUNNER = "FnApiRunner"
+
+
+def configure_logging():
+    """Warnings and errors of every logger, to stderr, for the pipelines' command lines."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def add_sink_options(parser):

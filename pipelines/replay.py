@@ -5,7 +5,6 @@ takes back each original record, and publishes it with the same options a backfi
 again goes to this run's own --dead-letter.
 """
 import argparse
-import logging
 import sys
 
 from . import batch, dry_run, options
@@ -28,7 +27,7 @@ def run(argv, poll=None):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    options.configure_logging()
     return run(sys.argv[1:] if argv is None else argv)
 
 

@@ -10,7 +10,6 @@ after --duration seconds.
 import argparse
 import contextlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -112,7 +111,7 @@ def run(argv):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    options.configure_logging()
     return run(sys.argv[1:] if argv is None else argv)
 
 

@@ -86,16 +86,6 @@ class Packer:
         self._records, self._fragments, self._used = [], [], 0
         return payload
 
-    @property
-    def pending_records(self):
-        """Records in the open payload."""
-        return len(self._records)
-
-    @property
-    def pending_bytes(self):
-        """Upper bound of the body the open payload would have if closed now; 0 when none is open."""
-        return self._used - self._separator + self._overhead if self._records else 0
-
 
 def pack(encoder, device, records_with_fragments, max_payload_bytes=MAX_PAYLOAD_BYTES):
     """Packs (record, fragment) pairs, streaming: yields each Payload as it closes, and (record,
