@@ -58,6 +58,8 @@ class Faults:
         if not isinstance(spike, dict) or set(spike) - {"rate", "ms"}:
             raise ValueError("latency_spike must be {\"rate\": p, \"ms\": n}")
         self._errors = _rates(spec.get("error_rate", {}), "error_rate", AUTH_CODES | TOPIC_CODES)
+        self._errors_on = {endpoint: {code: p for code, p in self._errors.items() if code in eligible}
+                           for endpoint, eligible in _CODES.items()}
         self._statuses = _rates(spec.get("http_status_rate", {}), "http_status_rate", range(400, 600))
         self._drop = _probability(spec.get("drop_rate", 0), "drop_rate")
         self._drop_after_store = _probability(spec.get("drop_after_store_rate", 0), "drop_after_store_rate")
@@ -92,15 +94,14 @@ class Faults:
             return True
         return False
 
-    def _pick(self, rates, eligible, kind):
-        """One key of rates (among eligible) with its probability, counted, or None."""
+    def _pick(self, rates, kind):
+        """One key of rates with its probability, counted, or None."""
         roll, total = self._random.random(), 0.0
         for key, p in rates.items():
-            if key in eligible:
-                total += p
-                if roll < total:
-                    self.injected[f"{kind}_{key}"] += 1
-                    return key
+            total += p
+            if roll < total:
+                self.injected[f"{kind}_{key}"] += 1
+                return key
         return None
 
     def drop_before(self):
@@ -109,11 +110,12 @@ class Faults:
 
     def http_status(self):
         """An HTTP error status to answer instead of handling the request, or None."""
-        return self._pick(self._statuses, self._statuses, "http") if self._statuses else None
+        return self._pick(self._statuses, "http") if self._statuses else None
 
     def error_code(self, endpoint):
         """A platform error code to answer instead of handling the request on this endpoint, or None."""
-        return self._pick(self._errors, _CODES[endpoint], "error") if self._errors else None
+        rates = self._errors_on[endpoint]
+        return self._pick(rates, "error") if rates else None
 
     def drop_after_store(self):
         """Whether to close the connection without a reply although the message was stored."""

@@ -105,6 +105,9 @@ class DeviceChannel:
                 return await self._delayed(injected)
         stored = False
         try:
+            code = faults.error_code(endpoint) if faults.active else None
+            if code:  # injected: answered as the platform answers it, before the request is handled
+                raise Outcome(code, info={"messageId": state.store.next_id()} if code == codes.TOKEN_EXPIRED else None)
             if request.method != "POST":
                 raise Outcome(codes.PARAM_ERROR, "only POST is supported")
             if body is None:
@@ -125,7 +128,8 @@ class DeviceChannel:
         return await self._delayed(web.Response(body=reply, content_type="application/json"))
 
     def _inject(self, request, endpoint):
-        """A fault decided before the request is handled (so nothing is stored), or None."""
+        """A hang-up or a gateway's HTTP error decided before the request is handled (so nothing is
+        stored), or None. Injected platform codes go through _serve's own error path."""
         faults = self.state.faults
         if faults.drop_before():
             return self._drop(request, endpoint)
@@ -134,11 +138,6 @@ class DeviceChannel:
             self.state.requests[endpoint, f"http_{status}"] += 1
             return web.Response(status=status, text=f"<html><body>{status}</body></html>",
                                 content_type="text/html")
-        code = faults.error_code(endpoint)
-        if code:
-            self.state.requests[endpoint, str(code)] += 1
-            info = {"messageId": self.state.store.next_id()} if code == codes.TOKEN_EXPIRED else {}
-            return web.Response(body=_json_reply(code, info), content_type="application/json")
         return None
 
     def _drop(self, request, endpoint):

@@ -6,6 +6,7 @@ On start the journal is loaded back and messageIds continue above the largest on
 """
 import asyncio
 import bisect
+import operator
 import sqlite3
 import time
 from typing import NamedTuple
@@ -32,29 +33,24 @@ class Message(NamedTuple):
     received_at: float  # epoch seconds
 
 
-class _Sequence:
-    """Messages in messageId order with their ids beside them, for bisecting to a page start."""
+class _Sequence(list):
+    """Messages in messageId order, paged from a messageId on."""
 
-    __slots__ = ("ids", "messages")
-
-    def __init__(self):
-        self.ids = []
-        self.messages = []
-
-    def append(self, message):
-        self.ids.append(message.message_id)
-        self.messages.append(message)
+    __slots__ = ()
 
     def page(self, after, topic, limit):
-        start = 0 if after is None else bisect.bisect_right(self.ids, after)
+        start = 0 if after is None else bisect.bisect_right(self, after, key=_message_id)
         found = []
-        for index in range(start, len(self.messages)):
-            message = self.messages[index]
+        for index in range(start, len(self)):
+            message = self[index]
             if topic is None or message.topic == topic:
                 if len(found) == limit:
                     return found, found[-1].message_id
                 found.append(message)
         return found, None
+
+
+_message_id = operator.attrgetter("message_id")
 
 
 class MessageStore:
@@ -68,7 +64,7 @@ class MessageStore:
             self._open(db_path)
 
     def __len__(self):
-        return len(self._all.ids)
+        return len(self._all)
 
     def __repr__(self):
         return f"MessageStore({len(self)} messages, {'sqlite' if self._db else 'memory'})"
@@ -85,7 +81,7 @@ class MessageStore:
             self._index(Message(message_id, Device(product_key, device_name), topic, payload, received_at))
         (issued,) = self._db.execute(
             "SELECT COALESCE(MAX(value), 0) FROM meta WHERE name = 'last_message_id'").fetchone()
-        self._last_id = max(self._last_id, issued, self._all.ids[-1] if self._all.ids else 0)
+        self._last_id = max(self._last_id, issued, self._all[-1].message_id if self._all else 0)
 
     def next_id(self):
         """A fresh messageId, also for replies that carry one without storing a message."""
