@@ -30,7 +30,27 @@ def _read_request(stream):
     return head + stream.read(length)
 
 
-class CannedServer:
+class LocalServer:
+    """A TCP server on 127.0.0.1 handing each connection to handle(), in its accepting thread."""
+
+    def __init__(self):
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self.handle(connection)
+
+    def close(self):
+        self._listener.close()
+
+
+class CannedServer(LocalServer):
     """A TLS server on 127.0.0.1 answering each request with the next canned reply. A None closes the
     connection: in place of a reply, or right after the reply before it. A reply of HTTP/1.0 or with
     Connection: close closes it too, once sent."""
@@ -40,35 +60,26 @@ class CannedServer:
         self._context = server_context(cert, key)
         self._replies = list(replies)
         self.requests, self.connections = [], 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"https://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
+        self.endpoint = f"https://127.0.0.1:{self.port}"
 
-    def _serve(self):
-        while True:
-            try:
-                raw, _ = self._listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with self._context.wrap_socket(raw, server_side=True) as conn, conn.makefile("rb") as stream:
-                while self._replies:
-                    request = _read_request(stream)
-                    if request is None:
-                        break
-                    self.requests.append(request)
-                    reply = self._replies.pop(0)
-                    if reply is None:
-                        break
-                    conn.sendall(reply)
-                    if self._replies and self._replies[0] is None:
-                        self._replies.pop(0)
-                        break
-                    if reply.startswith(b"HTTP/1.0") or b"Connection: close" in reply:
-                        break
-
-    def close(self):
-        self._listener.close()
+    def handle(self, raw):
+        self.connections += 1
+        with self._context.wrap_socket(raw, server_side=True) as conn, conn.makefile("rb") as stream:
+            while self._replies:
+                request = _read_request(stream)
+                if request is None:
+                    break
+                self.requests.append(request)
+                reply = self._replies.pop(0)
+                if reply is None:
+                    break
+                conn.sendall(reply)
+                if self._replies and self._replies[0] is None:
+                    self._replies.pop(0)
+                    break
+                if reply.startswith(b"HTTP/1.0") or b"Connection: close" in reply:
+                    break
 
 
 @pytest.fixture
@@ -180,23 +191,16 @@ def test_non_ascii_topic_is_percent_encoded_and_arrives_intact(clean_emulator, d
 
 # -- through an HTTP CONNECT proxy -----------------------------------------------------------------
 
-class ConnectProxy:
+class ConnectProxy(LocalServer):
     """An HTTP proxy on 127.0.0.1 that tunnels CONNECT requests, checking Basic credentials if given."""
 
     def __init__(self, credentials=None):
         self._expected = "Basic " + base64.b64encode(credentials.encode()).decode() if credentials else None
         self.tunnels = []  # the CONNECT targets it opened
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self):
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
+    def handle(self, client):
+        threading.Thread(target=self._tunnel, args=(client,), daemon=True).start()
 
     def _tunnel(self, client):
         with client, client.makefile("rb") as stream:
@@ -213,9 +217,6 @@ class ConnectProxy:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
                 _pipe(client, upstream)
-
-    def close(self):
-        self._listener.close()
 
 
 def _pipe(source, sink):
@@ -244,12 +245,20 @@ def proxy():
         each.close()
 
 
+def _proxy_env(monkeypatch, url, no_proxy=None):
+    """HTTPS_PROXY=url, and NO_PROXY as given (unset by default, in either case of its name)."""
+    monkeypatch.setenv("HTTPS_PROXY", url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    if no_proxy:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+    else:
+        monkeypatch.delenv("NO_PROXY", raising=False)
+
+
 def test_https_proxy_tunnels_with_credentials_and_keeps_the_connection(clean_emulator, devices, proxy,
                                                                       monkeypatch):
     through = proxy("user:p@ss")
-    monkeypatch.setenv("HTTPS_PROXY", f"http://user:p%40ss@127.0.0.1:{through.port}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    _proxy_env(monkeypatch, f"http://user:p%40ss@127.0.0.1:{through.port}")
     item = devices[0]
     device = Device(item["productKey"], item["deviceName"])
     with IoTPlatformClient(clean_emulator.endpoint, ca_file=clean_emulator.ca_file) as client:
@@ -261,8 +270,7 @@ def test_https_proxy_tunnels_with_credentials_and_keeps_the_connection(clean_emu
 
 def test_no_proxy_bypasses_the_proxy(clean_emulator, devices, proxy, monkeypatch):
     through = proxy()
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{through.port}")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    _proxy_env(monkeypatch, f"http://127.0.0.1:{through.port}", no_proxy="127.0.0.1")
     item = devices[0]
     with IoTPlatformClient(clean_emulator.endpoint, ca_file=clean_emulator.ca_file) as client:
         assert client.authenticate(Device(item["productKey"], item["deviceName"]), item["deviceSecret"])
@@ -272,9 +280,7 @@ def test_no_proxy_bypasses_the_proxy(clean_emulator, devices, proxy, monkeypatch
 def test_a_proxy_refusing_the_tunnel_is_a_connect_failure_before_sending(clean_emulator, devices, proxy,
                                                                         monkeypatch):
     through = proxy("user:right")
-    monkeypatch.setenv("HTTPS_PROXY", f"http://user:wrong@127.0.0.1:{through.port}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    _proxy_env(monkeypatch, f"http://user:wrong@127.0.0.1:{through.port}")
     with IoTPlatformClient(clean_emulator.endpoint, ca_file=clean_emulator.ca_file) as client:
         with pytest.raises(TransportError) as caught:
             client.publish("0" * 32, TOPIC, b"x")
@@ -285,8 +291,6 @@ def test_a_proxy_refusing_the_tunnel_is_a_connect_failure_before_sending(clean_e
 
 
 def test_socks_proxies_are_refused_when_the_client_is_made(monkeypatch):
-    monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
+    _proxy_env(monkeypatch, "socks5://127.0.0.1:1080")
     with pytest.raises(ValueError, match="only http:// proxies"):
         IoTPlatformClient("https://iot.example.com")
