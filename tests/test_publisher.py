@@ -96,3 +96,15 @@ def test_senders_end_when_idle_and_come_back_for_new_work(fresh_emulator, fleet)
     assert publisher._senders == 0
     assert _submit_all(publisher, [(device, b"again")])[0].message_id is not None
     assert [m["payload"] for m in emulator.messages()] == [b"first", b"again"]
+
+
+def test_a_burst_of_new_devices_gets_senders_even_while_one_sender_waits(fresh_emulator, fleet):
+    emulator = fresh_emulator(devices=fleet)
+    devices = [Device(d["productKey"], d["deviceName"]) for d in fleet]
+    publisher = _publisher(emulator, fleet, device_messages_per_second=0)
+    assert _submit_all(publisher, [(devices[0], b"warm")])[0].message_id is not None  # one sender, now waiting
+    emulator.set_faults(latency_ms=200)  # replies come late: every sender stays busy with its device
+    futures = [publisher.submit(d, _topic(d), b"burst") for d in devices[1:]]
+    senders = sum(t.name == publisher.thread_name for t in threading.enumerate())
+    assert all(f.result(timeout=60).message_id is not None for f in futures)
+    assert senders >= len(futures) // 2, senders  # not one sender doing 29 devices one after another

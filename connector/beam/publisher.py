@@ -76,7 +76,9 @@ class _ByteBudget:
     def __init__(self, limit):
         self._limit = limit
         self._used = 0
-        self._changed = threading.Condition()
+        lock = threading.Lock()
+        self._changed = threading.Condition(lock)  # what waiting senders wait on
+        self._clock = threading.Condition(lock)  # what the timekeeper waits on
 
     def take(self, size):
         """Wait for room; a payload is always admitted when nothing else is held."""
@@ -142,13 +144,16 @@ class Publisher:
         self.tokens = TokenCache(self.client, secrets)
         self._budget = _ByteBudget(config.max_buffered_bytes)
         self._interval = 1.0 / config.device_messages_per_second if config.device_messages_per_second else 0.0
-        self._changed = threading.Condition()
+        lock = threading.Lock()
+        self._changed = threading.Condition(lock)  # what waiting senders wait on
+        self._clock = threading.Condition(lock)  # what the timekeeper waits on
         self._lanes = {}  # device -> _Lane
         self._due = collections.deque()  # devices whose turn has come
         self._timed = []  # heap of (time, sequence, device): devices whose turn comes at that time
         self._sequence = itertools.count()
-        self._senders = 0
-        self._idle_senders = 0
+        self._senders = 0  # sender threads alive
+        self._waiting = 0  # senders waiting for a device to become due
+        self._timekeeper = False  # whether a sender is waiting for the earliest timed turn
         self.thread_name = f"iot-publish-{next(self._numbers)}"  # its senders' name, to tell publishers apart
 
     def __repr__(self):
@@ -160,22 +165,31 @@ class Publisher:
         future = Future()
         with self._changed:
             lane = self._lanes.get(device)
-            if lane is None:  # otherwise the lane already has its turn coming, or a sender has it
-                lane = self._lanes[device] = _Lane()
-                self._schedule(device, 0.0)
-                if not self._idle_senders and self._senders < self.config.max_in_flight:
-                    self._senders += 1
-                    threading.Thread(target=self._sender, name=self.thread_name, daemon=True).start()
+            if lane is not None:  # its turn is coming, or a sender has it
+                lane.jobs.append(_Job(topic, payload, future))
+                return future
+            lane = self._lanes[device] = _Lane()
             lane.jobs.append(_Job(topic, payload, future))
+            self._due.append(device)
+            self._wake()
         return future
 
-    def _schedule(self, device, when):
-        """Give the device its next turn at `when` (monotonic); wakes an idle sender to see it."""
-        if when <= time.monotonic():
-            self._due.append(device)
-        else:
-            heapq.heappush(self._timed, (when, next(self._sequence), device))
-        self._changed.notify()
+    def _wake(self):
+        """Devices are due or the timekeeper's place is empty: wake a waiting sender (or the timekeeper),
+        and start one more sender while more devices are due than senders wait, or nobody keeps time."""
+        if self._waiting:
+            self._changed.notify()
+        elif self._timekeeper:
+            self._clock.notify()
+        more_due = len(self._due) > self._waiting + self._timekeeper
+        untimed = self._timed and not self._timekeeper and not self._waiting
+        if (more_due or untimed) and self._senders < self.config.max_in_flight:
+            self._senders += 1
+            try:
+                threading.Thread(target=self._sender, name=self.thread_name, daemon=True).start()
+            except BaseException:
+                self._senders -= 1
+                raise
 
     def _sender(self):
         while True:
@@ -188,23 +202,31 @@ class Publisher:
             except BaseException as error:  # a bug: the DoFn must see it rather than wait forever
                 job.future.set_exception(error)
                 result = None
+            ended = result is None or isinstance(result, Outcome)
+            if result is not None and ended:  # before the lane moves on: outcomes come out in order
+                job.future.set_result(result)
             with self._changed:
-                if result is None or isinstance(result, Outcome):
+                if ended:
                     lane.jobs.popleft()
                     when = lane.next_send
                 else:  # a retry after `result` seconds, at the head of the lane
                     when = max(lane.next_send, time.monotonic() + result)
-                if lane.jobs or when > time.monotonic():
-                    self._schedule(device, when)
+                if when > time.monotonic():
+                    heapq.heappush(self._timed, (when, next(self._sequence), device))
+                    if self._timekeeper and self._timed[0][2] == device:
+                        self._clock.notify()  # the earliest turn is now sooner than it waits for
+                elif lane.jobs:
+                    self._due.append(device)  # this sender takes it, or the next due one, next
                 else:
                     del self._lanes[device]
-            if result is None or isinstance(result, Outcome):
-                if result is not None:
-                    job.future.set_result(result)
+            if ended:
                 self._budget.give(len(job.payload))
 
     def _next_turn(self):
-        """(device, lane, job) whose turn has come, waiting for one; None when idle long enough to end."""
+        """(device, lane, job) whose turn has come, waiting for one; None when idle long enough to end.
+
+        One waiting sender, the timekeeper, waits for the earliest timed turn; the others wait to be
+        woken, so a paced device does not wake every idle sender at each of its turns."""
         with self._changed:
             idle_since = time.monotonic()
             while True:
@@ -218,19 +240,21 @@ class Publisher:
                         del self._lanes[device]
                         continue
                     lane.next_send = now + self._interval  # the pace counts from this send
-                    if self._due or self._timed:
-                        self._changed.notify()  # another sender may take the next turn
+                    if self._due or (self._timed and not self._timekeeper):
+                        self._wake()  # more to do than this sender: another takes the next turn
                     return device, lane, lane.jobs[0]
-                if self._timed:
-                    timeout = self._timed[0][0] - now
-                elif now - idle_since >= self.IDLE_SENDER_SECONDS:
+                if self._timed and not self._timekeeper:
+                    self._timekeeper = True
+                    self._clock.wait(self._timed[0][0] - now)
+                    self._timekeeper = False
+                    idle_since = time.monotonic()
+                    continue
+                if now - idle_since >= self.IDLE_SENDER_SECONDS:
                     self._senders -= 1
                     return None
-                else:
-                    timeout = self.IDLE_SENDER_SECONDS - (now - idle_since)
-                self._idle_senders += 1
-                self._changed.wait(timeout)
-                self._idle_senders -= 1
+                self._waiting += 1
+                self._changed.wait(self.IDLE_SENDER_SECONDS - (now - idle_since))
+                self._waiting -= 1
 
     def _attempt(self, device, job):
         """One attempt at a payload: its Outcome when it has ended, else the seconds to wait before the
