@@ -6,9 +6,13 @@ import socket
 import threading
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from connector.client.errors import TransportError
 from connector.client.http import IoTPlatformClient
+from connector.emulator import tls
 from connector.emulator.tls import ensure_certificates, server_context
 from connector.protocol.codes import Action
 from connector.protocol.device import Device
@@ -33,8 +37,9 @@ def _read_request(stream):
 class LocalServer:
     """A TCP server on 127.0.0.1 handing each connection to handle(), in its accepting thread."""
 
-    def __init__(self):
-        self._listener = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, host="127.0.0.1"):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, 0), family=family)
         self.port = self._listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -44,7 +49,10 @@ class LocalServer:
                 connection, _ = self._listener.accept()
             except OSError:
                 return
-            self.handle(connection)
+            try:
+                self.handle(connection)
+            except OSError:  # the client broke the connection off (a refused certificate, say)
+                connection.close()
 
     def close(self):
         self._listener.close()
@@ -55,13 +63,13 @@ class CannedServer(LocalServer):
     connection: in place of a reply, or right after the reply before it. A reply of HTTP/1.0 or with
     Connection: close closes it too, once sent."""
 
-    def __init__(self, cert_dir, replies):
-        self.ca_file, cert, key = ensure_certificates(str(cert_dir))
+    def __init__(self, certificates, replies, host="127.0.0.1"):
+        self.ca_file, cert, key = certificates
         self._context = server_context(cert, key)
         self._replies = list(replies)
         self.requests, self.connections = [], 0
-        super().__init__()
-        self.endpoint = f"https://127.0.0.1:{self.port}"
+        super().__init__(host)
+        self.endpoint = f"https://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     def handle(self, raw):
         self.connections += 1
@@ -86,8 +94,9 @@ class CannedServer(LocalServer):
 def canned(tmp_path):
     servers = []
 
-    def start(*replies):
-        servers.append(CannedServer(tmp_path, replies))
+    def start(*replies, host="127.0.0.1", certificates=None):
+        certificates = certificates or ensure_certificates(str(tmp_path / host.replace(":", "_")), hosts=(host,))
+        servers.append(CannedServer(certificates, replies, host))
         return servers[-1]
 
     yield start
@@ -134,6 +143,41 @@ def test_connection_close_and_http_1_0_replies_open_a_new_connection(canned):
     assert len(server.requests) == 3
 
 
+def test_transfer_encoding_wins_over_content_length_and_the_connection_is_not_reused(canned):
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(OK), OK)
+    server = canned(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+                    None, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n" + OK, None, _length(OK))
+    with IoTPlatformClient(server.endpoint, ca_file=server.ca_file) as client:
+        assert [client.publish("0" * 32, TOPIC, b"x") for _ in range(3)] == [42, 42, 42]
+        assert client.connections_opened == 3
+
+
+def test_ipv6_literal_endpoint_is_bracketed_in_the_host_header(canned):
+    server = canned(_length(OK), host="::1")
+    assert _publish(server) == (42, 1)
+    assert b"\r\nHost: [::1]:%d\r\n" % server.port in server.requests[0]
+
+
+def test_a_certificate_naming_the_host_only_in_its_common_name_is_refused(canned, tmp_path):
+    """Host names are checked against subjectAltName only, as urllib3 and browsers check them."""
+    ca_key, server_key = tls._new_key(), tls._new_key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = tls._build(ca_name, ca_name, ca_key.public_key(), ca_key,
+                    [(x509.BasicConstraints(ca=True, path_length=0), True)], days=1)
+    server_cert = tls._build(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_name,
+                             server_key.public_key(), ca_key, [], days=1)
+    paths = [tmp_path / name for name in ("ca.pem", "cert.pem", "key.pem")]
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    server = canned(_length(OK), certificates=[str(p) for p in paths])
+    with pytest.raises(TransportError) as caught:
+        _publish(server)
+    assert caught.value.kind == "tls" and caught.value.action is Action.PERMANENT
+    assert server.requests == []
+
+
 def test_interim_reply_is_skipped(canned):
     server = canned(b"HTTP/1.1 100 Continue\r\n\r\n" + _length(OK))
     assert _publish(server) == (42, 1)
@@ -153,6 +197,11 @@ def test_a_reply_without_a_body_is_read_as_empty_and_keeps_the_connection(canned
     pytest.param(b"SSH-2.0-OpenSSH\r\n\r\n", "bad_reply", id="not-http"),
     pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n", "bad_reply", id="bad-length"),
     pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n", "bad_reply", id="negative-length"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 0x5\r\n\r\n", "bad_reply", id="hex-length"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 2\r\n\r\nhello", "bad_reply",
+                 id="two-lengths"),
+    pytest.param(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-2\r\nxx\r\n0\r\n\r\n", "bad_reply",
+                 id="negative-chunk"),
     pytest.param(b"HTTP/1.1 200 OK\r\nX-Filler: " + b"y" * 70_000 + b"\r\n\r\n", "bad_reply", id="huge-head"),
     pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + OK[:10], "connection_lost", id="cut-short"),
     pytest.param(None, "connection_lost", id="closed-unanswered"),

@@ -147,7 +147,7 @@ class IoTPlatformClient:
             raise _connect_error(error, self.endpoint) from None
         except wire.ReplyLost as error:
             raise TransportError(error.kind, str(error), ambiguous=ambiguous) from None
-        except ValueError:  # a line break in a header value; its text might quote a token, so it is dropped
+        except wire.RequestRefused:  # its text is dropped: the header might be the token
             raise InvalidRequest("the request could not be built (a header holds a line break)") from None
         _LOG.debug("POST %s%s: HTTP %d", self._path_prefix, path, response.status)
         if response.status != 200:
@@ -188,9 +188,12 @@ def _load_ca(context, location):
 
 
 def _tls_context(verify):
-    """TLS 1.2 or newer; with verify, the certificate chain and the host name are checked."""
+    """TLS 1.2 or newer; with verify, the certificate chain and the host name are checked, the name
+    against the certificate's subjectAltName only (as urllib3 and browsers do, not its common name)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.hostname_checks_common_name = False
+    context.options |= ssl.OP_NO_TICKET  # as urllib3 sets it: some servers mishandle session tickets
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

@@ -12,6 +12,7 @@ handshake failed); ReplyLost when the request may have been sent and no complete
 """
 import base64
 import logging
+import re
 import select
 import socket
 import ssl
@@ -32,6 +33,10 @@ class ConnectFailed(Exception):
         super().__init__(_describe(cause))
         self.cause = cause
         self.stage = stage
+
+
+class RequestRefused(ValueError):
+    """The request cannot be written: a header value or the path holds a line break."""
 
 
 class ReplyLost(Exception):
@@ -85,14 +90,20 @@ class Connection:
         head = self._read_head()
         while 100 <= head.status < 200:  # an interim reply (we never ask for one): the real one follows
             head = self._read_head()
-        keep_alive = head.version == "HTTP/1.1" and "close" not in head.headers.get("connection", "").lower()
+        headers = head.headers
+        keep_alive = head.version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
+        coding = headers.get("transfer-encoding")
         if head.status in (204, 304):  # never a body
             body = b""
-        elif "chunked" in head.headers.get("transfer-encoding", "").lower():
-            body = self._read_chunked()
-        elif "content-length" in head.headers:
-            length = _int(head.headers["content-length"], "Content-Length")
-            if not 0 <= length <= MAX_BODY_BYTES:
+        elif coding is not None:  # it wins over any Content-Length (RFC 9112 6.3)
+            if coding.lower().rsplit(",", 1)[-1].strip() != "chunked":
+                body, keep_alive = self._read_to_end(), False
+            else:
+                body = self._read_chunked()
+                keep_alive = keep_alive and "content-length" not in headers
+        elif "content-length" in headers:
+            length = _int(headers["content-length"], "Content-Length")
+            if length > MAX_BODY_BYTES:
                 raise ReplyLost("bad_reply", f"reply body of {length} bytes (at most {MAX_BODY_BYTES} are read)")
             body = self._read_exactly(length)
         else:  # delimited by the end of the connection
@@ -125,7 +136,14 @@ class Connection:
             name, colon, value = line.partition(":")
             if not colon:
                 raise ReplyLost("bad_reply", "malformed header line in the reply")
-            headers[name.strip().lower()] = value.strip()
+            name, value = name.strip().lower(), value.strip()
+            if name not in headers:
+                headers[name] = value
+            elif name == "content-length":  # repeated: only the same length again is unambiguous
+                if value != headers[name]:
+                    raise ReplyLost("bad_reply", "the reply gives two different Content-Lengths")
+            else:
+                headers[name] += ", " + value
         return _Head(parts[0], _int(parts[1], "status"), headers)
 
     def _read_exactly(self, length):
@@ -147,13 +165,16 @@ class Connection:
     def _read_chunked(self):
         body = bytearray()
         while True:
-            size = _int(self._read_line().split(b";", 1)[0].strip(), "chunk size", base=16)
+            size_text = self._read_line().split(b";", 1)[0].strip().decode("latin-1")  # no chunk extensions
+            size = _int(size_text, "chunk size", hexadecimal=True)
             if size == 0:
                 while self._read_line():  # trailers, up to the blank line
                     pass
                 return bytes(body)
+            if len(body) + size > MAX_BODY_BYTES:
+                raise ReplyLost("bad_reply", f"reply body is over {MAX_BODY_BYTES} bytes")
             body += self._read_exactly(size)
-            if len(body) > MAX_BODY_BYTES or self._read_line():
+            if self._read_line():
                 raise ReplyLost("bad_reply", "malformed or oversized chunked reply")
 
     def _read_to_end(self):
@@ -167,11 +188,15 @@ class Connection:
         raise ReplyLost("bad_reply", f"reply body is over {MAX_BODY_BYTES} bytes")
 
 
-def _int(text, what, base=10):
-    try:
-        return int(text, base)
-    except ValueError:
-        raise ReplyLost("bad_reply", f"malformed {what} in the reply") from None
+_DECIMAL = re.compile(r"[0-9]{1,18}")
+_HEXADECIMAL = re.compile(r"[0-9A-Fa-f]{1,15}")
+
+
+def _int(text, what, hexadecimal=False):
+    """A non-negative number as HTTP writes it (digits only: no sign, no underscore, no 0x)."""
+    if not (_HEXADECIMAL if hexadecimal else _DECIMAL).fullmatch(text):
+        raise ReplyLost("bad_reply", f"malformed {what} in the reply")
+    return int(text, 16 if hexadecimal else 10)
 
 
 class Pool:
@@ -187,14 +212,19 @@ class Pool:
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._size = size
         self._proxy = _proxy_parts(proxy) if proxy else None
-        self._host_header = host if port == 443 else f"{host}:{port}"
+        literal = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in URLs and headers
+        self._target = f"{literal}:{port}"
+        self._host_header = literal if port == 443 else self._target
         self._lock = threading.Lock()
         self._idle = []
+        self._closed = False
         self.connections_opened = 0
         self.requests_sent = 0
 
     def close(self):
+        """Close the idle connections, and each one in use when its request ends."""
         with self._lock:
+            self._closed = True
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
@@ -226,7 +256,7 @@ class Pool:
         lines.append(f"Content-Length: {len(body)}")
         head = "\r\n".join(lines)
         if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
-            raise ValueError("a header value holds a line break")  # the text is not repeated: it may hold a token
+            raise RequestRefused("a header value holds a line break")  # not repeated: it may hold a token
         return (head + "\r\n\r\n").encode("latin-1") + body
 
     def _take(self):
@@ -241,7 +271,7 @@ class Pool:
 
     def _give(self, connection):
         with self._lock:
-            if len(self._idle) < self._size:
+            if not self._closed and len(self._idle) < self._size:
                 self._idle.append(connection)
                 return
         connection.close()
@@ -250,7 +280,7 @@ class Pool:
         target = (self._proxy.host, self._proxy.port) if self._proxy else (self._host, self._port)
         try:
             sock = socket.create_connection(target, timeout=self._connect_timeout)
-        except OSError as error:
+        except (OSError, UnicodeError) as error:  # UnicodeError: a host name IDNA cannot encode
             raise ConnectFailed(error, "proxy" if self._proxy else "connect") from None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -266,12 +296,12 @@ class Pool:
         sock.settimeout(self._read_timeout)
         with self._lock:
             self.connections_opened += 1
-        _LOG.debug("opened a connection to %s:%d%s", self._host, self._port, " through the proxy" if self._proxy else "")
+        _LOG.debug("opened a connection to %s%s", self._target, " through the proxy" if self._proxy else "")
         return Connection(sock)
 
     def _tunnel(self, sock):
         """Ask the proxy for a tunnel to the host (HTTP CONNECT); TLS then runs through it."""
-        target = f"{self._host}:{self._port}"
+        target = self._target
         lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
         if self._proxy.authorization:
             lines.append(f"Proxy-Authorization: {self._proxy.authorization}")
