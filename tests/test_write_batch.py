@@ -119,6 +119,9 @@ def test_wrong_secret_fails_exactly_that_devices_records(clean_emulator, devices
     assert run.failed_reasons() == {"auth_failed": 40}
     assert {f.device_name for f in run.failed} == {devices[0]["deviceName"]}
     assert all(f.code == 20000 for f in run.failed)
+    # Every /auth sent is counted, the refused ones too (the device is paused after a refusal).
+    auth_requests = sum(clean_emulator.counters()["requests"]["auth"].values())
+    assert run.counters["auth_calls"] == auth_requests and auth_requests > len(devices) - 1
 
 
 def test_multi_process_runner_authenticates_once_per_device_per_process(clean_emulator, devices, credentials, tmp_path):

@@ -39,8 +39,6 @@ class SinkMetrics:
 
     def outcome(self, outcome, payload_bytes, record_count):
         """Count one payload's end."""
-        if outcome.auth_calls:
-            self.auth_calls.inc(outcome.auth_calls)
         if outcome.attempts > 1:
             self.retries.inc(outcome.attempts - 1)
         if outcome.ambiguous_resends:

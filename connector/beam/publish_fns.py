@@ -98,6 +98,9 @@ class _PublishFn(beam.DoFn):
         device, topic, payload, window, timestamp = context
         outcome = done.result()
         self._metrics.outcome(outcome, len(payload.body), len(payload.records))
+        auth_calls = self._publisher.tokens.take_auth_calls()  # whichever payload's attempt sent them
+        if auth_calls:
+            self._metrics.auth_calls.inc(auth_calls)
         if outcome.message_id is not None:
             receipt = Receipt(device.product_key, device.device_name, topic, outcome.message_id,
                               len(payload.records), len(payload.body))

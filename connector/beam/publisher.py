@@ -64,7 +64,6 @@ class Outcome(NamedTuple):
     error: Optional[IoTPlatformError]  # the last error when not accepted
     reason: Optional[str]  # Reason name when not accepted
     attempts: int
-    auth_calls: int
     throttled_seconds: float
     latency_seconds: float  # of the accepted request
     ambiguous_resends: int  # resends after a failure that may have hidden an acceptance
@@ -95,18 +94,17 @@ class _ByteBudget:
 class _Job:
     """One payload on its way, with what its attempts have cost so far."""
 
-    __slots__ = ("topic", "payload", "future", "started", "attempts", "auth_calls", "throttled",
-                 "ambiguous_resends")
+    __slots__ = ("topic", "payload", "future", "started", "attempts", "throttled", "ambiguous_resends")
 
     def __init__(self, topic, payload, future):
         self.topic, self.payload, self.future = topic, payload, future
         self.started = None  # monotonic time of the first attempt
-        self.attempts = self.auth_calls = self.ambiguous_resends = 0
+        self.attempts = self.ambiguous_resends = 0
         self.throttled = 0.0
 
     def outcome(self, message_id=None, error=None, latency=0.0):
         return Outcome(message_id, error, None if error is None else failure_reason(error), self.attempts,
-                       self.auth_calls, self.throttled, latency, self.ambiguous_resends)
+                       self.throttled, latency, self.ambiguous_resends)
 
 
 class _Lane:
@@ -266,8 +264,7 @@ class Publisher:
         job.attempts += 1
         token = None
         try:
-            token, authenticated = self.tokens.fetch(device)
-            job.auth_calls += authenticated
+            token = self.tokens.get(device)
             sent = time.monotonic()
             message_id = self.client.publish(token, job.topic, job.payload)
             return job.outcome(message_id, latency=time.monotonic() - sent)

@@ -36,6 +36,7 @@ class TokenCache:
         self._refused = {}  # device -> (error, retry_at)
         self._pending = {}  # device -> Future of the /auth under way
         self.auth_calls = 0  # /auth requests sent
+        self._auth_calls_taken = 0
 
     def __repr__(self):
         return f"TokenCache({len(self._tokens)} devices)"
@@ -63,6 +64,12 @@ class TokenCache:
         if leader:
             self._authenticate(device, pending)
         return pending.result(), leader
+
+    def take_auth_calls(self):
+        """/auth requests sent since the last call (refused ones too), for counting them once."""
+        with self._lock:
+            new, self._auth_calls_taken = self.auth_calls - self._auth_calls_taken, self.auth_calls
+        return new
 
     def invalidate(self, device, token):
         """Forget the token after the platform rejected it, unless another thread already renewed it."""
