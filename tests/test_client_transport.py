@@ -245,7 +245,7 @@ class ConnectProxy(LocalServer):
 
     def __init__(self, credentials=None):
         self._expected = "Basic " + base64.b64encode(credentials.encode()).decode() if credentials else None
-        self.tunnels = []  # the CONNECT targets it opened
+        self.asked, self.tunnels = [], []  # the CONNECT targets asked for, and those it opened
         super().__init__()
 
     def handle(self, client):
@@ -255,13 +255,20 @@ class ConnectProxy(LocalServer):
         with client, client.makefile("rb") as stream:
             head = _read_request(stream).decode()
             target = head.split()[1]
+            self.asked.append(target)
             authorization = next((line.split(":", 1)[1].strip() for line in head.split("\r\n")
                                   if line.lower().startswith("proxy-authorization:")), None)
             if self._expected and authorization != self._expected:
                 client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
                 return
             host, port = target.rsplit(":", 1)
-            with socket.create_connection((host, int(port))) as upstream:
+            try:
+                upstream = socket.create_connection((host, int(port)), timeout=5)
+            except OSError:
+                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+                return
+            with upstream:
+                upstream.settimeout(None)
                 self.tunnels.append(target)
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
@@ -337,6 +344,16 @@ def test_a_proxy_refusing_the_tunnel_is_a_connect_failure_before_sending(clean_e
     assert (error.kind, error.ambiguous, error.action) == ("connect", False, Action.RETRY)
     assert "proxy" in error.message and "407" in error.message and "wrong" not in error.message
     assert clean_emulator.messages() == []
+
+
+def test_a_host_name_beyond_ascii_travels_in_its_idna_form(proxy, monkeypatch):
+    through = proxy()
+    _proxy_env(monkeypatch, f"http://127.0.0.1:{through.port}")
+    with IoTPlatformClient("https://bücher.invalid", connect_timeout=2) as client:
+        with pytest.raises(TransportError) as caught:  # the proxy cannot reach it: nothing was sent
+            client.publish("0" * 32, TOPIC, b"x")
+    assert caught.value.kind == "connect" and not caught.value.ambiguous and "502" in caught.value.message
+    assert through.asked == ["xn--bcher-kva.invalid:443"]
 
 
 def test_socks_proxies_are_refused_when_the_client_is_made(monkeypatch):

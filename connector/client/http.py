@@ -147,8 +147,8 @@ class IoTPlatformClient:
             raise _connect_error(error, self.endpoint) from None
         except wire.ReplyLost as error:
             raise TransportError(error.kind, str(error), ambiguous=ambiguous) from None
-        except wire.RequestRefused:  # its text is dropped: the header might be the token
-            raise InvalidRequest("the request could not be built (a header holds a line break)") from None
+        except wire.RequestRefused as refused:  # says which rule, never the header: it might be the token
+            raise InvalidRequest(f"the request could not be built: {refused}") from None
         _LOG.debug("POST %s%s: HTTP %d", self._path_prefix, path, response.status)
         if response.status != 200:
             raise TransportError(

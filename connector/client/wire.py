@@ -212,7 +212,10 @@ class Pool:
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
         self._size = size
         self._proxy = _proxy_parts(proxy) if proxy else None
-        literal = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in URLs and headers
+        if ":" in host:  # an IPv6 address is bracketed in URLs and headers
+            literal = f"[{host}]"
+        else:  # a host name beyond ASCII travels in its IDNA form (xn--...), as DNS and TLS see it
+            literal = host.encode("idna").decode("ascii")
         self._target = f"{literal}:{port}"
         self._host_header = literal if port == 443 else self._target
         self._lock = threading.Lock()
@@ -257,7 +260,10 @@ class Pool:
         head = "\r\n".join(lines)
         if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
             raise RequestRefused("a header value holds a line break")  # not repeated: it may hold a token
-        return (head + "\r\n\r\n").encode("latin-1") + body
+        try:
+            return (head + "\r\n\r\n").encode("ascii") + body
+        except UnicodeEncodeError:  # a non-ASCII host name or header value: HTTP/1.1 headers cannot hold it
+            raise RequestRefused("a header holds characters other than ASCII") from None
 
     def _take(self):
         while True:
