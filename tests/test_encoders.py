@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import pickle
+import tracemalloc
 import uuid
 
 import fastavro
@@ -338,6 +339,19 @@ class Point:
 def test_datetimes_and_dataclasses_are_refused_with_their_field(value):
     with pytest.raises(EncodeError, match=f"type {type(value).__name__} cannot be encoded as JSON.*field at.when"):
         make("jsonl").encode({"at": {"when": value}, "other": 1})
+
+
+def test_fragments_take_the_memory_of_their_size():
+    """Fragments wait in streaming state and open payloads: each must hold about its own length."""
+    encoder = make("jsonl")
+    record = {"productKey": "pk", "deviceName": "dn", "ts": T, "temperature": 21.5}
+    tracemalloc.start()
+    try:
+        fragments = [encoder.encode(record) for _ in range(1000)]
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 1000 * (len(fragments[0]) + 200), held / 1000
 
 
 def test_nan_beside_a_null_is_refused():
