@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from connector.beam.publisher import Publisher, PublisherConfig
+from connector.beam.publisher import Publisher, PublisherConfig, RetryPolicy
 from connector.emulator import make_devices
 from connector.protocol.device import Device
 
@@ -108,3 +108,34 @@ def test_a_burst_of_new_devices_gets_senders_even_while_one_sender_waits(fresh_e
     senders = sum(t.name == publisher.thread_name for t in threading.enumerate())
     assert all(f.result(timeout=60).message_id is not None for f in futures)
     assert senders >= len(futures) // 2, senders  # not one sender doing 29 devices one after another
+
+
+def test_an_outage_shorter_than_max_seconds_does_not_spend_the_attempts(fresh_emulator, fleet):
+    emulator = fresh_emulator(devices=fleet)
+    device = Device(fleet[0]["productKey"], fleet[0]["deviceName"])
+    patient_in_time_only = RetryPolicy(max_attempts=3, max_seconds=60, initial_backoff=0.05, max_backoff=0.2)
+    publisher = _publisher(emulator, fleet, device_messages_per_second=0, connect_timeout=1,
+                           retry=patient_in_time_only)
+    assert _submit_all(publisher, [(device, b"before")])[0].message_id is not None
+    emulator.kill()
+    during = publisher.submit(device, _topic(device), b"during")
+    time.sleep(1.5)  # refused connections all along: many more attempts than max_attempts
+    emulator.start()  # same port; its tokens and (without a database) its messages are gone
+    outcome = during.result(timeout=60)
+    assert outcome.message_id is not None and outcome.attempts > 3, outcome
+    assert [m["payload"] for m in emulator.messages()] == [b"during"]
+
+
+def test_once_an_outage_outlasts_max_seconds_each_payload_fails_at_its_next_attempt(fresh_emulator, fleet):
+    emulator = fresh_emulator(devices=fleet)
+    device = Device(fleet[0]["productKey"], fleet[0]["deviceName"])
+    publisher = _publisher(emulator, fleet, device_messages_per_second=0, connect_timeout=1,
+                           retry=RetryPolicy(max_attempts=3, max_seconds=0.5, initial_backoff=0.05, max_backoff=0.1))
+    emulator.kill()
+    outcomes = _submit_all(publisher, [(device, b"%d" % i) for i in range(5)])
+    assert {o.reason for o in outcomes} == {"retries_exhausted"}
+    assert all(o.error.kind == "connect" for o in outcomes)
+    assert outcomes[0].attempts > 3  # the first spent the outage's half second, beyond max_attempts
+    # The rest find the outage clock run out at once (an attempt or two: each plans its own next wait),
+    # instead of each spending half a second of its own.
+    assert all(o.attempts <= 2 for o in outcomes[1:]), [o.attempts for o in outcomes]

@@ -139,8 +139,8 @@ def test_a_platform_down_longer_than_the_retry_budget_fails_the_rest_loudly(fres
                                                                              credentials, tmp_path):
     emulator = fresh_emulator(db=str(tmp_path / "store.db"))
     records = readings(devices, 160)
-    # Each payload spends its own budget against a dead platform (there is no circuit breaker), so
-    # the budget is kept small for the test.
+    # Once the platform has been unreachable for max_seconds, every payload fails at its next attempt;
+    # max_seconds is kept small for the test.
     short = connector.RetryPolicy(max_attempts=3, max_seconds=1.0, initial_backoff=0.02, max_backoff=0.05)
     with WhenStored(emulator, 40, emulator.kill) as crash:
         run = run_write(records, emulator, credentials, tmp_path, max_payload_bytes=1024,

@@ -13,7 +13,7 @@ import time
 from concurrent.futures import Future
 from typing import NamedTuple, Optional
 
-from connector.client.errors import InvalidRequest, IoTPlatformError, UnknownDevice
+from connector.client.errors import InvalidRequest, IoTPlatformError, TransportError, UnknownDevice
 from connector.client.http import IoTPlatformClient
 from connector.client.tokens import TokenCache
 from connector.protocol import codes
@@ -24,7 +24,12 @@ from .results import Reason
 
 
 class RetryPolicy(NamedTuple):
-    """How long to keep trying one payload. Backoff is exponential, each wait a random 50-100 % of its step."""
+    """How long to keep trying one payload. Backoff is exponential, each wait a random 50-100 % of its step.
+
+    Attempts that never reached the platform (no connection, no TLS session) count toward max_seconds
+    only, from when the platform was last reached: an outage shorter than max_seconds sends nothing to
+    the dead letters, and once an outage is longer, every payload fails at its next attempt.
+    """
 
     max_attempts: int = 10
     max_seconds: float = 600.0
@@ -94,12 +99,13 @@ class _ByteBudget:
 class _Job:
     """One payload on its way, with what its attempts have cost so far."""
 
-    __slots__ = ("topic", "payload", "future", "started", "attempts", "throttled", "ambiguous_resends")
+    __slots__ = ("topic", "payload", "future", "started", "attempts", "unreached", "throttled",
+                 "ambiguous_resends")
 
     def __init__(self, topic, payload, future):
         self.topic, self.payload, self.future = topic, payload, future
         self.started = None  # monotonic time of the first attempt
-        self.attempts = self.ambiguous_resends = 0
+        self.attempts = self.unreached = self.ambiguous_resends = 0  # unreached: attempts that found no platform
         self.throttled = 0.0
 
     def outcome(self, message_id=None, error=None, latency=0.0):
@@ -149,6 +155,7 @@ class Publisher:
         self._due = collections.deque()  # devices whose turn has come
         self._timed = []  # heap of (time, sequence, device): devices whose turn comes at that time
         self._sequence = itertools.count()
+        self._unreachable_since = None  # monotonic time of the first attempt that found no platform
         self._senders = 0  # sender threads alive
         self._waiting = 0  # senders waiting for a device to become due
         self._timekeeper = False  # whether a sender is waiting for the earliest timed turn
@@ -267,15 +274,25 @@ class Publisher:
             token = self.tokens.get(device)
             sent = time.monotonic()
             message_id = self.client.publish(token, job.topic, job.payload)
+            self._unreachable_since = None
             return job.outcome(message_id, latency=time.monotonic() - sent)
         except IoTPlatformError as error:
             action = error.action
+            unreached = isinstance(error, TransportError) and error.unreached
+            if unreached:
+                if self._unreachable_since is None:
+                    self._unreachable_since = now
+            elif error.code is not None or isinstance(error, TransportError):  # an answer came back
+                self._unreachable_since = None
             if action is Action.REAUTHENTICATE and token is not None:
                 self.tokens.invalidate(device, token)
             delay = 0.0 if action is Action.REAUTHENTICATE and job.attempts == 1 else policy.backoff(job.attempts,
                                                                                                      action)
-            out_of_budget = (job.attempts >= policy.max_attempts
-                             or time.monotonic() + delay - job.started > policy.max_seconds)
+            job.unreached += unreached
+            then = time.monotonic() + delay
+            out_of_budget = (job.attempts - job.unreached >= policy.max_attempts
+                             or then - job.started > policy.max_seconds
+                             or unreached and then - (self._unreachable_since or now) > policy.max_seconds)
             if action is Action.PERMANENT or out_of_budget:
                 return job.outcome(error=error)
             if action is Action.THROTTLED:

@@ -44,10 +44,17 @@ class TransportError(IoTPlatformError):
     "bad_reply" (an answer that is not the platform's JSON, or a success without its token or messageId).
     """
 
+    UNREACHED_KINDS = frozenset({"connect", "connect_timeout", "tls"})
+
     def __init__(self, kind, message, *, action=Action.RETRY, ambiguous=False, http_status=None):
         super().__init__(None, f"{kind}: {message}", action=action, ambiguous=ambiguous)
         self.kind = kind
         self.http_status = http_status
+
+    @property
+    def unreached(self):
+        """Whether the request never reached the platform (no connection, no TLS session)."""
+        return self.kind in self.UNREACHED_KINDS
 
 
 class InvalidRequest(IoTPlatformError):
