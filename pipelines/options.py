@@ -40,7 +40,8 @@ def add_sink_options(parser):
     sink.add_argument("--time-field", default="time", help="epoch-ms field for the alink encoders")
     sink.add_argument("--order-by", help="field to order each device's records by before packing")
     sink.add_argument("--max-payload-bytes", type=int, default=MAX_PAYLOAD_BYTES)
-    sink.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT, help="HTTP requests open at once per worker process")
+    sink.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
+                      help="HTTP requests open at once per worker process")
     sink.add_argument("--dead-letter", help="path prefix of the Avro files of failed records")
     sink.add_argument("--strict", action="store_true", help="exit 3 when any record failed")
     route = parser.add_argument_group("routing records to devices")

@@ -80,9 +80,7 @@ class _ByteBudget:
     def __init__(self, limit):
         self._limit = limit
         self._used = 0
-        lock = threading.Lock()
-        self._changed = threading.Condition(lock)  # what waiting senders wait on
-        self._clock = threading.Condition(lock)  # what the timekeeper waits on
+        self._changed = threading.Condition()
 
     def take(self, size):
         """Wait for room; a payload is always admitted when nothing else is held."""
