@@ -40,6 +40,7 @@ import time
 import psutil
 
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND as RATE, MAX_PAYLOAD_BYTES
+from pipelines.options import LOCAL_RUNNER
 
 SCENARIOS = ("ceiling", "connector", "naive", "far", "multi", "memory")
 PRODUCT_KEY = "a1BenchFleet"
@@ -59,7 +60,7 @@ SCHEMA = {
         {"name": "firmware", "type": "string"},
     ],
 }
-RUNNER = ["--runner=FnApiRunner"]
+RUNNER = [f"--runner={LOCAL_RUNNER}"]
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
@@ -147,7 +148,7 @@ def _ceiling_pipeline(records):
             self.payload_bytes = beam.metrics.Metrics.counter("bench", "payload_bytes")
 
         def process(self, element):
-            (product_key, device_name, _topic), group = element
+            ((product_key, device_name), _topic), group = element
             encode = self.encoder.encode
             for item in pack(self.encoder, Device(product_key, device_name), ((r, encode(r)) for r in group)):
                 if isinstance(item, Payload):

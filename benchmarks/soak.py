@@ -33,6 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 import connector  # noqa: E402
 from connector.beam.encoders import get_encoder  # noqa: E402
+from pipelines.options import LOCAL_RUNNER  # noqa: E402
 from connector.emulator import Emulator, make_devices  # noqa: E402
 from connector.emulator.accounting import account  # noqa: E402
 from pipelines import fleet  # noqa: E402
@@ -83,7 +84,7 @@ def run(args):
     seconds = args.minutes * 60
     with Emulator(devices, token_ttl=args.token_ttl, account_qps=args.account_qps) as emulator:
         emulator.set_faults(**FAULTS, seed=args.seed)
-        pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner", "--streaming"]))
+        pipeline = beam.Pipeline(options=PipelineOptions([f"--runner={LOCAL_RUNNER}", "--streaming"]))
         readings = pipeline | "Fleet" >> fleet.SimulatedFleet(
             [(d["productKey"], d["deviceName"]) for d in devices], args.rate, seconds)
         readings | "KeepInputs" >> beam.ParDo(_AppendLines(inputs))

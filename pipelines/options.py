@@ -18,7 +18,8 @@ from .device_map import DeviceMapRouter, load_device_map
 
 ENCODERS = ("jsonl", "json-array", "alink-history", "alink-property", "avro")
 # The DirectRunner first tries to download Prism, which fails offline; FnApiRunner runs in-process.
-LOCAL_RUNNER = "FnApiRunner"
+# Named by its module: Beam releases before 2.63 do not know the short name "FnApiRunner".
+LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
 
 def configure_logging():

@@ -18,11 +18,11 @@ from apache_beam.testing import test_stream
 
 from connector import Reason, get_encoder
 from connector.emulator import Emulator
-from pipelines import backfill, dead_letters, dry_run, replay, sample_data, stream
+from pipelines import backfill, dead_letters, dry_run, options, replay, sample_data, stream
 
 from conftest import reset_around
 
-LOCAL = ["--runner=FnApiRunner"]
+LOCAL = [f"--runner={options.LOCAL_RUNNER}"]
 JSONL = get_encoder("jsonl")
 
 

@@ -14,7 +14,7 @@ import connector
 from connector.emulator import Emulator
 
 from test_write_batch import readings
-from write_support import run_write, write_credentials
+from write_support import FN_API, run_write, write_credentials
 
 
 def pickled_functions(pipeline):
@@ -30,7 +30,7 @@ def pickled_functions(pipeline):
 
 def test_the_pipeline_graph_holds_the_credentials_path_but_no_secret(emulator, devices, tmp_path):
     credentials = write_credentials(tmp_path / "credentials.json", devices)
-    pipeline = beam.Pipeline(options=PipelineOptions(["--runner=FnApiRunner"]))
+    pipeline = beam.Pipeline(options=PipelineOptions(FN_API))
     write = connector.WriteToIoTPlatform(emulator.endpoint, credentials, ca_file=emulator.ca_file)
     _ = pipeline | beam.Create([{"productKey": "p", "deviceName": "d"}]) | write
     graph = pickled_functions(pipeline)

@@ -14,13 +14,14 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import connector
+from pipelines.options import LOCAL_RUNNER
 
 # Worker processes (multi-process and portable runners) unpickle functions from this module by name.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [_HERE, os.environ.get("PYTHONPATH")]))
 
-FN_API = ["--runner=FnApiRunner"]
-MULTI_PROCESS = ["--runner=FnApiRunner", "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+FN_API = [f"--runner={LOCAL_RUNNER}"]
+MULTI_PROCESS = [*FN_API, "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
 def write_credentials(path, devices):
