@@ -11,7 +11,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["connector", "connector.*", "pipelines", "pipelines.*"]),
     python_requires=">=3.11",
     install_requires=[
-        "apache-beam>=2.60",
+        "apache-beam>=2.62",
         "requests>=2.31",
         "fastavro>=1.9",
         # The JSON encoders: ten times the json module's speed on the backfill's largest cost (see encoders.py).
@@ -23,6 +23,8 @@ setuptools.setup(
         "cryptography>=41",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "psutil>=5.9"],
+        # The tested Beam release: 2.62.0 is the newest whose Flink runner Maven Central serves with all its
+        # dependencies, so that python -m pipelines.runners fetch can build the Flink job server for it.
+        "test": ["apache-beam==2.62.0", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "psutil>=5.9"],
     },
 )
