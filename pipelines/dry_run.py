@@ -52,7 +52,7 @@ class _PlanFn(beam.DoFn):
         self._known = set(FileCredentials(self._credentials).secrets()) if self._credentials else None
 
     def process(self, element):
-        (product_key, device_name, _topic), records = element
+        ((product_key, device_name), _topic), records = element
         device = Device(product_key, device_name)
         row = _row(str(device))
         for item in pack(self._encoder, device, self._encoded(records, row), self._max_payload_bytes):

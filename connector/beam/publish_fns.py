@@ -24,6 +24,9 @@ from .publisher import Publisher
 from .results import FailedRecord, Reason, Receipt
 
 FAILED = "failed"
+# The key of records that could not be routed: they pass through the publish stage as failed. No device
+# has it (routing refuses empty names).
+UNROUTED = (("", ""), "")
 
 
 class _PublishFn(beam.DoFn):
@@ -138,7 +141,11 @@ class _GroupedPublishFn(_PublishFn):
         self._sort_buffer_bytes = sort_buffer_bytes
 
     def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-        (product_key, device_name, topic), records = element
+        key, records = element
+        if key == UNROUTED:
+            yield from (pvalue.TaggedOutput(FAILED, failed) for failed in records)
+            return
+        (product_key, device_name), topic = key
         device = Device(product_key, device_name)
         pairs = self._encoded(records, device, topic, window, timestamp)
         if self._order_by is not None:
@@ -214,7 +221,11 @@ class _BufferedPublishFn(_PublishFn):
                 buffer=beam.DoFn.StateParam(BUFFER), count=beam.DoFn.StateParam(COUNT),
                 size=beam.DoFn.StateParam(BYTES), latest=beam.DoFn.StateParam(LATEST),
                 window_end=beam.DoFn.TimerParam(WINDOW_END), delay=beam.DoFn.TimerParam(DELAY)):
-        (product_key, device_name, topic), record = element
+        key, record = element
+        if key == UNROUTED:
+            yield pvalue.TaggedOutput(FAILED, record)
+            return
+        (product_key, device_name), topic = key
         device = Device(product_key, device_name)
         encoder = self._encoder
         try:
@@ -243,14 +254,18 @@ class _BufferedPublishFn(_PublishFn):
     @userstate.on_timer(WINDOW_END)
     def on_window_end(self, key=beam.DoFn.KeyParam, window=beam.DoFn.WindowParam,
                       buffer=beam.DoFn.StateParam(BUFFER), count=beam.DoFn.StateParam(COUNT),
-                      size=beam.DoFn.StateParam(BYTES), latest=beam.DoFn.StateParam(LATEST)):
-        yield from self._flush(Device(key[0], key[1]), key[2], window, buffer, count, size, latest)
+                      size=beam.DoFn.StateParam(BYTES), latest=beam.DoFn.StateParam(LATEST),
+                      delay=beam.DoFn.TimerParam(DELAY)):
+        # A processing-time timer holds the watermark at its record's time until it fires, and Flink
+        # fires none once the input has ended: left set, it would keep the job from ever finishing.
+        delay.clear()
+        yield from self._flush(Device(*key[0]), key[1], window, buffer, count, size, latest)
 
     @userstate.on_timer(DELAY)
     def on_delay(self, key=beam.DoFn.KeyParam, window=beam.DoFn.WindowParam,
                  buffer=beam.DoFn.StateParam(BUFFER), count=beam.DoFn.StateParam(COUNT),
                  size=beam.DoFn.StateParam(BYTES), latest=beam.DoFn.StateParam(LATEST)):
-        yield from self._flush(Device(key[0], key[1]), key[2], window, buffer, count, size, latest)
+        yield from self._flush(Device(*key[0]), key[1], window, buffer, count, size, latest)
 
     def _flush(self, device, topic, window, buffer, count, size, latest):
         """Publish what is buffered (stamped with the latest record's time) and clear the state."""

@@ -1,6 +1,6 @@
 """WriteToIoTPlatform: the PTransform users apply.
 
-records --Route--> ((productKey, deviceName, topic), record) --group--> pack --publish--> receipts
+records --Route--> (((productKey, deviceName), topic), record) --group--> pack --publish--> receipts
    |                                                             |                          |
    +-- unroutable, bad topic ---------------------> failed <------+ unencodable, too large  + failed codes
 """
@@ -13,18 +13,20 @@ from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BY
 from .credentials import as_credentials
 from .encoders import get_encoder
 from .metrics import SinkMetrics
-from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
+from .publish_fns import FAILED, UNROUTED, _BufferedPublishFn, _GroupedPublishFn
 from .publisher import DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
 from .routing import DEFAULT_TOPIC, RoutingError, make_router
 
-_Key = typehints.Tuple[str, str, str]
+# ((productKey, deviceName), topic): nested pairs, so every runner sees Beam's standard KV and string
+# coders (Prism cannot group on Python's coder for a 3-tuple).
+_Key = typehints.Tuple[typehints.Tuple[str, str], str]
 # Streaming: how long a record may wait for its payload to fill before it is sent anyway.
 DEFAULT_MAX_BUFFERING_DELAY = 5.0
 
 
 class _RouteFn(beam.DoFn):
-    """Keys each record by (productKey, deviceName, topic); what cannot be routed fails here."""
+    """Keys each record by ((productKey, deviceName), topic); what cannot be routed fails here."""
 
     def __init__(self, router):
         self._router = router
@@ -43,11 +45,11 @@ class _RouteFn(beam.DoFn):
                 record, device and device.product_key, device and device.device_name, error.topic,
                 error.reason, None, str(error), 0))
             return
-        yield (device.product_key, device.device_name, topic), record
+        yield ((device.product_key, device.device_name), topic), record
 
 
 class KeyByDevice(beam.PTransform):
-    """records -> (keyed, failed): ((productKey, deviceName, topic), record) pairs with Beam's
+    """records -> (keyed, failed): (((productKey, deviceName), topic), record) pairs with Beam's
     deterministic key coder, and a FailedRecord for each record that cannot be routed.
 
     WriteToIoTPlatform, the pipelines' dry run and the throughput benchmark's ceiling all key with it,
@@ -122,6 +124,11 @@ class WriteToIoTPlatform(beam.PTransform):
 
     def expand(self, records):
         keyed, unroutable = records | "Route" >> KeyByDevice(self._router)
+        # Records that cannot be routed travel with the others under a key no device has and leave the
+        # publish stage as failed: merging them after that stage instead, Prism (2.62, streaming) loses
+        # every element of the merge.
+        keyed = _typed((keyed, unroutable | "KeyUnroutable" >> beam.Map(_under_unrouted_key))
+                       | "WithUnroutable" >> beam.Flatten(), typehints.KV[_Key, typehints.Any])
         if self._is_streaming(records):
             publish_fn = _BufferedPublishFn(self._config, self._encoder, self._max_payload_bytes,
                                             self._max_buffering_delay, self._processing_clock)
@@ -130,15 +137,17 @@ class WriteToIoTPlatform(beam.PTransform):
             publish_fn = _GroupedPublishFn(self._config, self._encoder, self._max_payload_bytes,
                                            self._order_by, self._sort_buffer_bytes)
         published = keyed | "PackAndPublish" >> beam.ParDo(publish_fn).with_outputs(FAILED, main="published")
-        failed = ((unroutable, _typed(published[FAILED], FailedRecord))
-                  | "Failed" >> beam.Flatten())
-        return WriteToIoTPlatformResult(_typed(published.published, Receipt), _typed(failed, FailedRecord))
+        return WriteToIoTPlatformResult(_typed(published.published, Receipt), _typed(published[FAILED], FailedRecord))
 
     def _is_streaming(self, records):
         if self._streaming is not None:
             return self._streaming
         options = records.pipeline.options
         return (options is not None and options.view_as(StandardOptions).streaming) or not records.is_bounded
+
+
+def _under_unrouted_key(failed):
+    return UNROUTED, failed
 
 
 def _typed(pcoll, element_type):
