@@ -4,6 +4,12 @@ A splittable DoFn emits reading n at start + n / rate and, when the next one is 
 rest of its range back to the runner to resume shortly (defer_remainder): the runner publishes what
 came so far meanwhile. It stops after `count` readings, or as soon as `stop()` is called in this
 process (the relay's Ctrl-C handler), which ends the run cleanly: buffers flush, the summary prints.
+
+Reading n is a function of n and the start time alone (its `seq` is n, its time the one it was due
+at), so a runner that restores the source from a checkpoint emits the very same readings again, and
+duplicates can be told from losses. The source holds the watermark at its last reading while it has
+more to come: without that hold, Flink ends the source's stage once its input (the impulse) is done
+and drops the readings it had deferred.
 """
 import math
 import random
@@ -12,6 +18,7 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import MonotonicWatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration
@@ -42,29 +49,38 @@ class _FleetFn(beam.DoFn, RestrictionProvider):
     def restriction_size(self, element, restriction):
         return restriction.size()
 
-    def process(self, start, tracker=beam.DoFn.RestrictionParam()):
+    def process(self, start_ms, tracker=beam.DoFn.RestrictionParam(),
+                _watermark=beam.DoFn.WatermarkEstimatorParam(MonotonicWatermarkEstimator.default_provider())):
         position = tracker.current_restriction().start
         while True:
             if _STOP.is_set():
                 tracker.try_claim(tracker.current_restriction().stop)  # past the end: claims nothing, ends
                 return
-            wait = start + position / self._rate - time.time()
+            due = due_ms(start_ms, self._rate, position) / 1000
+            wait = due - time.time()
             if wait > 0:
                 tracker.defer_remainder(Duration.of(min(wait, 0.5)))
                 return
             if not tracker.try_claim(position):
                 return
-            now = time.time()
-            yield TimestampedValue(self._reading(position, now), now)
+            yield TimestampedValue(reading(self._devices, start_ms, self._rate, position), due)
             position += 1
 
-    def _reading(self, n, now):
-        product_key, device_name = self._devices[n % len(self._devices)]
-        rng = random.Random(n)
-        phase = 2 * math.pi * (now % 86_400) / 86_400
-        return {"productKey": product_key, "deviceName": device_name, "ts": int(now * 1000),
-                "temperature": round(20 + 5 * math.sin(phase) + rng.gauss(0, 0.3), 2),
-                "humidity": round(50 - 15 * math.sin(phase) + rng.gauss(0, 1), 1)}
+
+def due_ms(start_ms, rate, n):
+    """When reading n is due, in epoch milliseconds."""
+    return start_ms + int(n * 1000 / rate)
+
+
+def reading(devices, start_ms, rate, n):
+    """Reading n of a fleet of `devices` that started at `start_ms` (epoch ms) at `rate` readings/s."""
+    product_key, device_name = devices[n % len(devices)]
+    ts = due_ms(start_ms, rate, n)
+    rng = random.Random(n)
+    phase = 2 * math.pi * (ts / 1000 % 86_400) / 86_400
+    return {"productKey": product_key, "deviceName": device_name, "seq": n, "ts": ts,
+            "temperature": round(20 + 5 * math.sin(phase) + rng.gauss(0, 0.3), 2),
+            "humidity": round(50 - 15 * math.sin(phase) + rng.gauss(0, 1), 1)}
 
 
 class SimulatedFleet(beam.PTransform):
@@ -78,5 +94,5 @@ class SimulatedFleet(beam.PTransform):
 
     def expand(self, pbegin):
         return (pbegin | beam.Impulse()
-                | "Start" >> beam.Map(lambda _: time.time())
+                | "Start" >> beam.Map(lambda _: int(time.time() * 1000))
                 | "Readings" >> beam.ParDo(_FleetFn(self._devices, self._rate, self._count)))
