@@ -4,7 +4,8 @@ Reads --input (globs or paths on any Beam filesystem) with Beam's Avro IO, route
 device, packs each device's readings into messages of at most 128 KB and publishes them with
 WriteToIoTPlatform. Records that fail go to Avro dead letters (--dead-letter), to fix and replay with
 `python -m pipelines.replay`. --dry-run shows what a run would send. With no arguments: a demo against
-a local emulator. Other options (--runner, --project, --region, ...) go to Beam.
+a local emulator, as without --input, --endpoint and --credentials (so `--runner=FlinkRunner` alone
+runs the demo on Flink). Other options (--runner, --project, --region, ...) go to Beam.
 """
 import argparse
 import sys
@@ -19,7 +20,7 @@ def make_parser():
     parser.add_argument("--input", nargs="+", help="Avro files: globs or paths (gs://, s3://, local)")
     options.add_sink_options(parser)
     dry_run.add_options(parser)
-    group = parser.add_argument_group("demo (the default when no arguments are given)")
+    group = parser.add_argument_group("demo (the default without --input, --endpoint and --credentials)")
     group.add_argument("--demo", action="store_true", help="run the demo against a local emulator")
     group.add_argument("--demo-devices", type=int, default=300)
     group.add_argument("--demo-days", type=int, default=3)
@@ -30,7 +31,7 @@ def run(argv, poll=None):
     """The backfill for a command line (without the program name); returns the exit status."""
     parser = make_parser()
     args, pipeline_options = options.parse(parser, argv)
-    if args.demo:
+    if args.demo or not (args.input or args.endpoint or args.credentials):
         return demo.run(args.demo_devices, args.demo_days, run, _without_demo_options(argv))
     options.require(parser, args, "input")
     return batch.run(parser, args, pipeline_options, ReadAvroFiles(args.input), poll, label="backfill")
