@@ -1,0 +1,79 @@
+"""python -m pipelines.runners: fetch what Beam's Flink and Prism runners need; run a Flink session cluster.
+
+  fetch [flink|prism|all]       the Flink job server jar (Maven) and Flink's distribution (PyPI);
+                                Prism (go install of Beam's Go module); all: both. Idempotent.
+  flink-cluster start [--taskmanagers N] [--rest-port P] [--workdir D]
+  flink-cluster stop|status [--workdir D]
+"""
+import argparse
+import os
+import sys
+
+from . import flink_cluster, flink_dist, flink_job_server, prism
+from .flink_cluster import ClusterError, FlinkCluster
+from .tools import MissingTool
+
+
+def fetch_flink():
+    jar = flink_job_server.fetch()
+    flink_dist.fetch(flink_job_server.flink_release(jar))
+
+
+FETCHERS = {"flink": [fetch_flink], "prism": [prism.fetch], "all": [fetch_flink, prism.fetch]}
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(prog="python -m pipelines.runners", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch = commands.add_parser("fetch", help="fetch what the runners need, so they work offline")
+    fetch.add_argument("runner", nargs="?", choices=sorted(FETCHERS), default="all")
+    cluster = commands.add_parser("flink-cluster", help="a Flink session cluster on this machine")
+    cluster.add_argument("action", choices=["start", "stop", "status"])
+    cluster.add_argument("--taskmanagers", type=int, default=2)
+    cluster.add_argument("--rest-port", type=int, default=flink_cluster.DEFAULT_REST_PORT)
+    cluster.add_argument("--workdir", default=flink_cluster.DEFAULT_WORKDIR,
+                         help="configuration, logs, checkpoints and process ids (default %(default)s)")
+    return parser
+
+
+def run_cluster(args):
+    if args.action == "start":
+        if not os.path.exists(flink_job_server.jar_path()):
+            raise ClusterError("the Flink job server is not fetched: run python -m pipelines.runners fetch flink")
+        release = flink_job_server.flink_release()
+        cluster = FlinkCluster(release, args.workdir, args.rest_port).start(args.taskmanagers)
+        print(f"Flink {release} session cluster: REST http://{cluster.master} (JobManager pid {cluster.jobmanager}, "
+              f"TaskManager pids {', '.join(map(str, cluster.taskmanagers))})\n"
+              f"run jobs with --runner=FlinkRunner --flink_master={cluster.master}; logs in {args.workdir}/log")
+        return 0
+    cluster = FlinkCluster.load(args.workdir)
+    if args.action == "stop":
+        cluster.stop()
+        print(f"stopped the Flink cluster of {args.workdir}")
+        return 0
+    overview = cluster.overview()
+    if overview is None:
+        print(f"Flink cluster of {args.workdir}: not answering at http://{cluster.master}")
+        return 1
+    print(f"Flink {overview.get('flink-version', cluster.release)} at http://{cluster.master}: "
+          f"{overview['taskmanagers']} TaskManagers ({len(cluster.live_taskmanagers())} started here alive), "
+          f"{overview['slots-available']}/{overview['slots-total']} slots free, {overview['jobs-running']} jobs running")
+    return 0
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    try:
+        if args.command == "fetch":
+            for fetch in FETCHERS[args.runner]:
+                fetch()
+            return 0
+        return run_cluster(args)
+    except (MissingTool, ClusterError, flink_job_server.FetchError, flink_dist.FetchError, prism.FetchError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
