@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
 
 from connector import FileCredentials
 from connector.emulator import Emulator, make_devices
@@ -25,6 +26,7 @@ from . import batch, dead_letters, fleet, options
 from .summary import Progress
 
 DEMO_PRODUCT_KEY = "a1DemoRelay"
+SOURCE_GRACE_SECONDS = 30.0
 
 
 def make_parser():
@@ -88,6 +90,14 @@ def _demo_fleet(args, stack):
 def run(argv):
     parser = make_parser()
     args, pipeline_options = options.parse(parser, argv)
+    if args.duration is not None and _on_flink(pipeline_options) and not any(
+            arg.startswith("--shutdown_sources_after_idle_ms") for arg in argv):
+        # Flink keeps a streaming job's impulse alive for checkpoints, so the job would never end: let it
+        # end once the fleet is surely done. Not sooner: Flink then drops the fleet's last deferred
+        # readings (the last 0.5 s of them were lost that way), and its stage spins through the rest
+        # while its checkpointed state balloons. The grace covers the job's start-up before the fleet's.
+        idle_ms = int((args.duration + SOURCE_GRACE_SECONDS) * 1000)
+        args, pipeline_options = options.parse(parser, [*argv, f"--shutdown_sources_after_idle_ms={idle_ms}"])
     with contextlib.ExitStack() as stack:
         poll = None
         if args.input_subscription:
@@ -108,6 +118,11 @@ def run(argv):
             result = pipeline.run()
             result.wait_until_finish()
         return batch.summarize(result, time.monotonic() - started, args)
+
+
+def _on_flink(pipeline_options):
+    runner = pipeline_options.view_as(StandardOptions).runner or ""
+    return runner.rsplit(".", 1)[-1].lower() in ("flinkrunner", "flink")
 
 
 def main(argv=None):
