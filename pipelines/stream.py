@@ -90,7 +90,12 @@ def _demo_fleet(args, stack):
 def run(argv):
     parser = make_parser()
     args, pipeline_options = options.parse(parser, argv)
-    if args.duration is not None and _on_flink(pipeline_options) and not any(
+    runner = _runner(pipeline_options)
+    if runner == "prismrunner":
+        print("relay: warning: Prism 2.62 runs a stateful streaming stage's elements twice and one key in two "
+              "bundles at once: records are duplicated and lost there (see the README's Runners section)",
+              file=sys.stderr)
+    if args.duration is not None and runner == "flinkrunner" and not any(
             arg.startswith("--shutdown_sources_after_idle_ms") for arg in argv):
         # Flink keeps a streaming job's impulse alive for checkpoints, so the job would never end: let it
         # end once the fleet is surely done. Not sooner: Flink then drops the fleet's last deferred
@@ -120,9 +125,10 @@ def run(argv):
         return batch.summarize(result, time.monotonic() - started, args)
 
 
-def _on_flink(pipeline_options):
-    runner = pipeline_options.view_as(StandardOptions).runner or ""
-    return runner.rsplit(".", 1)[-1].lower() in ("flinkrunner", "flink")
+def _runner(pipeline_options):
+    """The runner's class name in lower case ("flinkrunner", "prismrunner", ...)."""
+    name = (pipeline_options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1].lower()
+    return name if name.endswith("runner") else name + "runner"
 
 
 def main(argv=None):

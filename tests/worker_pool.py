@@ -6,18 +6,14 @@ import sys
 import tempfile
 import time
 
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from pipelines.runners.tools import free_port
 
 
 class WorkerPool:
     """worker_pool_main in a subprocess; workers it starts run the `python` first on PATH."""
 
     def __init__(self):
-        self.port = _free_port()
+        self.port = free_port()
         env = dict(os.environ)
         # Workers are started as `python ...`: this interpreter's bin must come first on PATH.
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
@@ -36,9 +32,13 @@ class WorkerPool:
         raise RuntimeError("the SDK worker pool did not start listening within 30 s")
 
     @property
+    def environment(self):
+        """The options that send a portable runner's Python code to this pool."""
+        return ["--environment_type=EXTERNAL", f"--environment_config=localhost:{self.port}"]
+
+    @property
     def options(self):
-        return ["--runner=PortableRunner", "--job_endpoint=embed", "--environment_type=EXTERNAL",
-                f"--environment_config=localhost:{self.port}"]
+        return ["--runner=PortableRunner", "--job_endpoint=embed", *self.environment]
 
     def workers_started(self):
         """How many SDK worker processes the pool has started so far (from its log)."""

@@ -32,6 +32,7 @@ def make_parser():
     cluster.add_argument("action", choices=["start", "stop", "status"])
     cluster.add_argument("--taskmanagers", type=int, default=2)
     cluster.add_argument("--rest-port", type=int, default=flink_cluster.DEFAULT_REST_PORT)
+    cluster.add_argument("--rpc-port", type=int, default=flink_cluster.DEFAULT_RPC_PORT)
     cluster.add_argument("--workdir", default=flink_cluster.DEFAULT_WORKDIR,
                          help="configuration, logs, checkpoints and process ids (default %(default)s)")
     return parser
@@ -42,7 +43,7 @@ def run_cluster(args):
         if not os.path.exists(flink_job_server.jar_path()):
             raise ClusterError("the Flink job server is not fetched: run python -m pipelines.runners fetch flink")
         release = flink_job_server.flink_release()
-        cluster = FlinkCluster(release, args.workdir, args.rest_port).start(args.taskmanagers)
+        cluster = FlinkCluster(release, args.workdir, args.rest_port, rpc_port=args.rpc_port).start(args.taskmanagers)
         print(f"Flink {release} session cluster: REST http://{cluster.master} (JobManager pid {cluster.jobmanager}, "
               f"TaskManager pids {', '.join(map(str, cluster.taskmanagers))})\n"
               f"run jobs with --runner=FlinkRunner --flink_master={cluster.master}; logs in {args.workdir}/log")

@@ -11,6 +11,7 @@ enough that a lost TaskManager is noticed in seconds. Its process ids live in th
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +23,7 @@ from .tools import require
 
 DEFAULT_WORKDIR = os.path.join(tempfile.gettempdir(), "iot-flink-cluster")
 DEFAULT_REST_PORT = 8081
+DEFAULT_RPC_PORT = 6123
 ENTRY_POINTS = {"jobmanager": "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
                 "taskmanager": "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"}
 # What Flink's default configuration passes to every JVM so that it runs on Java 17.
@@ -48,8 +50,10 @@ class ClusterError(RuntimeError):
 class FlinkCluster:
     """A session cluster of Flink `release` whose state lives in `workdir`."""
 
-    def __init__(self, release, workdir=DEFAULT_WORKDIR, rest_port=DEFAULT_REST_PORT, slots=2):
+    def __init__(self, release, workdir=DEFAULT_WORKDIR, rest_port=DEFAULT_REST_PORT, slots=2,
+                 rpc_port=DEFAULT_RPC_PORT):
         self.release, self.workdir, self.rest_port, self.slots = release, workdir, rest_port, slots
+        self.rpc_port = rpc_port
         self.jobmanager = None  # pid
         self.taskmanagers = []  # pids, in start order
 
@@ -61,7 +65,7 @@ class FlinkCluster:
                 state = json.load(handle)
         except FileNotFoundError:
             raise ClusterError(f"no Flink cluster was started from {workdir}") from None
-        cluster = cls(state["release"], workdir, state["rest_port"], state["slots"])
+        cluster = cls(state["release"], workdir, state["rest_port"], state["slots"], state["rpc_port"])
         cluster.jobmanager, cluster.taskmanagers = state["jobmanager"], state["taskmanagers"]
         return cluster
 
@@ -76,6 +80,10 @@ class FlinkCluster:
         if not os.path.exists(flink_dist.dist_jar(self.release)):
             raise ClusterError(f"Flink {self.release} is not fetched: run python -m pipelines.runners fetch flink")
         require("java")
+        for port in (self.rest_port, self.rpc_port):
+            if not _free(port):
+                raise ClusterError(f"port {port} on localhost is taken (another Flink cluster?): choose "
+                                   f"--rest-port and --rpc-port, or stop that one")
         for name in ("conf", "log", "checkpoints"):
             os.makedirs(os.path.join(self.workdir, name), exist_ok=True)
         self._write_configuration()
@@ -89,18 +97,27 @@ class FlinkCluster:
         return self
 
     def start_taskmanager(self, wait=True, timeout=120):
-        """Start one more TaskManager; its pid. With wait, until the JobManager counts it."""
-        before = (self.overview() or {}).get("taskmanagers", 0)
+        """Start one more TaskManager; its pid. With wait, until it has registered with the JobManager."""
+        name = f"taskmanager-{len(self.taskmanagers)}"
         pid = self._start("taskmanager", len(self.taskmanagers))
         self.taskmanagers.append(pid)
         self._save()
         if wait:
-            self._wait(lambda overview: overview and overview["taskmanagers"] > before, timeout,
-                       "the new TaskManager to register")
+            self._wait(lambda overview: overview and any(tm["id"] == name for tm in self._registered()), timeout,
+                       f"{name} to register")
         return pid
 
     def live_taskmanagers(self):
         return [pid for pid in self.taskmanagers if _alive(pid)]
+
+    def busy_taskmanagers(self):
+        """The pids of the TaskManagers that run part of a job (some of their slots are taken)."""
+        busy = {tm["id"] for tm in self._registered() if tm["freeSlots"] < tm["slotsNumber"]}
+        return [pid for number, pid in enumerate(self.taskmanagers) if f"taskmanager-{number}" in busy]
+
+    def _registered(self):
+        """The TaskManagers the JobManager knows of (dicts; their "id" is the name given at start)."""
+        return self.rest("/taskmanagers")["taskmanagers"]
 
     def rest(self, path, timeout=5):
         """GET one of the JobManager's REST resources (/overview, /jobs, /jobs/<id>/checkpoints...) as JSON."""
@@ -136,7 +153,8 @@ class FlinkCluster:
 
     def _write_configuration(self):
         settings = {
-            "jobmanager.rpc.address": "localhost", "jobmanager.bind-host": "localhost",
+            "jobmanager.rpc.address": "localhost", "jobmanager.rpc.port": self.rpc_port,
+            "jobmanager.bind-host": "localhost",
             "taskmanager.host": "localhost", "taskmanager.bind-host": "localhost",
             "rest.address": "localhost", "rest.bind-address": "localhost", "rest.port": self.rest_port,
             "jobmanager.memory.process.size": "1024m", "taskmanager.memory.process.size": "2048m",
@@ -169,6 +187,8 @@ class FlinkCluster:
                    "-classpath", classpath, ENTRY_POINTS[role], "--configDir", conf, *dynamic]
         if role == "jobmanager":
             command += ["--executionMode", "cluster"]
+        else:  # named after its number, so the JobManager's reports can be told apart by pid
+            command += ["-D", f"taskmanager.resource-id={name}"]
         with open(os.path.join(self.workdir, "log", name + ".out"), "ab") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True)  # outlives the command that started it
@@ -198,10 +218,19 @@ class FlinkCluster:
         raise ClusterError(f"timed out waiting for {what}; logs in {os.path.join(self.workdir, 'log')}")
 
     def _save(self):
-        state = {"release": self.release, "rest_port": self.rest_port, "slots": self.slots,
+        state = {"release": self.release, "rest_port": self.rest_port, "rpc_port": self.rpc_port, "slots": self.slots,
                  "jobmanager": self.jobmanager, "taskmanagers": self.taskmanagers}
         with open(os.path.join(self.workdir, "cluster.json"), "w", encoding="utf-8") as handle:
             json.dump(state, handle)
+
+
+def _free(port):
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _alive(pid):

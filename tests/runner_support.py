@@ -1,0 +1,108 @@
+"""Beam's real runners in the tests: whether each can run here, and the accounting of a relay run.
+
+A runner test that cannot run (no java, mvn or go; nothing fetched) skips with one line naming what is
+missing. With IOT_RUNNER_TESTS=required (set by .ci/run) it fails instead, so CI never passes by skipping.
+"""
+import collections
+import os
+
+import pytest
+
+from connector import FailedRecord, FileCredentials, get_encoder
+from connector.emulator.accounting import account
+from pipelines import dead_letters, fleet, stream
+from pipelines.runners import flink_job_server, prism, tools
+
+REQUIRED = os.environ.get("IOT_RUNNER_TESTS") == "required"
+JSONL = get_encoder("jsonl")
+
+
+def unavailable(why):
+    """Skip the test, or fail it where runner tests are required."""
+    if REQUIRED:
+        pytest.fail(f"{why} (IOT_RUNNER_TESTS=required)", pytrace=False)
+    pytest.skip(why)
+
+
+def require_flink():
+    if not os.path.exists(flink_job_server.jar_path()):
+        missing = tools.missing("java", "mvn")
+        unavailable(f"Flink: {' and '.join(missing)} not on PATH" if missing else
+                    "Flink: job server not fetched (python -m pipelines.runners fetch flink)")
+    if tools.missing("java"):
+        unavailable("Flink: java not on PATH")
+
+
+def require_prism():
+    if not os.path.exists(prism.archive_path()):
+        unavailable("Prism: go not on PATH" if tools.missing("go") else
+                    "Prism: not fetched (python -m pipelines.runners fetch prism)")
+
+
+def as_failed(row):
+    """A dead-letter row as the FailedRecord it was written from."""
+    return FailedRecord(dead_letters.original_record(row), row["product_key"], row["device_name"], row["topic"],
+                        row["reason"], row["code"], row["message"], row["attempts"])
+
+
+class RelayRun:
+    """What `python -m pipelines.stream` did with a simulated fleet: its input rebuilt exactly, what the
+    emulator stored, the dead letters, and the accounting of the three."""
+
+    def __init__(self, status, emulator, credentials, dead_letter, devices, rate, seconds):
+        self.status = status
+        self.messages = emulator.messages()
+        self.failed = [as_failed(row) for row in dead_letters.read_all(dead_letter)]
+        names = [tuple(device) for device in sorted(FileCredentials(credentials).secrets())[:devices]]
+        self.inputs = _fleet_readings(names, rate, seconds, self.messages, self.failed)
+        self.accounting = account(self.inputs, self.messages, self.failed, JSONL)
+
+    def unaccounted(self):
+        """The seq of each input reading neither delivered nor failed (ranges, for a readable message)."""
+        seen = {r["seq"] for m in self.messages for r in JSONL.decode(m["payload"])}
+        seen |= {failed.record["seq"] for failed in self.failed}
+        lost = sorted(r["seq"] for r in self.inputs if r["seq"] not in seen)
+        ranges = []
+        for seq in lost:
+            if ranges and ranges[-1][1] == seq - 1:
+                ranges[-1][1] = seq
+            else:
+                ranges.append([seq, seq])
+        return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
+
+    def duplicated_readings(self):
+        """The readings that arrived more than once."""
+        copies = collections.Counter(r["seq"] for m in self.messages for r in JSONL.decode(m["payload"]))
+        return [reading for reading in self.inputs if copies[reading["seq"]] > 1]
+
+    def readings_per_message(self):
+        return sum(len(JSONL.decode(m["payload"])) for m in self.messages) / max(1, len(self.messages))
+
+    def waits(self):
+        """Seconds from each reading's time to the arrival of the first message that carried it, sorted."""
+        arrived = {}
+        for message in self.messages:
+            for reading in JSONL.decode(message["payload"]):
+                at = message["receivedAt"] / 1000
+                arrived[reading["seq"]] = min(arrived.get(reading["seq"], at), at)
+        by_seq = {reading["seq"]: reading["ts"] / 1000 for reading in self.inputs}
+        return sorted(arrived[seq] - by_seq[seq] for seq in arrived)
+
+
+def run_relay(emulator, credentials, dead_letter, runner_options, *, devices, rate, seconds, delay):
+    """Run the relay's command line on a runner against the emulator; its RelayRun."""
+    status = stream.run(["--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file, "--credentials", credentials,
+                         "--dead-letter", dead_letter, "--devices", str(devices), "--rate", str(rate),
+                         "--duration", str(seconds), "--max-buffering-delay", str(delay), *runner_options])
+    return RelayRun(status, emulator, credentials, dead_letter, devices, rate, seconds)
+
+
+def _fleet_readings(names, rate, seconds, messages, failed):
+    """The readings the fleet emitted: reading n is a function of n and the start, which any copy of
+    any reading gives (its ts less n's offset)."""
+    count = max(1, int(rate * seconds))
+    some = next((r for m in messages for r in JSONL.decode(m["payload"])), None) or (failed[0].record if failed else None)
+    assert some is not None, "the relay delivered nothing and failed nothing"
+    start_ms = some["ts"] - (fleet.due_ms(0, rate, some["seq"]))
+    return [fleet.reading(names, start_ms, rate, n) for n in range(count)]
+
