@@ -24,9 +24,6 @@ from .publisher import Publisher
 from .results import FailedRecord, Reason, Receipt
 
 FAILED = "failed"
-# The key of records that could not be routed: they pass through the publish stage as failed. No device
-# has it (routing refuses empty names).
-UNROUTED = (("", ""), "")
 
 
 class _PublishFn(beam.DoFn):
@@ -141,11 +138,7 @@ class _GroupedPublishFn(_PublishFn):
         self._sort_buffer_bytes = sort_buffer_bytes
 
     def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
-        key, records = element
-        if key == UNROUTED:
-            yield from (pvalue.TaggedOutput(FAILED, failed) for failed in records)
-            return
-        (product_key, device_name), topic = key
+        ((product_key, device_name), topic), records = element
         device = Device(product_key, device_name)
         pairs = self._encoded(records, device, topic, window, timestamp)
         if self._order_by is not None:
@@ -221,11 +214,7 @@ class _BufferedPublishFn(_PublishFn):
                 buffer=beam.DoFn.StateParam(BUFFER), count=beam.DoFn.StateParam(COUNT),
                 size=beam.DoFn.StateParam(BYTES), latest=beam.DoFn.StateParam(LATEST),
                 window_end=beam.DoFn.TimerParam(WINDOW_END), delay=beam.DoFn.TimerParam(DELAY)):
-        key, record = element
-        if key == UNROUTED:
-            yield pvalue.TaggedOutput(FAILED, record)
-            return
-        (product_key, device_name), topic = key
+        ((product_key, device_name), topic), record = element
         device = Device(product_key, device_name)
         encoder = self._encoder
         try:

@@ -13,7 +13,7 @@ from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BY
 from .credentials import as_credentials
 from .encoders import get_encoder
 from .metrics import SinkMetrics
-from .publish_fns import FAILED, UNROUTED, _BufferedPublishFn, _GroupedPublishFn
+from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
 from .publisher import DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
 from .routing import DEFAULT_TOPIC, RoutingError, make_router
@@ -124,11 +124,6 @@ class WriteToIoTPlatform(beam.PTransform):
 
     def expand(self, records):
         keyed, unroutable = records | "Route" >> KeyByDevice(self._router)
-        # Records that cannot be routed travel with the others under a key no device has and leave the
-        # publish stage as failed: merging them after that stage instead, Prism (2.62, streaming) loses
-        # every element of the merge.
-        keyed = _typed((keyed, unroutable | "KeyUnroutable" >> beam.Map(_under_unrouted_key))
-                       | "WithUnroutable" >> beam.Flatten(), typehints.KV[_Key, typehints.Any])
         if self._is_streaming(records):
             publish_fn = _BufferedPublishFn(self._config, self._encoder, self._max_payload_bytes,
                                             self._max_buffering_delay, self._processing_clock)
@@ -137,17 +132,15 @@ class WriteToIoTPlatform(beam.PTransform):
             publish_fn = _GroupedPublishFn(self._config, self._encoder, self._max_payload_bytes,
                                            self._order_by, self._sort_buffer_bytes)
         published = keyed | "PackAndPublish" >> beam.ParDo(publish_fn).with_outputs(FAILED, main="published")
-        return WriteToIoTPlatformResult(_typed(published.published, Receipt), _typed(published[FAILED], FailedRecord))
+        failed = ((unroutable, _typed(published[FAILED], FailedRecord))
+                  | "Failed" >> beam.Flatten())
+        return WriteToIoTPlatformResult(_typed(published.published, Receipt), _typed(failed, FailedRecord))
 
     def _is_streaming(self, records):
         if self._streaming is not None:
             return self._streaming
         options = records.pipeline.options
         return (options is not None and options.view_as(StandardOptions).streaming) or not records.is_bounded
-
-
-def _under_unrouted_key(failed):
-    return UNROUTED, failed
 
 
 def _typed(pcoll, element_type):
