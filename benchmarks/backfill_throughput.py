@@ -16,6 +16,12 @@ child process (FnApiRunner, pinned), so its peak RSS and CPU seconds are its own
   far        the connector with 50 ms added to every emulator reply (the emulator's latency_ms knob,
              as Emulator(latency_ms=50) sets it)
   multi      the connector on the multi-process runner with 2 workers
+  flink      the connector on Flink, embedded (--flink_master=[local], parallelism 2, LOOPBACK workers)
+  flink-cluster  the connector on a Flink session cluster of 2 TaskManagers that the benchmark starts
+             (pipelines.runners.flink_cluster; parallelism 2, LOOPBACK workers); its JVMs are not the
+             scenario's children, so its CPU seconds leave them out
+  prism      the connector on Prism (LOOPBACK workers)
+             (the runners need `python -m pipelines.runners fetch all` first)
   memory     the connector's publishing stage alone (its DoFn fed one device's group as a lazy stream,
              as GroupByKey hands it over), for 1 device x N records at two N: peak RSS of that process
 
@@ -27,6 +33,7 @@ calls, retries, peak RSS (sum over the scenario's process tree, sampled every 50
 the pipeline's processes and of the emulator (psutil).
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -42,7 +49,7 @@ import psutil
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND as RATE, MAX_PAYLOAD_BYTES
 from pipelines.options import LOCAL_RUNNER
 
-SCENARIOS = ("ceiling", "connector", "naive", "far", "multi", "memory")
+SCENARIOS = ("ceiling", "connector", "naive", "far", "multi", "memory", "flink", "flink-cluster", "prism")
 PRODUCT_KEY = "a1BenchFleet"
 START_MS = 1_704_067_200_000
 SCHEMA = {
@@ -61,7 +68,11 @@ SCHEMA = {
     ],
 }
 RUNNER = [f"--runner={LOCAL_RUNNER}"]
-MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+# The scenarios that run the connector's pipeline on another runner than FnApiRunner.
+OTHER_RUNNERS = {"multi": [*RUNNER, "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+                 "flink": ["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2"],
+                 "flink-cluster": ["--runner=FlinkRunner", "--parallelism=2", "--environment_type=LOOPBACK"],
+                 "prism": ["--runner=PrismRunner"]}
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -217,7 +228,9 @@ def run_child(args):
 
     if args.child == "memory":
         return run_memory_child(args)
-    beam_args = RUNNER + (MULTI if args.child == "multi" else [])
+    beam_args = OTHER_RUNNERS.get(args.child, RUNNER)
+    if args.flink_master:
+        beam_args = [*beam_args, f"--flink_master={args.flink_master}"]
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
     records = pipeline | "Read" >> ReadAvroFiles(args.input)
     if args.child == "ceiling":
@@ -248,7 +261,7 @@ def run_memory_child(args):
     fn.setup()
     rng = random.Random(1)
     group = (reading(rng, "sensor00000", START_MS + i * 1000) for i in range(args.records))
-    key = (PRODUCT_KEY, "sensor00000", f"/{PRODUCT_KEY}/sensor00000/user/update")
+    key = ((PRODUCT_KEY, "sensor00000"), f"/{PRODUCT_KEY}/sensor00000/user/update")
     baseline = psutil.Process().memory_info().rss
     peak = [baseline]
     stop = threading.Event()
@@ -318,6 +331,16 @@ def run_scenario(name, child_args, emulator):
     return figures
 
 
+def _flink_cluster(workdir):
+    """A Flink session cluster for the flink-cluster scenario, stopped when the benchmark ends."""
+    from pipelines.runners import flink_job_server
+    from pipelines.runners.flink_cluster import FlinkCluster
+    from pipelines.runners.tools import free_port
+
+    return FlinkCluster(flink_job_server.flink_release(), os.path.join(workdir, "flink"), free_port(),
+                        rpc_port=free_port()).start()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.backfill_throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -332,7 +355,7 @@ def main(argv=None):
                                        "one, removed at the end)")
     # child-process options
     parser.add_argument("--child", choices=SCENARIOS, help=argparse.SUPPRESS)
-    for name in ("--input", "--endpoint", "--ca-file", "--credentials"):
+    for name in ("--input", "--endpoint", "--ca-file", "--credentials", "--flink-master"):
         parser.add_argument(name, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -354,8 +377,8 @@ def main(argv=None):
               "records": args.records, "devices": args.devices, "encoded_bytes": encoded_bytes,
               "minimum_messages": minimum, "emulator_device_qps": limit, "emulator_account_qps": limit,
               "cpus": os.cpu_count(), "scenarios": {}}
-    mem_fleet = fleet[:1]
-    with Emulator(fleet, device_qps=limit, account_qps=limit) as emulator:
+    cluster = _flink_cluster(workdir) if "flink-cluster" in scenarios else contextlib.nullcontext()
+    with Emulator(fleet, device_qps=limit, account_qps=limit) as emulator, cluster:
         common = ["--input", pattern, "--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file,
                   "--credentials", os.path.join(args.data or workdir, "credentials.json")]
         runs = []  # (label, scenario, records, child args)
@@ -365,6 +388,8 @@ def main(argv=None):
                 runs.append((name, name, args.naive_records, common + ["--input", naive_input]))
             elif name == "memory":
                 runs += [(f"memory_{n}", name, n, common + ["--records", str(n)]) for n in memory_n]
+            elif name == "flink-cluster":
+                runs.append((name, name, args.records, common + ["--flink-master", cluster.master]))
             else:
                 runs.append((name, name, args.records, common))
         # The machine may be shared: every scenario runs --repeat times, interleaved; the fastest run counts.
@@ -379,7 +404,7 @@ def main(argv=None):
                 figures["emulator_messages"] = emulator.counters().get("messages")
                 figures["records"] = n
                 figures["records_per_s"] = round(n / figures["seconds"])
-                if name in ("ceiling", "connector", "far", "multi"):
+                if name in ("ceiling", "connector", "far", *OTHER_RUNNERS):
                     figures["messages_share_of_minimum"] = round(counters.get("messages", 0) / minimum, 4)
                 best = report["scenarios"].get(label)
                 figures["all_records_per_s"] = (best["all_records_per_s"] if best else []) + [figures["records_per_s"]]
@@ -396,8 +421,9 @@ def main(argv=None):
         ratios["connector/naive"] = round(s["connector"]["records_per_s"] / s["naive"]["records_per_s"], 1)
     if "connector" in s and "far" in s:
         ratios["far/connector"] = round(s["far"]["records_per_s"] / s["connector"]["records_per_s"], 3)
-    if "connector" in s and "multi" in s:
-        ratios["multi/connector"] = round(s["multi"]["records_per_s"] / s["connector"]["records_per_s"], 3)
+    for name in OTHER_RUNNERS:
+        if "connector" in s and name in s:
+            ratios[f"{name}/connector"] = round(s[name]["records_per_s"] / s["connector"]["records_per_s"], 3)
     report["ratios"] = ratios
     per_device_records = RATE * MAX_PAYLOAD_BYTES / (encoded_bytes / args.records + 1)
     report["pacing_note"] = (
