@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from connector import WriteToIoTPlatform, get_encoder
 from connector.beam.publisher import DEFAULT_MAX_IN_FLIGHT
-from connector.beam.routing import DEFAULT_TOPIC
+from connector.beam.routing import DEFAULT_TOPIC, default_topic
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
 from .device_map import DeviceMapRouter, load_device_map
@@ -34,8 +34,8 @@ def add_sink_options(parser):
     sink.add_argument("--credentials", help="JSON or CSV file of productKey, deviceName, deviceSecret "
                       "(any Beam filesystem: gs://... on Dataflow); read on the workers")
     sink.add_argument("--ca-file", help="CA certificate to trust (the emulator's); default: system CAs")
-    sink.add_argument("--topic", default=DEFAULT_TOPIC,
-                      help="topic template over productKey, deviceName and record fields (default %(default)s)")
+    sink.add_argument("--topic", help="topic template over productKey, deviceName and record fields (default: "
+                      f"the alink encoders' thing-model topic, else {DEFAULT_TOPIC})")
     sink.add_argument("--encoder", choices=ENCODERS, default="jsonl", help="payload format (default %(default)s)")
     sink.add_argument("--avro-schema", help="schema file (JSON) for --encoder avro")
     sink.add_argument("--time-field", default="time", help="epoch-ms field for the alink encoders")
@@ -70,11 +70,12 @@ def require(parser, args, *names):
 def routing(args):
     """Keyword arguments for make_router and WriteToIoTPlatform: fields, or a device map, and the topic."""
     router = None
+    topic = args.topic or default_topic(args.encoder)
     if args.device_map:
         router = DeviceMapRouter(load_device_map(args.device_map, args.device_id_field),
-                                 args.device_id_field, args.topic)
+                                 args.device_id_field, topic)
     return {"router": router, "product_key_field": args.product_key_field,
-            "device_name_field": args.device_name_field, "topic": args.topic}
+            "device_name_field": args.device_name_field, "topic": topic}
 
 
 def encoder(args):

@@ -154,6 +154,32 @@ def test_portable_runner_with_an_external_worker_pool(clean_emulator, devices, c
     assert len(devices) <= auths <= 2 * len(devices)  # once per device per worker process
 
 
+@pytest.mark.parametrize("name, tail", [
+    ("alink-history", "thing/event/property/history/post"),
+    ("alink-property", "thing/event/property/post"),
+])
+def test_alink_encoders_publish_to_their_thing_topic_unless_a_topic_is_given(
+        clean_emulator, devices, credentials, tmp_path, name, tail):
+    records = readings(devices[:2], 3)
+    encoder = get_encoder(name, exclude=["productKey", "deviceName", "seq", "note"])
+
+    def identity(record):  # what the encoder's decode gives back for a record
+        return canonical(encoder.properties_of(record))
+
+    run = run_write(records, clean_emulator, credentials, tmp_path / "default", encoder=encoder)
+    result = account(records, clean_emulator.messages(), run.failed, encoder, identity)
+    assert result.delivered == len(records) and not run.failed, result.summary()
+    assert {m["topic"] for m in clean_emulator.messages()} == {
+        f"/sys/{d['productKey']}/{d['deviceName']}/{tail}" for d in devices[:2]}
+
+    clean_emulator.reset()
+    run = run_write(records, clean_emulator, credentials, tmp_path / "given", encoder=encoder,
+                    topic="/{productKey}/{deviceName}/user/history")
+    assert not run.failed
+    assert {m["topic"] for m in clean_emulator.messages()} == {
+        f"/{d['productKey']}/{d['deviceName']}/user/history" for d in devices[:2]}
+
+
 def test_a_topic_of_another_device_fails_before_sending(clean_emulator, devices, credentials, tmp_path):
     other = devices[1]
     records = readings(devices[:1], 5)

@@ -8,6 +8,7 @@ import string
 from connector.protocol.device import Device
 from connector.protocol.topics import device_owns_topic, topic_problem
 
+from .encoders import ENCODERS
 from .results import Reason
 
 DEFAULT_TOPIC = "/{productKey}/{deviceName}/user/update"
@@ -106,6 +107,14 @@ def checked_topic(topic, device):
         raise RoutingError(Reason.INVALID_TOPIC, f"{problem}: {topic!r}", device,
                            topic if isinstance(topic, str) else None)
     return topic
+
+
+def default_topic(encoder):
+    """The topic template when none is given: the encoder's own (the Alink encoders report on their
+    thing-model topic), else the platform's default publish topic. encoder: an Encoder or its name."""
+    if isinstance(encoder, str):
+        encoder = ENCODERS.get(encoder)
+    return getattr(encoder, "topic", None) or DEFAULT_TOPIC
 
 
 def make_router(router=None, *, product_key_field="productKey", device_name_field="deviceName",

@@ -16,7 +16,7 @@ from .metrics import SinkMetrics
 from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
 from .publisher import DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
-from .routing import DEFAULT_TOPIC, RoutingError, make_router
+from .routing import RoutingError, default_topic, make_router
 
 # ((productKey, deviceName), topic): nested pairs, so every runner sees Beam's standard KV and string
 # coders (Prism cannot group on Python's coder for a 3-tuple).
@@ -75,7 +75,8 @@ class WriteToIoTPlatform(beam.PTransform):
     endpoint: "https://iot-as-http.cn-shanghai.aliyuncs.com", or an emulator's endpoint.
     credentials: path of a JSON/CSV file of productKey, deviceName, deviceSecret (any Beam
         filesystem), read on the workers; or an object with a secrets() method.
-    topic: template over productKey, deviceName and the record's fields, or callable(record, device).
+    topic: template over productKey, deviceName and the record's fields, or callable(record, device);
+        None: the encoder's thing-model topic for the Alink encoders, else /{productKey}/{deviceName}/user/update.
     encoder: "jsonl", "json-array", "avro", "raw", "alink-property", "alink-history", or an Encoder;
         encoder_options go to it (e.g. schema= for avro).
     router: callable(record) -> ((productKey, deviceName), topic), instead of the fields and topic.
@@ -92,7 +93,7 @@ class WriteToIoTPlatform(beam.PTransform):
     retry: a RetryPolicy. insecure_skip_tls_verify: turn certificate checks off (never the default).
     """
 
-    def __init__(self, endpoint, credentials, *, topic=DEFAULT_TOPIC, encoder="jsonl", ca_file=None,
+    def __init__(self, endpoint, credentials, *, topic=None, encoder="jsonl", ca_file=None,
                  max_payload_bytes=MAX_PAYLOAD_BYTES, encoder_options=None, product_key_field="productKey",
                  device_name_field="deviceName", router=None, order_by=None, sort_buffer_bytes=64 << 20,
                  streaming=None, max_buffering_delay=DEFAULT_MAX_BUFFERING_DELAY, max_in_flight=DEFAULT_MAX_IN_FLIGHT,
@@ -103,9 +104,9 @@ class WriteToIoTPlatform(beam.PTransform):
         super().__init__()
         if not 0 < max_payload_bytes <= MAX_PAYLOAD_BYTES:
             raise ValueError(f"max_payload_bytes must be 1 to {MAX_PAYLOAD_BYTES} (the platform's limit)")
-        self._router = make_router(router, product_key_field=product_key_field,
-                                   device_name_field=device_name_field, topic=topic)
         self._encoder = get_encoder(encoder, **(encoder_options or {}))
+        self._router = make_router(router, product_key_field=product_key_field, device_name_field=device_name_field,
+                                   topic=default_topic(self._encoder) if topic is None else topic)
         self._max_payload_bytes = max_payload_bytes
         self._order_by = order_by
         self._sort_buffer_bytes = sort_buffer_bytes
