@@ -65,7 +65,8 @@ def test_topic_rules(topic, problem):
 @pytest.mark.parametrize("topic, owned", [
     ("/pk/dn/user/update", True),
     ("/pk/dn/user/a/b", True),
-    ("/pk/dn/user", False),
+    ("/pk/dn/data", True),  # a custom topic: whether its category exists only the platform knows
+    ("/pk/dn", False),
     ("/pk/other/user/update", False),
     ("/sys/pk/dn/thing/event/property/post", True),
     ("/sys/pk/dn/thing/deviceinfo/update", True),

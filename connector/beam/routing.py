@@ -102,7 +102,7 @@ def checked_topic(topic, device):
     problem = topic_problem(topic)
     if problem is None and not device_owns_topic(topic, *device):
         problem = f"{device} may publish only to its own topics (/{device.product_key}/"\
-                  f"{device.device_name}/user/..., /sys/{device.product_key}/{device.device_name}/thing/...)"
+                  f"{device.device_name}/..., /sys/{device.product_key}/{device.device_name}/thing/...)"
     if problem:
         raise RoutingError(Reason.INVALID_TOPIC, f"{problem}: {topic!r}", device,
                            topic if isinstance(topic, str) else None)
