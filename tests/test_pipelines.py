@@ -110,6 +110,14 @@ def test_backfill_with_alink_history_publishes_to_the_history_topic(sample, emul
     assert reported == sample.records - sum(sample.expected_failures.values())
 
 
+def test_sign_method_option(sample, emulator, tmp_path):
+    args = ["--input", sample.input_pattern, *sink_args(sample, emulator, tmp_path / "failed"), *LOCAL]
+    assert backfill.run([*args, "--sign-method", "hmacmd5"]) == 0
+    assert emulator.counters()["sign_methods"] == {"hmacmd5": sample.good_devices}
+    with pytest.raises(SystemExit):
+        backfill.run([*args, "--sign-method", "hmacsha512"])
+
+
 def test_strict_exits_3_when_a_record_failed_and_0_when_none(sample, emulator, tmp_path):
     args = sink_args(sample, emulator, tmp_path / "failed") + ["--strict", *LOCAL]
     assert backfill.run(["--input", sample.input_pattern, *args]) == 3

@@ -9,6 +9,7 @@ from apache_beam import typehints
 from apache_beam.options.pipeline_options import StandardOptions
 
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
+from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
 
 from .credentials import as_credentials
 from .encoders import get_encoder
@@ -91,6 +92,8 @@ class WriteToIoTPlatform(beam.PTransform):
         a request slot; a bundle moves on to the next device until this much is held.
     device_messages_per_second: the pace kept per device (the platform allows 30).
     retry: a RetryPolicy. insecure_skip_tls_verify: turn certificate checks off (never the default).
+    sign_method: how /auth is signed: "hmacsha1" (the default, documented by the spec), "hmacmd5" or
+        "hmacsha256".
     """
 
     def __init__(self, endpoint, credentials, *, topic=None, encoder="jsonl", ca_file=None,
@@ -100,10 +103,11 @@ class WriteToIoTPlatform(beam.PTransform):
                  max_buffered_bytes=32 << 20, device_messages_per_second=DEVICE_MESSAGES_PER_SECOND,
                  retry=RetryPolicy(),
                  connect_timeout=5.0, read_timeout=30.0, insecure_skip_tls_verify=False,
-                 processing_clock=None):
+                 sign_method=CLIENT_SIGN_METHOD, processing_clock=None):
         super().__init__()
         if not 0 < max_payload_bytes <= MAX_PAYLOAD_BYTES:
             raise ValueError(f"max_payload_bytes must be 1 to {MAX_PAYLOAD_BYTES} (the platform's limit)")
+        digest_for(sign_method)  # an unknown method fails here, not on every worker
         self._encoder = get_encoder(encoder, **(encoder_options or {}))
         self._router = make_router(router, product_key_field=product_key_field, device_name_field=device_name_field,
                                    topic=default_topic(self._encoder) if topic is None else topic)
@@ -117,7 +121,7 @@ class WriteToIoTPlatform(beam.PTransform):
             endpoint=endpoint, credentials=as_credentials(credentials), ca_file=ca_file,
             insecure_skip_tls_verify=insecure_skip_tls_verify, connect_timeout=connect_timeout,
             read_timeout=read_timeout, max_in_flight=max_in_flight, max_buffered_bytes=max_buffered_bytes,
-            device_messages_per_second=device_messages_per_second, retry=retry)
+            device_messages_per_second=device_messages_per_second, retry=retry, sign_method=sign_method)
 
     def display_data(self):
         return {"endpoint": self._config.endpoint, "encoder": self._encoder.name,

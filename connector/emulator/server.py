@@ -177,6 +177,7 @@ class DeviceChannel:
                 raise Outcome(codes.AUTH_CHECK_ERROR, f"timestamp is {abs(skew_ms) / 1000:.0f} s away from "
                               "server time, check the device clock (clock skew)")
         token = self.state.registry.issue_token(device)
+        self.state.sign_methods[method] += 1
         return _json_reply(codes.SUCCESS, {"token": token})
 
     async def _publish(self, request, body):

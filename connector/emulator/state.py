@@ -25,6 +25,7 @@ class EmulatorState:
                                    ACCOUNT_REQUESTS_PER_SECOND if account_qps is None else account_qps)
         self.faults = Faults(latency_ms)
         self.requests = collections.Counter()  # (endpoint, outcome) -> count
+        self.sign_methods = collections.Counter()  # signmethod of accepted /auth requests -> count
         self.clock_offset = clock_offset  # seconds the server's clock is ahead (negative: behind)
         self._initial_limits = self.limits()
 
@@ -49,11 +50,12 @@ class EmulatorState:
         for (endpoint, outcome), count in sorted(self.requests.items()):
             by_endpoint[endpoint][outcome] = count
         return {"requests": by_endpoint, "faults": dict(sorted(self.faults.injected.items())),
-                "messages": len(self.store)}
+                "sign_methods": dict(sorted(self.sign_methods.items())), "messages": len(self.store)}
 
     def reset(self):
         """Back to the state at start, except devices, tokens and products: no messages, counts, faults."""
         self.store.clear()
         self.requests.clear()
+        self.sign_methods.clear()
         self.faults.reset()
         self.set_limits(self._initial_limits)
