@@ -1,4 +1,4 @@
-"""POST /auth: every rule of the spec and PROTOCOL.md with the code the emulator answers."""
+"""POST /auth: every rule of the spec and docs/protocol.md with the code the emulator answers."""
 import json
 import re
 

@@ -47,7 +47,7 @@ def test_unknown_sign_method_is_refused():
     ("/pk/dn/user/update/", "empty levels"),
     ("/pk/dn/user/update?x=1", "query string"),
     ("/pk/dn/user/" + "a" * 120, "128 bytes"),
-    ("/sys/pk/dn/thing/event/property/history/post", None),  # 8 levels: valid (PROTOCOL.md's correction)
+    ("/sys/pk/dn/thing/event/property/history/post", None),  # 8 levels: valid
     ("/pk/dn/user/a/b/c/d/e", None),  # no level limit in the spec for custom topics either
     ("", "non-empty"),
 ])

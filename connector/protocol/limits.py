@@ -1,4 +1,4 @@
-"""Numbers the platform documents for the HTTP channel (spec and PROTOCOL.md)."""
+"""Numbers the platform documents for the HTTP channel (spec and docs/protocol.md)."""
 
 MAX_PAYLOAD_BYTES = 131_072
 MAX_TOPIC_BYTES = 128
