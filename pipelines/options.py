@@ -11,8 +11,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from connector import WriteToIoTPlatform, get_encoder
 from connector.beam.publisher import DEFAULT_MAX_IN_FLIGHT
-from connector.beam.routing import DEFAULT_TOPIC
+from connector.beam.routing import DEFAULT_TOPIC, default_topic
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
+from connector.protocol.signing import CLIENT_SIGN_METHOD, SIGN_METHODS
 
 from .device_map import DeviceMapRouter, load_device_map
 
@@ -34,8 +35,10 @@ def add_sink_options(parser):
     sink.add_argument("--credentials", help="JSON or CSV file of productKey, deviceName, deviceSecret "
                       "(any Beam filesystem: gs://... on Dataflow); read on the workers")
     sink.add_argument("--ca-file", help="CA certificate to trust (the emulator's); default: system CAs")
-    sink.add_argument("--topic", default=DEFAULT_TOPIC,
-                      help="topic template over productKey, deviceName and record fields (default %(default)s)")
+    sink.add_argument("--sign-method", choices=sorted(SIGN_METHODS), default=CLIENT_SIGN_METHOD,
+                      help="how /auth is signed (default %(default)s)")
+    sink.add_argument("--topic", help="topic template over productKey, deviceName and record fields (default: "
+                      f"the alink encoders' thing-model topic, else {DEFAULT_TOPIC})")
     sink.add_argument("--encoder", choices=ENCODERS, default="jsonl", help="payload format (default %(default)s)")
     sink.add_argument("--avro-schema", help="schema file (JSON) for --encoder avro")
     sink.add_argument("--time-field", default="time", help="epoch-ms field for the alink encoders")
@@ -70,11 +73,12 @@ def require(parser, args, *names):
 def routing(args):
     """Keyword arguments for make_router and WriteToIoTPlatform: fields, or a device map, and the topic."""
     router = None
+    topic = args.topic or default_topic(args.encoder)
     if args.device_map:
         router = DeviceMapRouter(load_device_map(args.device_map, args.device_id_field),
-                                 args.device_id_field, args.topic)
+                                 args.device_id_field, topic)
     return {"router": router, "product_key_field": args.product_key_field,
-            "device_name_field": args.device_name_field, "topic": args.topic}
+            "device_name_field": args.device_name_field, "topic": topic}
 
 
 def encoder(args):
@@ -96,4 +100,4 @@ def write_transform(args, **streaming):
     return WriteToIoTPlatform(
         args.endpoint, args.credentials, encoder=encoder(args), ca_file=args.ca_file,
         max_payload_bytes=args.max_payload_bytes, max_in_flight=args.max_in_flight,
-        order_by=args.order_by, **routing(args), **streaming)
+        order_by=args.order_by, sign_method=args.sign_method, **routing(args), **streaming)

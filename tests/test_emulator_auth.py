@@ -1,4 +1,4 @@
-"""POST /auth: every rule of the spec and PROTOCOL.md with the code the emulator answers."""
+"""POST /auth: every rule of the spec and docs/protocol.md with the code the emulator answers."""
 import json
 import re
 
@@ -13,6 +13,29 @@ def test_each_sign_method_authenticates(emulator, devices, method):
     reply = auth(emulator, auth_params(devices[0], method=method))
     assert reply["code"] == 0 and reply["message"] == "success"
     assert re.fullmatch(r"[0-9a-f]{32}", reply["info"]["token"])
+
+
+@pytest.mark.parametrize("declared", ["hmacmd5", "hmacsha1", "hmacsha256"])
+def test_a_signature_made_another_way_is_refused_for_each_method(emulator, devices, declared):
+    for signed_with in {"hmacmd5", "hmacsha1", "hmacsha256"} - {declared}:
+        params = auth_params(devices[0], method=signed_with)
+        params["signmethod"] = declared
+        assert auth(emulator, params)["code"] == codes.AUTH_CHECK_ERROR
+    wrong_secret = dict(devices[0], deviceSecret="not-the-secret")
+    assert auth(emulator, auth_params(wrong_secret, method=declared))["code"] == codes.AUTH_CHECK_ERROR
+    assert auth(emulator, auth_params(devices[0], method=declared))["code"] == 0
+
+
+def test_sign_methods_of_accepted_auths_are_counted(clean_emulator, devices):
+    for method in ("hmacsha1", "hmacsha256", "hmacsha256"):
+        auth(clean_emulator, auth_params(devices[0], method=method))
+    params = auth_params(devices[0], method="hmacmd5")
+    del params["signmethod"]  # absent: hmacmd5
+    auth(clean_emulator, params)
+    auth(clean_emulator, auth_params(dict(devices[0], deviceSecret="wrong"), method="hmacsha1"))  # refused
+    assert clean_emulator.counters()["sign_methods"] == {"hmacmd5": 1, "hmacsha1": 1, "hmacsha256": 2}
+    clean_emulator.reset()
+    assert clean_emulator.counters()["sign_methods"] == {}
 
 
 def test_absent_signmethod_means_hmacmd5(emulator, devices):

@@ -1,4 +1,4 @@
-"""Encoders: round trips, the errors a bad record gets, and the Alink bodies PROTOCOL.md describes."""
+"""Encoders: round trips, the errors a bad record gets, and the Alink bodies docs/protocol.md describes."""
 import dataclasses
 import datetime
 import enum

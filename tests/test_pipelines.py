@@ -93,6 +93,31 @@ def test_backfill_accounts_for_every_record(sample, emulator, tmp_path, capsys):
     assert not any(device["deviceSecret"] in out for device in json.load(open(sample.devices_file)))
 
 
+def test_backfill_with_alink_history_publishes_to_the_history_topic(sample, emulator, tmp_path):
+    dead_letter = tmp_path / "failed"
+    status = backfill.run(["--input", sample.input_pattern, *sink_args(sample, emulator, dead_letter),
+                           "--encoder", "alink-history", "--time-field", "ts", "--order-by", "ts", *LOCAL])
+    assert status == 0
+    history = get_encoder("alink-history")
+    reported = 0
+    for message in emulator.messages():
+        assert message["topic"] == (f"/sys/{message['productKey']}/{message['deviceName']}"
+                                    "/thing/event/property/history/post")
+        assert json.loads(message["payload"])["method"] == "thing.event.property.history.post"
+        reported += len(history.decode(message["payload"]))
+    failed = dead_letters.read_all(str(dead_letter))
+    assert collections.Counter(row["reason"] for row in failed) == sample.expected_failures
+    assert reported == sample.records - sum(sample.expected_failures.values())
+
+
+def test_sign_method_option(sample, emulator, tmp_path):
+    args = ["--input", sample.input_pattern, *sink_args(sample, emulator, tmp_path / "failed"), *LOCAL]
+    assert backfill.run([*args, "--sign-method", "hmacmd5"]) == 0
+    assert emulator.counters()["sign_methods"] == {"hmacmd5": sample.good_devices}
+    with pytest.raises(SystemExit):
+        backfill.run([*args, "--sign-method", "hmacsha512"])
+
+
 def test_strict_exits_3_when_a_record_failed_and_0_when_none(sample, emulator, tmp_path):
     args = sink_args(sample, emulator, tmp_path / "failed") + ["--strict", *LOCAL]
     assert backfill.run(["--input", sample.input_pattern, *args]) == 3

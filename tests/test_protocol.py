@@ -47,7 +47,8 @@ def test_unknown_sign_method_is_refused():
     ("/pk/dn/user/update/", "empty levels"),
     ("/pk/dn/user/update?x=1", "query string"),
     ("/pk/dn/user/" + "a" * 120, "128 bytes"),
-    ("/a/b/c/d/e/f/g/h", "more than 7"),
+    ("/sys/pk/dn/thing/event/property/history/post", None),  # 8 levels: valid
+    ("/pk/dn/user/a/b/c/d/e", None),  # no level limit in the spec for custom topics either
     ("", "non-empty"),
 ])
 def test_topic_rules(topic, problem):
@@ -64,7 +65,8 @@ def test_topic_rules(topic, problem):
 @pytest.mark.parametrize("topic, owned", [
     ("/pk/dn/user/update", True),
     ("/pk/dn/user/a/b", True),
-    ("/pk/dn/user", False),
+    ("/pk/dn/data", True),  # a custom topic: whether its category exists only the platform knows
+    ("/pk/dn", False),
     ("/pk/other/user/update", False),
     ("/sys/pk/dn/thing/event/property/post", True),
     ("/sys/pk/dn/thing/deviceinfo/update", True),
@@ -76,6 +78,28 @@ def test_topic_rules(topic, problem):
 ])
 def test_device_owns_only_its_own_topics(topic, owned):
     assert device_owns_topic(topic, "pk", "dn") is owned
+
+
+# The thing-model topics a directly connected device publishes to, as the platform documents them.
+DOCUMENTED_THING_TOPICS = [
+    "/sys/{pk}/{dn}/thing/event/property/post",
+    "/sys/{pk}/{dn}/thing/event/property/history/post",
+    "/sys/{pk}/{dn}/thing/event/property/batch/post",
+    "/sys/{pk}/{dn}/thing/event/{identifier}/post",
+    "/sys/{pk}/{dn}/thing/service/property/set_reply",
+    "/sys/{pk}/{dn}/thing/deviceinfo/update",
+    "/sys/{pk}/{dn}/thing/deviceinfo/delete",
+    "/sys/{pk}/{dn}/thing/property/desired/get",
+    "/sys/{pk}/{dn}/thing/property/desired/delete",
+    "/sys/{pk}/{dn}/thing/model/up_raw",
+]
+
+
+@pytest.mark.parametrize("template", DOCUMENTED_THING_TOPICS)
+def test_every_documented_thing_topic_is_valid_and_the_devices_own(template):
+    topic = template.format(pk="a1B2c3D4e5F", dn="meter-00001", identifier="overheat")
+    assert topic_problem(topic) is None
+    assert device_owns_topic(topic, "a1B2c3D4e5F", "meter-00001")
 
 
 def test_every_code_has_its_official_message_and_an_action():

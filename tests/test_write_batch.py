@@ -154,6 +154,54 @@ def test_portable_runner_with_an_external_worker_pool(clean_emulator, devices, c
     assert len(devices) <= auths <= 2 * len(devices)  # once per device per worker process
 
 
+@pytest.mark.parametrize("name, tail", [
+    ("alink-history", "thing/event/property/history/post"),
+    ("alink-property", "thing/event/property/post"),
+])
+def test_alink_encoders_publish_to_their_thing_topic_unless_a_topic_is_given(
+        clean_emulator, devices, credentials, tmp_path, name, tail):
+    records = readings(devices[:2], 3)
+    encoder = get_encoder(name, exclude=["productKey", "deviceName", "seq", "note"])
+
+    def identity(record):  # what the encoder's decode gives back for a record
+        return canonical(encoder.properties_of(record))
+
+    run = run_write(records, clean_emulator, credentials, tmp_path / "default", encoder=encoder)
+    result = account(records, clean_emulator.messages(), run.failed, encoder, identity)
+    assert result.delivered == len(records) and not run.failed, result.summary()
+    assert {m["topic"] for m in clean_emulator.messages()} == {
+        f"/sys/{d['productKey']}/{d['deviceName']}/{tail}" for d in devices[:2]}
+
+    clean_emulator.reset()
+    run = run_write(records, clean_emulator, credentials, tmp_path / "given", encoder=encoder,
+                    topic="/{productKey}/{deviceName}/user/history")
+    assert not run.failed
+    assert {m["topic"] for m in clean_emulator.messages()} == {
+        f"/{d['productKey']}/{d['deviceName']}/user/history" for d in devices[:2]}
+
+
+@pytest.mark.parametrize("method", ["hmacmd5", "hmacsha1", "hmacsha256"])
+def test_each_sign_method_publishes_and_a_wrong_secret_is_refused(clean_emulator, devices, tmp_path, method):
+    wrong = [dict(d) for d in devices]
+    wrong[0]["deviceSecret"] = "not-the-secret"
+    credentials = write_credentials(tmp_path / "credentials.json", wrong)
+    records = readings(devices, 5)
+    run = run_write(records, clean_emulator, credentials, tmp_path, sign_method=method)
+    assert_exact(run, clean_emulator, records)
+    assert run.failed_reasons() == {"auth_failed": 5}
+    assert clean_emulator.counters()["sign_methods"] == {method: len(devices) - 1}
+
+
+def test_the_default_sign_method_is_hmacsha1_which_the_spec_documents(clean_emulator, devices, credentials, tmp_path):
+    run_write(readings(devices, 2), clean_emulator, credentials, tmp_path)
+    assert clean_emulator.counters()["sign_methods"] == {"hmacsha1": len(devices)}
+
+
+def test_an_unknown_sign_method_is_refused_when_the_pipeline_is_built(credentials):
+    with pytest.raises(ValueError, match="unknown sign method 'hmacsha512'"):
+        connector.WriteToIoTPlatform("https://127.0.0.1:1", credentials, sign_method="hmacsha512")
+
+
 def test_a_topic_of_another_device_fails_before_sending(clean_emulator, devices, credentials, tmp_path):
     other = devices[1]
     records = readings(devices[:1], 5)

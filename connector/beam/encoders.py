@@ -29,6 +29,7 @@ class Encoder:
     """Turns records into fragments, and fragments into one payload body."""
 
     name = None
+    topic = None  # the topic template its payloads are made for, when the format has one
     max_records = None  # records per payload at most; None = as many as fit
     separator = b""  # written between fragments in a payload
 
@@ -256,6 +257,7 @@ class AlinkPropertyEncoder(_AlinkEncoder):
 
     name = "alink-property"
     method = "thing.event.property.post"
+    topic = "/sys/{productKey}/{deviceName}/thing/event/property/post"
     max_records = 1
 
     def _envelope(self, device, message_id):
@@ -273,6 +275,7 @@ class AlinkHistoryEncoder(_AlinkEncoder):
 
     name = "alink-history"
     method = "thing.event.property.history.post"
+    topic = "/sys/{productKey}/{deviceName}/thing/event/property/history/post"
     separator = b","
     time_required = True
 

@@ -19,6 +19,7 @@ from connector.client.tokens import TokenCache
 from connector.protocol import codes
 from connector.protocol.codes import Action
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND
+from connector.protocol.signing import CLIENT_SIGN_METHOD
 
 from .results import Reason
 
@@ -59,7 +60,7 @@ class PublisherConfig(NamedTuple):
     max_buffered_bytes: int = 32 << 20
     device_messages_per_second: float = DEVICE_MESSAGES_PER_SECOND
     retry: RetryPolicy = RetryPolicy()
-    sign_method: str = "hmacsha256"
+    sign_method: str = CLIENT_SIGN_METHOD
 
 
 class Outcome(NamedTuple):

@@ -8,6 +8,7 @@ import string
 from connector.protocol.device import Device
 from connector.protocol.topics import device_owns_topic, topic_problem
 
+from .encoders import ENCODERS
 from .results import Reason
 
 DEFAULT_TOPIC = "/{productKey}/{deviceName}/user/update"
@@ -101,11 +102,19 @@ def checked_topic(topic, device):
     problem = topic_problem(topic)
     if problem is None and not device_owns_topic(topic, *device):
         problem = f"{device} may publish only to its own topics (/{device.product_key}/"\
-                  f"{device.device_name}/user/..., /sys/{device.product_key}/{device.device_name}/thing/...)"
+                  f"{device.device_name}/..., /sys/{device.product_key}/{device.device_name}/thing/...)"
     if problem:
         raise RoutingError(Reason.INVALID_TOPIC, f"{problem}: {topic!r}", device,
                            topic if isinstance(topic, str) else None)
     return topic
+
+
+def default_topic(encoder):
+    """The topic template when none is given: the encoder's own (the Alink encoders report on their
+    thing-model topic), else the platform's default publish topic. encoder: an Encoder or its name."""
+    if isinstance(encoder, str):
+        encoder = ENCODERS.get(encoder)
+    return getattr(encoder, "topic", None) or DEFAULT_TOPIC
 
 
 def make_router(router=None, *, product_key_field="productKey", device_name_field="deviceName",

@@ -9,6 +9,7 @@ from apache_beam import typehints
 from apache_beam.options.pipeline_options import StandardOptions
 
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
+from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
 
 from .credentials import as_credentials
 from .encoders import get_encoder
@@ -16,7 +17,7 @@ from .metrics import SinkMetrics
 from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
 from .publisher import DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
-from .routing import DEFAULT_TOPIC, RoutingError, make_router
+from .routing import RoutingError, default_topic, make_router
 
 # ((productKey, deviceName), topic): nested pairs, so every runner sees Beam's standard KV and string
 # coders (Prism cannot group on Python's coder for a 3-tuple).
@@ -75,7 +76,8 @@ class WriteToIoTPlatform(beam.PTransform):
     endpoint: "https://iot-as-http.cn-shanghai.aliyuncs.com", or an emulator's endpoint.
     credentials: path of a JSON/CSV file of productKey, deviceName, deviceSecret (any Beam
         filesystem), read on the workers; or an object with a secrets() method.
-    topic: template over productKey, deviceName and the record's fields, or callable(record, device).
+    topic: template over productKey, deviceName and the record's fields, or callable(record, device);
+        None: the encoder's thing-model topic for the Alink encoders, else /{productKey}/{deviceName}/user/update.
     encoder: "jsonl", "json-array", "avro", "raw", "alink-property", "alink-history", or an Encoder;
         encoder_options go to it (e.g. schema= for avro).
     router: callable(record) -> ((productKey, deviceName), topic), instead of the fields and topic.
@@ -90,22 +92,25 @@ class WriteToIoTPlatform(beam.PTransform):
         a request slot; a bundle moves on to the next device until this much is held.
     device_messages_per_second: the pace kept per device (the platform allows 30).
     retry: a RetryPolicy. insecure_skip_tls_verify: turn certificate checks off (never the default).
+    sign_method: how /auth is signed: "hmacsha1" (the default, documented by the spec), "hmacmd5" or
+        "hmacsha256".
     """
 
-    def __init__(self, endpoint, credentials, *, topic=DEFAULT_TOPIC, encoder="jsonl", ca_file=None,
+    def __init__(self, endpoint, credentials, *, topic=None, encoder="jsonl", ca_file=None,
                  max_payload_bytes=MAX_PAYLOAD_BYTES, encoder_options=None, product_key_field="productKey",
                  device_name_field="deviceName", router=None, order_by=None, sort_buffer_bytes=64 << 20,
                  streaming=None, max_buffering_delay=DEFAULT_MAX_BUFFERING_DELAY, max_in_flight=DEFAULT_MAX_IN_FLIGHT,
                  max_buffered_bytes=32 << 20, device_messages_per_second=DEVICE_MESSAGES_PER_SECOND,
                  retry=RetryPolicy(),
                  connect_timeout=5.0, read_timeout=30.0, insecure_skip_tls_verify=False,
-                 processing_clock=None):
+                 sign_method=CLIENT_SIGN_METHOD, processing_clock=None):
         super().__init__()
         if not 0 < max_payload_bytes <= MAX_PAYLOAD_BYTES:
             raise ValueError(f"max_payload_bytes must be 1 to {MAX_PAYLOAD_BYTES} (the platform's limit)")
-        self._router = make_router(router, product_key_field=product_key_field,
-                                   device_name_field=device_name_field, topic=topic)
+        digest_for(sign_method)  # an unknown method fails here, not on every worker
         self._encoder = get_encoder(encoder, **(encoder_options or {}))
+        self._router = make_router(router, product_key_field=product_key_field, device_name_field=device_name_field,
+                                   topic=default_topic(self._encoder) if topic is None else topic)
         self._max_payload_bytes = max_payload_bytes
         self._order_by = order_by
         self._sort_buffer_bytes = sort_buffer_bytes
@@ -116,7 +121,7 @@ class WriteToIoTPlatform(beam.PTransform):
             endpoint=endpoint, credentials=as_credentials(credentials), ca_file=ca_file,
             insecure_skip_tls_verify=insecure_skip_tls_verify, connect_timeout=connect_timeout,
             read_timeout=read_timeout, max_in_flight=max_in_flight, max_buffered_bytes=max_buffered_bytes,
-            device_messages_per_second=device_messages_per_second, retry=retry)
+            device_messages_per_second=device_messages_per_second, retry=retry, sign_method=sign_method)
 
     def display_data(self):
         return {"endpoint": self._config.endpoint, "encoder": self._encoder.name,

@@ -33,11 +33,12 @@ class IoTPlatformClient:
     certifi's bundle, as with requests. insecure_skip_tls_verify: turns certificate checking off, loudly;
     never the default. HTTPS_PROXY/ALL_PROXY (an http:// proxy, tunnelled with CONNECT) and NO_PROXY are
     honoured as requests honours them. pool_size: idle connections kept for concurrent threads.
+    sign_method: how /auth is signed, "hmacmd5", "hmacsha1" or "hmacsha256".
     Timeouts are in seconds.
     """
 
     def __init__(self, endpoint, *, ca_file=None, insecure_skip_tls_verify=False, connect_timeout=5.0,
-                 read_timeout=30.0, pool_size=16, sign_method="hmacsha256"):
+                 read_timeout=30.0, pool_size=16, sign_method=signing.CLIENT_SIGN_METHOD):
         if not str(endpoint).startswith("https://"):
             raise ValueError(f"the platform speaks HTTPS only; endpoint must start with https://: {endpoint!r}")
         signing.digest_for(sign_method)  # refuse an unknown method now, not at the first /auth

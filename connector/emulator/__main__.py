@@ -15,7 +15,8 @@ import tempfile
 
 from aiohttp import web
 
-from .registry import load_devices
+from .products import parse_products
+from .registry import parse_devices
 from .server import make_app
 from .state import EmulatorState
 from .tls import ensure_certificates, server_context
@@ -26,7 +27,8 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m connector.emulator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", required=True, help="JSON list of {productKey, deviceName, deviceSecret}")
+    parser.add_argument("--devices", required=True, help="JSON list of {productKey, deviceName, deviceSecret}, "
+                        "or {\"devices\": [...], \"products\": [{productKey, topicCategories}]}")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--endpoint-host", help="host name in the printed endpoint, e.g. localhost")
@@ -49,6 +51,19 @@ def parse_args(argv=None):
     return args
 
 
+def load_devices_file(path):
+    """(devices, products) from a devices file: a JSON list of devices, or an object that also declares
+    products' topic categories. ValueError says what is wrong."""
+    with open(path, encoding="utf-8") as f:
+        content = json.load(f)
+    if not isinstance(content, dict):
+        return parse_devices(content), {}
+    unknown = set(content) - {"devices", "products"}
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; a devices file holds devices and products")
+    return parse_devices(content.get("devices")), parse_products(content.get("products", []))
+
+
 def _certificates(args, stack):
     """(ca, cert, key) paths: given ones, or generated into --cert-dir or a temporary directory."""
     if args.cert:
@@ -62,7 +77,8 @@ def _certificates(args, stack):
 
 
 async def serve(args):
-    state = EmulatorState(load_devices(args.devices), token_ttl=args.token_ttl, device_qps=args.device_qps,
+    devices, products = load_devices_file(args.devices)
+    state = EmulatorState(devices, products=products, token_ttl=args.token_ttl, device_qps=args.device_qps,
                           account_qps=args.account_qps, latency_ms=args.latency_ms, db=args.db,
                           clock_offset=args.clock_offset)
     with contextlib.ExitStack() as stack:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from connector.protocol.device import Device
 
+from .products import parse_products
 from .registry import parse_devices
 
 PREFIX = "/_emulator"
@@ -103,6 +104,16 @@ async def add_devices(state, request):
     return {"added": len(added), "devices": len(state.registry)}
 
 
+async def list_products(state, request):
+    return {"products": state.products.as_list()}
+
+
+async def add_products(state, request):
+    added = parse_products(await _json_body(request))
+    state.products.add(added)
+    return {"added": len(added)}
+
+
 async def expire_tokens(state, request):
     state.registry.expire_all()
     return {"expired": True}
@@ -142,6 +153,8 @@ ROUTES = [
     ("GET", "/counters", counters),
     ("GET", "/devices", list_devices),
     ("POST", "/devices", add_devices),
+    ("GET", "/products", list_products),
+    ("POST", "/products", add_products),
     ("POST", "/tokens/expire", expire_tokens),
     ("GET", "/faults", get_faults),
     ("POST", "/faults", set_faults),

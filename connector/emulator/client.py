@@ -29,22 +29,27 @@ class EmulatorError(RuntimeError):
 class Emulator:
     """A running emulator; use as a context manager.
 
-    devices: a list of {productKey, deviceName, deviceSecret} dicts or the path of such a JSON file.
+    devices: a list of {productKey, deviceName, deviceSecret} dicts, or the path of a devices file.
+    products: a list of {productKey, topicCategories} declaring the topic categories of products
+    (see connector.emulator.products); products left out accept any /{pk}/{dn}/user/... topic.
     """
 
     def __init__(self, devices, token_ttl=None, device_qps=None, account_qps=None, db=None,
                  latency_ms=None, clock_offset=None, host="127.0.0.1", port=0, extra_args=(),
-                 start_timeout=30):
+                 start_timeout=30, products=None):
         self._dir = tempfile.TemporaryDirectory(prefix="iot-emulator-")
         if isinstance(devices, (str, os.PathLike)):
+            if products is not None:
+                raise ValueError("give products in the devices file, or devices as a list with products")
             self._devices_file = os.fspath(devices)
             with open(self._devices_file, encoding="utf-8") as f:
-                self.devices = json.load(f)
+                content = json.load(f)
+            self.devices = content.get("devices", []) if isinstance(content, dict) else content
         else:
             self.devices = list(devices)
             self._devices_file = os.path.join(self._dir.name, "devices.json")
             with open(self._devices_file, "w", encoding="utf-8") as f:
-                json.dump(self.devices, f)
+                json.dump(self.devices if products is None else {"devices": self.devices, "products": products}, f)
         self._options = {"--token-ttl": token_ttl, "--device-qps": device_qps, "--account-qps": account_qps,
                          "--db": db, "--latency-ms": latency_ms, "--clock-offset": clock_offset}
         self.host, self.port, self._extra_args = host, port, list(extra_args)
@@ -180,6 +185,15 @@ class Emulator:
         reply = self._admin("POST", "/devices", list(devices))
         self.devices.extend(devices)
         return reply
+
+    def products(self):
+        """The declared products, each with the custom topics its devices may publish to."""
+        return self._admin("GET", "/products")["products"]
+
+    def add_products(self, products):
+        """Declare products' topic categories, as in the devices file; a product given again has
+        its categories replaced."""
+        return self._admin("POST", "/products", list(products))
 
     def expire_tokens(self):
         return self._admin("POST", "/tokens/expire")

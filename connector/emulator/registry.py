@@ -1,5 +1,4 @@
 """Devices the emulator knows, and the tokens it has issued to them."""
-import json
 import secrets
 import time
 
@@ -29,11 +28,6 @@ def parse_devices(items):
             raise ValueError(f"device #{index} needs non-empty string fields {', '.join(DEVICE_FIELDS)}")
         parsed[Device(item["productKey"], item["deviceName"])] = item["deviceSecret"]
     return parsed
-
-
-def load_devices(path):
-    with open(path, encoding="utf-8") as f:
-        return parse_devices(json.load(f))
 
 
 class Registry:

@@ -19,7 +19,7 @@ from connector.protocol.limits import (
     TIMESTAMP_VALIDITY_MS, TOPIC_PATH_PREFIX,
 )
 from connector.protocol.signing import DEFAULT_SIGN_METHOD, SIGN_METHODS, signature_matches
-from connector.protocol.topics import device_owns_topic, topic_problem
+from connector.protocol.topics import topic_problem
 
 from . import admin
 
@@ -177,6 +177,7 @@ class DeviceChannel:
                 raise Outcome(codes.AUTH_CHECK_ERROR, f"timestamp is {abs(skew_ms) / 1000:.0f} s away from "
                               "server time, check the device clock (clock skew)")
         token = self.state.registry.issue_token(device)
+        self.state.sign_methods[method] += 1
         return _json_reply(codes.SUCCESS, {"token": token})
 
     async def _publish(self, request, body):
@@ -189,8 +190,9 @@ class DeviceChannel:
         problem = topic_problem(topic)
         if problem:
             raise Outcome(codes.PARAM_ERROR, problem)
-        if not device_owns_topic(topic, *device):
-            raise Outcome(codes.PUBLISH_MESSAGE_ERROR, f"device {device} may not publish to this topic")
+        if not self.state.products.may_publish(device, topic):
+            raise Outcome(codes.PUBLISH_MESSAGE_ERROR, f"device {device} may not publish to this topic (not its "
+                          "own, or no topic category of its product allows publishing to it)")
         if not self.state.limiter.allow_message(device):
             raise Outcome(codes.REQUEST_TOO_MANY, "device message rate exceeded")
         return _PUBLISHED % await self.state.store.add(device, topic, body)

@@ -1,4 +1,5 @@
-"""Everything the emulated platform holds: devices and tokens, messages, limits, faults, counters."""
+"""Everything the emulated platform holds: devices and tokens, products' topic categories, messages,
+limits, faults, counters."""
 import collections
 
 from connector.protocol.limits import (
@@ -6,6 +7,7 @@ from connector.protocol.limits import (
 )
 
 from .faults import Faults
+from .products import Products
 from .ratelimit import RateLimiter
 from .registry import Registry
 from .store import MessageStore
@@ -14,14 +16,16 @@ LIMIT_NAMES = ("device_qps", "account_qps", "token_ttl")
 
 
 class EmulatorState:
-    def __init__(self, devices=None, *, token_ttl=None, device_qps=None, account_qps=None,
+    def __init__(self, devices=None, *, products=None, token_ttl=None, device_qps=None, account_qps=None,
                  latency_ms=0, db=None, clock_offset=0.0):
         self.registry = Registry(devices, TOKEN_LIFETIME_SECONDS if token_ttl is None else token_ttl)
+        self.products = Products(products)
         self.store = MessageStore(db)
         self.limiter = RateLimiter(DEVICE_MESSAGES_PER_SECOND if device_qps is None else device_qps,
                                    ACCOUNT_REQUESTS_PER_SECOND if account_qps is None else account_qps)
         self.faults = Faults(latency_ms)
         self.requests = collections.Counter()  # (endpoint, outcome) -> count
+        self.sign_methods = collections.Counter()  # signmethod of accepted /auth requests -> count
         self.clock_offset = clock_offset  # seconds the server's clock is ahead (negative: behind)
         self._initial_limits = self.limits()
 
@@ -46,11 +50,12 @@ class EmulatorState:
         for (endpoint, outcome), count in sorted(self.requests.items()):
             by_endpoint[endpoint][outcome] = count
         return {"requests": by_endpoint, "faults": dict(sorted(self.faults.injected.items())),
-                "messages": len(self.store)}
+                "sign_methods": dict(sorted(self.sign_methods.items())), "messages": len(self.store)}
 
     def reset(self):
-        """Back to the state at start, except devices and tokens: no messages, counts, faults."""
+        """Back to the state at start, except devices, tokens and products: no messages, counts, faults."""
         self.store.clear()
         self.requests.clear()
+        self.sign_methods.clear()
         self.faults.reset()
         self.set_limits(self._initial_limits)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from connector.protocol.device import Device
 
-# Real messageIds are 64-bit integers above 2**53 (PROTOCOL.md records 1207967842654323713): start
+# Real messageIds are 64-bit integers above 2**53 (a recorded one: 1207967842654323713): start
 # there so clients that turn them into floats fail here as they would against the platform.
 FIRST_MESSAGE_ID = 1207967842654323713
 

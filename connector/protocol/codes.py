@@ -52,7 +52,7 @@ def action_for(code):
     """The action for a platform code; codes the platform may add later are treated as transient."""
     return _ACTIONS.get(code, Action.RETRY)
 
-# The codes each endpoint can answer (spec and PROTOCOL.md), besides SUCCESS.
+# The codes each endpoint can answer (spec and docs/protocol.md), besides SUCCESS.
 AUTH_CODES = frozenset({COMMON_ERROR, PARAM_ERROR, AUTH_CHECK_ERROR, UPDATE_SESSION_ERROR, REQUEST_TOO_MANY})
 TOPIC_CODES = frozenset({
     COMMON_ERROR, PARAM_ERROR, TOKEN_EXPIRED, TOKEN_NULL, CHECK_TOKEN_ERROR, PUBLISH_MESSAGE_ERROR,

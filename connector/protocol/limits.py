@@ -1,8 +1,7 @@
-"""Numbers the platform documents for the HTTP channel (spec and PROTOCOL.md)."""
+"""Numbers the platform documents for the HTTP channel (spec and docs/protocol.md)."""
 
 MAX_PAYLOAD_BYTES = 131_072
 MAX_TOPIC_BYTES = 128
-MAX_TOPIC_SLASHES = 7
 MAX_CLIENT_ID_CHARS = 64
 TIMESTAMP_VALIDITY_MS = 15 * 60 * 1000
 TOKEN_LIFETIME_SECONDS = 7 * 24 * 3600

@@ -12,6 +12,8 @@ SIGN_METHODS = {
     "hmacsha256": hashlib.sha256,
 }
 DEFAULT_SIGN_METHOD = "hmacmd5"  # what the platform assumes when signmethod is absent
+# What clients send unless told otherwise: documented by the spec (hmacsha256 is not) and stronger than md5.
+CLIENT_SIGN_METHOD = "hmacsha1"
 UNSIGNED_PARAMS = frozenset({"version", "sign", "signmethod"})
 
 

@@ -1,5 +1,9 @@
-"""Topic rules for publishing over HTTP: shape, size, and which topics a device owns."""
-from .limits import MAX_TOPIC_BYTES, MAX_TOPIC_SLASHES
+"""Topic rules for publishing over HTTP: shape, size, and which topics a device owns.
+
+The spec limits a topic's bytes, not its levels: the thing-model history report
+/sys/{pk}/{dn}/thing/event/property/history/post has 8.
+"""
+from .limits import MAX_TOPIC_BYTES
 
 
 class InvalidTopic(ValueError):
@@ -22,8 +26,6 @@ def topic_problem(topic):
         return "topic must be valid Unicode text (it holds a lone surrogate, not UTF-8 encodable)"
     if size > MAX_TOPIC_BYTES:
         return f"topic is longer than {MAX_TOPIC_BYTES} bytes"
-    if topic.count("/") > MAX_TOPIC_SLASHES:
-        return f"topic has more than {MAX_TOPIC_SLASHES} '/'"
     if "" in topic[1:].split("/"):
         return "topic must not have empty levels"
     return None
@@ -37,15 +39,18 @@ def validate_topic(topic):
 
 
 def device_owns_topic(topic, product_key, device_name):
-    """Whether a directly connected device may publish to this topic over HTTP.
+    """Whether a directly connected device may publish to this topic over HTTP, as far as a client
+    can tell: its system topics, and any of its custom topics (/pk/dn/...). Which custom topics work
+    depends on the topic categories defined for its product, which only the platform knows."""
+    return (device_owns_system_topic(topic, product_key, device_name)
+            or custom_topic_levels(topic, product_key, device_name) is not None)
 
-    Its own custom topics (/pk/dn/user/...), its thing-model topics (/sys/pk/dn/thing/...) and the
-    system topics the platform's SDKs publish to right after /auth.
-    """
+
+def device_owns_system_topic(topic, product_key, device_name):
+    """Its thing-model topics (/sys/pk/dn/thing/...) and the system topics the platform's SDKs
+    publish to right after /auth."""
     levels = topic[1:].split("/")
     own = [product_key, device_name]
-    if levels[:3] == own + ["user"] and len(levels) > 3:
-        return True
     if levels[:1] == ["sys"] and levels[1:3] == own and len(levels) > 4 and levels[3] == "thing":
         return True
     system_topics = (
@@ -54,3 +59,11 @@ def device_owns_topic(topic, product_key, device_name):
         ["shadow", "update"] + own,
     )
     return levels in system_topics
+
+
+def custom_topic_levels(topic, product_key, device_name):
+    """The levels after /pk/dn of one of the device's custom topics, as a tuple; None for any other topic."""
+    levels = topic[1:].split("/")
+    if levels[:2] == [product_key, device_name] and len(levels) > 2:
+        return tuple(levels[2:])
+    return None
