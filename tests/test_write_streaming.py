@@ -26,7 +26,7 @@ def stamped(devices, count, start_seconds, pad=150):
 
 
 def frozen_clock():
-    """TestStream's processing clock starts at 0; the DoFn's clock must agree."""
+    """The README's processing_clock for TestStream on the BundleBasedDirectRunner: its start, 0."""
     return 0.0
 
 
@@ -105,14 +105,20 @@ def test_late_records_the_runner_passes_on_are_published(where, allowed_lateness
     assert run.failed == []
 
 
-def test_streaming_flushes_after_the_buffering_delay(clean_emulator, devices, tmp_path):
-    """Direct runner only: Prism 2.62 does not fire the sink's timer when TestStream advances its
+@pytest.mark.parametrize("clock, payloads", [
+    (None, [[1000, 1001, 1002, 2000, 2001]]), (frozen_clock, [[1000, 1001, 1002], [2000, 2001]])])
+def test_streaming_flushes_after_the_buffering_delay(clock, payloads, clean_emulator, devices, tmp_path):
+    """The documented processing_clock hook: on the BundleBasedDirectRunner a delay timer set from the
+    wall clock is far past TestStream's processing time, so it fires only as the stream ends; one set
+    from a clock at TestStream's start fires when the test advances processing time past the delay.
+
+    Direct runner only: Prism 2.62 does not fire the sink's timer when TestStream advances its
     processing time (the same test there sends all five readings in one message at the end)."""
     first, second = stamped(devices[:1], 3, 1), stamped(devices[:1], 2, 2)
     stream = (test_stream.TestStream().add_elements(first).advance_processing_time(10)
               .add_elements(second).advance_watermark_to_infinity())
-    run_stream(stream, clean_emulator, devices, tmp_path, max_buffering_delay=5)
-    assert payload_seqs(clean_emulator) == [[1000, 1001, 1002], [2000, 2001]]
+    run_stream(stream, clean_emulator, devices, tmp_path, max_buffering_delay=5, processing_clock=clock)
+    assert payload_seqs(clean_emulator) == payloads
 
 
 def test_without_a_delay_streaming_waits_for_the_window_end(runner, clean_emulator, devices, tmp_path):
