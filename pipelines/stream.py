@@ -23,6 +23,7 @@ from connector import FileCredentials
 from connector.emulator import Emulator, make_devices
 
 from . import batch, dead_letters, fleet, options
+from .json_messages import ParseJsonMessages
 from .summary import Progress
 
 DEMO_PRODUCT_KEY = "a1DemoRelay"
@@ -43,20 +44,24 @@ def make_parser():
     return parser
 
 
-def build(pipeline, source, args):
+def build(pipeline, source, args, json_messages=False):
     """The relay: source (a PTransform giving readings) -> WriteToIoTPlatform(streaming) -> dead letters.
 
-    Tests pass a TestStream as the source.
+    json_messages: the source gives JSON text (Pub/Sub's message bytes), parsed here; a message that is
+    not a JSON object goes to the dead letters. Tests pass a TestStream as the source.
     """
-    result = (pipeline | "Source" >> source
-              | "Publish" >> options.write_transform(args, streaming=True,
-                                                     max_buffering_delay=args.max_buffering_delay))
-    result.failed | "DeadLetters" >> dead_letters.write_per_bundle(args.dead_letter)
+    readings = pipeline | "Source" >> source
+    malformed = []
+    if json_messages:
+        readings, unparsed = readings | "Parse" >> ParseJsonMessages()
+        malformed.append(unparsed)
+    result = readings | "Publish" >> options.write_transform(args, streaming=True,
+                                                               max_buffering_delay=args.max_buffering_delay)
+    failed = result.failed
+    if malformed:
+        failed = (*malformed, failed) | "Failed" >> beam.Flatten()
+    failed | "DeadLetters" >> dead_letters.write_per_bundle(args.dead_letter)
     return result
-
-
-def pubsub_source(subscription):
-    return beam.io.ReadFromPubSub(subscription=subscription) | "Json" >> beam.Map(json.loads)
 
 
 @contextlib.contextmanager
@@ -106,7 +111,7 @@ def run(argv):
     with contextlib.ExitStack() as stack:
         poll = None
         if args.input_subscription:
-            source = pubsub_source(args.input_subscription)
+            source = beam.io.ReadFromPubSub(subscription=args.input_subscription)
         else:
             if args.endpoint:
                 options.require(parser, args, "credentials")
@@ -117,7 +122,7 @@ def run(argv):
             source = fleet.SimulatedFleet(names, args.rate, args.duration)
         options.require(parser, args, "endpoint", "credentials", "dead_letter")
         pipeline = beam.Pipeline(options=pipeline_options)
-        build(pipeline, source, args)
+        build(pipeline, source, args, json_messages=bool(args.input_subscription))
         started = time.monotonic()
         with _stop_on_sigint(), Progress("relay", poll):
             result = pipeline.run()

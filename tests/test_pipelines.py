@@ -204,15 +204,39 @@ def test_streaming_relay_with_test_stream(sample, emulator, tmp_path):
               .advance_processing_time(5)
               .add_elements([bad[Reason.AUTH_FAILED]], event_timestamp=40)
               .advance_watermark_to_infinity())
+    sent, failed = run_relay_on_test_stream(source, sample, emulator, tmp_path)
+    assert_accounted(good + list(bad.values()), sent, failed, {reason: 1 for reason in bad})
+
+
+def run_relay_on_test_stream(source, sample, emulator, tmp_path, **build):
+    """The relay of stream.build over a TestStream: the records published, and the dead letters."""
     dead_letter = tmp_path / "failed"
     args, _ = stream.make_parser().parse_known_args(sink_args(sample, emulator, dead_letter))
     pipeline = beam.Pipeline(options=PipelineOptions(["--runner=BundleBasedDirectRunner", "--streaming"]))
-    stream.build(pipeline, source, args)
+    stream.build(pipeline, source, args, **build)
     pipeline.run().wait_until_finish()
+    return published(emulator)[0], dead_letters.read_all(str(dead_letter))
 
-    sent, _ = published(emulator)
-    assert_accounted(good + list(bad.values()), sent, dead_letters.read_all(str(dead_letter)),
-                     {reason: 1 for reason in bad})
+
+def test_relay_dead_letters_malformed_messages_with_their_bytes_and_relays_the_rest(sample, emulator, tmp_path):
+    """A Pub/Sub message that is not a JSON object must not fail its bundle: a streaming runner would
+    retry that bundle for ever."""
+    devices = json.load(open(sample.devices_file))
+    good = [{"productKey": d["productKey"], "deviceName": d["deviceName"], "ts": 1_700_000_000_000 + i}
+            for i, d in enumerate(devices[:3] * 2)]
+    malformed = [b'{"productKey": "a1', b"\xff\xfe not UTF-8", b"[1, 2]", b'"text"', b""]
+    messages = [json.dumps(reading).encode() for reading in good]
+    source = (test_stream.TestStream()
+              .add_elements(messages[:3] + malformed[:2], event_timestamp=10)
+              .advance_watermark_to(20)
+              .add_elements(messages[3:] + malformed[2:], event_timestamp=30)
+              .advance_watermark_to_infinity())
+    sent, failed = run_relay_on_test_stream(source, sample, emulator, tmp_path, json_messages=True)
+    assert sorted(map(key, sent)) == sorted(map(key, good))
+    assert sorted(dead_letters.original_record(row) for row in failed) == sorted(malformed)
+    assert {(row["reason"], row["message"].split(":")[0]) for row in failed} == {
+        (Reason.INVALID_RECORD, "message is not JSON"), (Reason.INVALID_RECORD, "message is a JSON list, not an object"),
+        (Reason.INVALID_RECORD, "message is a JSON str, not an object")}
 
 
 def test_demo_runs_with_no_account_and_no_network():

@@ -87,6 +87,10 @@ class WriteToIoTPlatform(beam.PTransform):
         device in state and flushes on size, at window end and max_buffering_delay seconds after the
         first record was buffered (None: only on size and at window end, which in the global window
         means when the pipeline drains).
+    processing_clock: (streaming, for tests) callable giving the processing time in epoch seconds that
+        the buffering delay counts from; None: the wall clock. TestStream on the BundleBasedDirectRunner
+        keeps a processing clock of its own that starts at 0, which a DoFn cannot read: pass
+        `lambda: 0.0` there, and advance_processing_time past the delay flushes what was buffered.
     max_in_flight: HTTP requests open at once per worker process (a device's payloads stay in order).
     max_buffered_bytes: payloads a worker process holds while they wait for their device's pace or
         a request slot; a bundle moves on to the next device until this much is held.
