@@ -33,11 +33,13 @@ class _PublishFn(beam.DoFn):
         self._config = config
         self._encoder = encoder
         self._max_payload_bytes = max_payload_bytes
+        # Its key, drawn here and pickled with the DoFn, names this sink's Publisher in every worker
+        # process; nothing of the config (the credentials provider may hold secrets) is in it.
         self._shared_handle = shared.Shared()
 
     def setup(self):
         # One Publisher per process, whatever the number of DoFn instances: one /auth per device.
-        self._publisher = self._shared_handle.acquire(lambda: Publisher(self._config), tag=repr(self._config))
+        self._publisher = self._shared_handle.acquire(lambda: Publisher(self._config))
         self._metrics = SinkMetrics()
 
     def start_bundle(self):
