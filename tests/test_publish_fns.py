@@ -1,10 +1,15 @@
 """The publishing DoFn as a runner drives it: copies unpickled on a worker, bundles that end and bundles
 the runner gives up on, and teardown."""
-import apache_beam as beam
+import time
+
+import pytest
 from apache_beam.internal import pickler
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 import connector
 from connector.beam.publish_fns import _GroupedPublishFn
+from connector.protocol.device import Device
 
 
 class _SecretsInMemory:
@@ -14,7 +19,6 @@ class _SecretsInMemory:
         self._secrets = {(d["productKey"], d["deviceName"]): d["deviceSecret"] for d in devices}
 
     def secrets(self):
-        from connector.protocol.device import Device
         return {Device(*key): secret for key, secret in self._secrets.items()}
 
 
@@ -35,3 +39,62 @@ def test_every_copy_of_the_dofn_in_a_process_shares_one_publisher_whatever_the_c
     fn = _publish_fn(emulator, _SecretsInMemory(devices))
     first, second = _worker_copy(fn), _worker_copy(fn)
     assert first._publisher is second._publisher  # one /auth per device per process, one set of limits
+
+
+def _group(device, records):
+    """One device's records as GroupByKey hands them to the batch DoFn."""
+    return ((device["productKey"], device["deviceName"]), f"/{device['productKey']}/{device['deviceName']}/user/update"), records
+
+
+def _process(fn, element):
+    return list(fn.process(element, window=GlobalWindow(), timestamp=MIN_TIMESTAMP))
+
+
+def _records(device, count, first=0):
+    return [{"productKey": device["productKey"], "deviceName": device["deviceName"], "seq": first + i,
+             "note": "x" * 200} for i in range(count)]
+
+
+def _wait_until_idle(publisher):
+    deadline = time.monotonic() + 30
+    while publisher._lanes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not publisher._lanes
+
+
+@pytest.mark.parametrize("gives_up_by", ["teardown", "start_bundle"])
+def test_a_bundle_the_runner_gave_up_on_sends_no_more_of_its_payloads(gives_up_by, clean_emulator, devices):
+    """The runner retries the bundle: its unsent payloads would only go ahead of the retry's own and
+    arrive twice. Dataflow and Flink discard the bundle's DoFn (teardown); a runner may also reuse it."""
+    fn = _worker_copy(_publish_fn(clean_emulator, _SecretsInMemory(devices), max_payload_bytes=300,
+                                  device_messages_per_second=1))
+    fn.start_bundle()
+    _process(fn, _group(devices[0], _records(devices[0], 6)))  # six payloads, one a second
+    getattr(fn, gives_up_by)()
+    _wait_until_idle(fn._publisher)
+    assert len(clean_emulator.messages()) <= 2  # the one being sent, if any, and one more at most
+
+
+def test_teardown_closes_the_idle_connections_once_the_last_copy_is_done(clean_emulator, devices):
+    fn = _publish_fn(clean_emulator, _SecretsInMemory(devices))
+    first, second = _worker_copy(fn), _worker_copy(fn)
+    first.start_bundle()
+    _process(first, _group(devices[0], _records(devices[0], 1)))
+    assert [type(o) for o in first.finish_bundle()]  # its receipt
+    pool = first._publisher.client._pool
+    assert pool._idle
+    first.teardown()
+    assert pool._idle  # the second copy still works with them
+    second.teardown()
+    assert not pool._idle
+
+
+def test_a_payload_that_ends_after_its_bundle_was_given_up_is_not_reported_in_the_next(clean_emulator, devices):
+    clean_emulator.set_faults(latency_ms=500)
+    fn = _worker_copy(_publish_fn(clean_emulator, _SecretsInMemory(devices), device_messages_per_second=0))
+    fn.start_bundle()
+    _process(fn, _group(devices[0], _records(devices[0], 1)))  # in flight when the runner gives up
+    fn.start_bundle()
+    outputs = _process(fn, _group(devices[0], _records(devices[0], 2, first=1)))
+    outputs += list(fn.finish_bundle())
+    assert [o.value.record_count for o in outputs] == [2]  # its own payload's receipt, not the first one's

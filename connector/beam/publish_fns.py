@@ -40,15 +40,29 @@ class _PublishFn(beam.DoFn):
     def setup(self):
         # One Publisher per process, whatever the number of DoFn instances: one /auth per device.
         self._publisher = self._shared_handle.acquire(lambda: Publisher(self._config))
+        self._publisher.retain()
         self._metrics = SinkMetrics()
+        self._bundle = None
 
     def start_bundle(self):
-        self._finished = queue.SimpleQueue()  # (future, context) as payloads end, from publishing threads
-        self._outstanding = 0
+        self._give_up_bundle()  # the last one never finished: the runner gave up on it
+        self._bundle = _Bundle()
 
     def finish_bundle(self):
-        while self._outstanding:
-            yield from self._emit(*self._finished.get())
+        bundle = self._bundle
+        while bundle.outstanding:
+            yield from self._emit(*bundle.finished.get())
+        self._bundle = None
+
+    def teardown(self):
+        self._give_up_bundle()
+        self._publisher.release()
+
+    def _give_up_bundle(self):
+        """Cancel what an unfinished bundle has not sent yet: the runner retries it elsewhere."""
+        if self._bundle is not None:
+            self._publisher.cancel(self._bundle.outstanding)
+            self._bundle = None
 
     def _encoded(self, records, device, topic, window, timestamp):
         """(record, fragment) pairs; a record the encoder refuses comes out as a failed output instead."""
@@ -82,21 +96,22 @@ class _PublishFn(beam.DoFn):
         """Hand a payload to the Publisher; yields outputs of payloads that have ended meanwhile."""
         future = self._publisher.submit(device, topic, payload.body)
         context = (device, topic, payload, window, timestamp)
-        self._outstanding += 1
-        future.add_done_callback(lambda done: self._finished.put((done, context)))
+        bundle = self._bundle  # this bundle's, even if the payload ends after the runner gave up on it
+        bundle.outstanding.add(future)
+        future.add_done_callback(lambda done: bundle.finished.put((done, context)))
         yield from self._ready()
 
     def _ready(self):
         """Outputs of every payload that has ended, without waiting."""
         while True:
             try:
-                done, context = self._finished.get_nowait()
+                done, context = self._bundle.finished.get_nowait()
             except queue.Empty:
                 return
             yield from self._emit(done, context)
 
     def _emit(self, done, context):
-        self._outstanding -= 1
+        self._bundle.outstanding.discard(done)
         device, topic, payload, window, timestamp = context
         outcome = done.result()
         self._metrics.outcome(outcome, len(payload.body), len(payload.records))
@@ -118,6 +133,15 @@ class _PublishFn(beam.DoFn):
         self._metrics.failed(reason)
         failed = FailedRecord(record, device.product_key, device.device_name, topic, reason, None, message, 0)
         return pvalue.TaggedOutput(FAILED, WindowedValue(failed, timestamp, (window,)))
+
+
+class _Bundle:
+    """The payloads a bundle has submitted and not yet emitted, and the queue their ends come to (from
+    publishing threads) as (future, context)."""
+
+    def __init__(self):
+        self.outstanding = set()
+        self.finished = queue.SimpleQueue()
 
 
 def _sort_key(field):

@@ -157,10 +157,40 @@ class Publisher:
         self._senders = 0  # sender threads alive
         self._waiting = 0  # senders waiting for a device to become due
         self._timekeeper = False  # whether a sender is waiting for the earliest timed turn
+        self._users = 0  # DoFn instances set up and not torn down
         self.thread_name = f"iot-publish-{next(self._numbers)}"  # its senders' name, to tell publishers apart
 
     def __repr__(self):
         return f"Publisher({self.config.endpoint!r})"
+
+    def retain(self):
+        """A DoFn instance starts using this publisher."""
+        with self._changed:
+            self._users += 1
+
+    def release(self):
+        """A DoFn instance is done with it; the last one closes the idle connections (a later one
+        opens new ones)."""
+        with self._changed:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self.client.close()
+
+    def cancel(self, futures):
+        """Drop the payloads of these futures that no attempt has sent yet: those of a bundle the runner
+        gave up on, whose retry sends them again and which must not go ahead of the retry's. A payload
+        already being sent, or waiting to be sent again, ends as usual."""
+        with self._changed:
+            cancelled = {future for future in futures if future.cancel()}
+            freed = 0
+            for lane in self._lanes.values():
+                if any(job.future in cancelled for job in lane.jobs):
+                    kept = collections.deque(job for job in lane.jobs if job.future not in cancelled)
+                    freed += sum(len(job.payload) for job in lane.jobs) - sum(len(job.payload) for job in kept)
+                    lane.jobs = kept  # an emptied lane is dropped when its turn comes
+        if freed:
+            self._budget.give(freed)
 
     def submit(self, device, topic, payload):
         """Queue a payload; a Future of its Outcome. Blocks while max_buffered_bytes are held."""
@@ -243,6 +273,8 @@ class Publisher:
                         del self._lanes[device]
                         continue
                     lane.next_send = now + self._interval  # the pace counts from this send
+                    if lane.jobs[0].started is None:
+                        lane.jobs[0].future.set_running_or_notify_cancel()  # cancel() leaves it alone now
                     if self._due or (self._timed and not self._timekeeper):
                         self._wake()  # more to do than this sender: another takes the next turn
                     return device, lane, lane.jobs[0]

@@ -225,7 +225,8 @@ class Pool:
         self.requests_sent = 0
 
     def close(self):
-        """Close the idle connections, and each one in use when its request ends."""
+        """Close the idle connections, and each one in use when its request ends; a later request
+        opens the pool again."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
@@ -238,6 +239,7 @@ class Pool:
         connection = self._take()
         with self._lock:
             self.requests_sent += 1
+            self._closed = False
         try:
             reply, keep_alive = connection.exchange(request)
         except ReplyLost:
