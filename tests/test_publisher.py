@@ -139,3 +139,22 @@ def test_once_an_outage_outlasts_max_seconds_each_payload_fails_at_its_next_atte
     # The rest find the outage clock run out at once (an attempt or two: each plans its own next wait),
     # instead of each spending half a second of its own.
     assert all(o.attempts <= 2 for o in outcomes[1:]), [o.attempts for o in outcomes]
+
+
+def test_a_sender_that_cannot_start_leaves_no_device_unserved(fresh_emulator, fleet, monkeypatch):
+    emulator = fresh_emulator(devices=fleet)
+    device = Device(fleet[0]["productKey"], fleet[0]["deviceName"])
+    publisher = _publisher(emulator, fleet, device_messages_per_second=0)
+    start = threading.Thread.start
+
+    def out_of_threads(thread):
+        if thread.name == publisher.thread_name:
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", out_of_threads)
+    with pytest.raises(RuntimeError):
+        publisher.submit(device, _topic(device), b"refused")  # the caller knows it was not taken
+    monkeypatch.setattr(threading.Thread, "start", start)
+    assert publisher.submit(device, _topic(device), b"taken").result(timeout=20).message_id is not None
+    assert [m["payload"] for m in emulator.messages()] == [b"taken"]

@@ -7,6 +7,7 @@ device authenticates once per process and HTTP connections are reused.
 import collections
 import heapq
 import itertools
+import logging
 import random
 import threading
 import time
@@ -22,6 +23,7 @@ from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND
 
 from .results import Reason
 
+_LOG = logging.getLogger(__name__)
 
 class RetryPolicy(NamedTuple):
     """How long to keep trying one payload. Backoff is exponential, each wait a random 50-100 % of its step.
@@ -196,15 +198,24 @@ class Publisher:
         """Queue a payload; a Future of its Outcome. Blocks while max_buffered_bytes are held."""
         self._budget.take(len(payload))
         future = Future()
-        with self._changed:
-            lane = self._lanes.get(device)
-            if lane is not None:  # its turn is coming, or a sender has it
+        try:
+            with self._changed:
+                lane = self._lanes.get(device)
+                if lane is not None:  # its turn is coming, or a sender has it
+                    lane.jobs.append(_Job(topic, payload, future))
+                    return future
+                lane = self._lanes[device] = _Lane()
                 lane.jobs.append(_Job(topic, payload, future))
-                return future
-            lane = self._lanes[device] = _Lane()
-            lane.jobs.append(_Job(topic, payload, future))
-            self._due.append(device)
-            self._wake()
+                self._due.append(device)
+                try:
+                    self._wake()
+                except RuntimeError:  # no sender could start and none is left: the payload is not taken
+                    self._due.pop()
+                    del self._lanes[device]
+                    raise
+        except BaseException:
+            self._budget.give(len(payload))
+            raise
         return future
 
     def _wake(self):
@@ -220,9 +231,11 @@ class Publisher:
             self._senders += 1
             try:
                 threading.Thread(target=self._sender, name=self.thread_name, daemon=True).start()
-            except BaseException:
+            except RuntimeError:  # out of threads: the senders there are take the due devices in turn
                 self._senders -= 1
-                raise
+                if not self._senders:
+                    raise
+                _LOG.warning("could not start another publishing thread; %d carry on", self._senders)
 
     def _sender(self):
         while True:
