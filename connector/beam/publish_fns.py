@@ -12,7 +12,7 @@ from apache_beam import coders, pvalue
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils import shared
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from connector.protocol.device import Device
@@ -211,12 +211,17 @@ class _SumInts(beam.CombineFn):
         return total
 
 
-class _MaxInts(_SumInts):
-    def add_input(self, largest, value):
-        return max(largest, value)
+class _LatestMicros(_SumInts):
+    """The latest timestamp in microseconds; before any, Beam's earliest (0 would clamp times before 1970)."""
+
+    def create_accumulator(self):
+        return MIN_TIMESTAMP.micros
+
+    def add_input(self, latest, value):
+        return max(latest, value)
 
     def merge_accumulators(self, values):
-        return max(values, default=0)
+        return max(values, default=MIN_TIMESTAMP.micros)
 
 
 class _BufferedPublishFn(_PublishFn):
@@ -227,7 +232,7 @@ class _BufferedPublishFn(_PublishFn):
                                                                   coders.BytesCoder()]))
     COUNT = userstate.CombiningValueStateSpec("count", coders.VarIntCoder(), _SumInts())
     BYTES = userstate.CombiningValueStateSpec("bytes", coders.VarIntCoder(), _SumInts())
-    LATEST = userstate.CombiningValueStateSpec("latest_micros", coders.VarIntCoder(), _MaxInts())
+    LATEST = userstate.CombiningValueStateSpec("latest_micros", coders.VarIntCoder(), _LatestMicros())
     WINDOW_END = userstate.TimerSpec("window_end", TimeDomain.WATERMARK)
     DELAY = userstate.TimerSpec("delay", TimeDomain.REAL_TIME)
 
