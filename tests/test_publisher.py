@@ -9,6 +9,8 @@ from connector.beam.publisher import Publisher, PublisherConfig, RetryPolicy
 from connector.emulator import make_devices
 from connector.protocol.device import Device
 
+from test_client_transport import trickling  # noqa: F401 - a fixture
+
 
 @pytest.fixture
 def fleet():
@@ -158,3 +160,12 @@ def test_a_sender_that_cannot_start_leaves_no_device_unserved(fresh_emulator, fl
     monkeypatch.setattr(threading.Thread, "start", start)
     assert publisher.submit(device, _topic(device), b"taken").result(timeout=20).message_id is not None
     assert [m["payload"] for m in emulator.messages()] == [b"taken"]
+
+
+def test_an_attempt_whose_reply_never_ends_is_retried_as_an_ambiguous_failure(trickling):
+    device = Device("pk", "dn")
+    config = PublisherConfig(trickling.endpoint, credentials=None, ca_file=trickling.ca_file, read_timeout=1,
+                             retry=RetryPolicy(max_attempts=2, initial_backoff=0.05))
+    outcome = Publisher(config, secrets={device: "secret"}).submit(device, _topic(device), b"x").result(timeout=60)
+    assert (outcome.reason, outcome.attempts, outcome.ambiguous_resends) == ("retries_exhausted", 2, 1)
+    assert outcome.error.kind == "read_timeout" and trickling.publishes == 2
