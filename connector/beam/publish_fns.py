@@ -5,6 +5,7 @@ outcomes into receipts and failed records in the windows they came from. _Groupe
 groups a GroupByKey gives (batch); _BufferedPublishFn buffers in state and flushes on size, at window
 end and after a delay (streaming).
 """
+import collections
 import queue
 
 import apache_beam as beam
@@ -144,11 +145,21 @@ class _Bundle:
         self.finished = queue.SimpleQueue()
 
 
+def _order_value(pair, field):
+    return pair[0].get(field) if isinstance(pair[0], dict) else None
+
+
 def _sort_key(field):
+    """Records without the field first, then by its value."""
     def key(pair):
-        value = pair[0].get(field) if isinstance(pair[0], dict) else None
+        value = _order_value(pair, field)
         return value is not None, value
     return key
+
+
+def _kind(value):
+    """What a value can be ordered with: numbers with numbers, else values of its own type."""
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
 
 
 class _GroupedPublishFn(_PublishFn):
@@ -168,12 +179,11 @@ class _GroupedPublishFn(_PublishFn):
         device = Device(product_key, device_name)
         pairs = self._encoded(records, device, topic, window, timestamp)
         if self._order_by is not None:
-            pairs = self._sorted_in_buffers(pairs)
+            pairs = self._sorted_in_buffers(pairs, device, topic, window, timestamp)
         packer = Packer(self._encoder, device, self._max_payload_bytes)
         yield from self._pack(packer, device, topic, pairs, window, timestamp)
 
-    def _sorted_in_buffers(self, items):
-        key = _sort_key(self._order_by)
+    def _sorted_in_buffers(self, items, device, topic, window, timestamp):
         buffer, buffered_bytes = [], 0
         for item in items:
             if isinstance(item, pvalue.TaggedOutput):
@@ -182,17 +192,39 @@ class _GroupedPublishFn(_PublishFn):
             buffer.append(item)
             buffered_bytes += len(item[1])
             if buffered_bytes >= self._sort_buffer_bytes:
-                yield from _stable_sorted(buffer, key)
+                yield from self._sorted(buffer, device, topic, window, timestamp)
                 buffer, buffered_bytes = [], 0
-        yield from _stable_sorted(buffer, key)
+        yield from self._sorted(buffer, device, topic, window, timestamp)
+
+    def _sorted(self, pairs, device, topic, window, timestamp):
+        """The pairs in order_by order (stable). When their values cannot all be compared, those of the
+        most common kind are ordered and every other record fails, saying why: none goes out of order."""
+        field, key = self._order_by, _sort_key(self._order_by)
+        try:
+            return sorted(pairs, key=key)
+        except TypeError:
+            pass
+        values = [_order_value(pair, field) for pair in pairs]
+        kind = collections.Counter(_kind(v) for v in values if v is not None).most_common(1)[0][0]
+        orderable = [pair for pair, value in zip(pairs, values) if value is None or _kind(value) == kind]
+        try:
+            orderable.sort(key=key)
+        except TypeError:  # values of one kind with no order among them (dicts, say): none can be ordered
+            kind = None
+            orderable = [pair for pair, value in zip(pairs, values) if value is None]
+        kept = {id(pair) for pair in orderable}
+        failed = [self._failed(pair[0], device, topic, Reason.UNORDERABLE, _unorderable(field, value, kind),
+                               window, timestamp)
+                  for pair, value in zip(pairs, values) if id(pair) not in kept]
+        return failed + orderable
 
 
-def _stable_sorted(pairs, key):
-    """Sorted by key; in arrival order when the values cannot be compared (mixed types)."""
-    try:
-        return sorted(pairs, key=key)
-    except TypeError:
-        return pairs
+def _unorderable(field, value, kind):
+    """Why a record's order_by value kept it from being published (its type, never the value)."""
+    if kind is None:
+        return f"order_by field {field!r} holds {type(value).__name__} values, which have no order"
+    return (f"order_by field {field!r} holds a {type(value).__name__}, which cannot be ordered with the "
+            f"{kind} values of the device's other records")
 
 
 class _SumInts(beam.CombineFn):

@@ -80,7 +80,8 @@ class WriteToIoTPlatform(beam.PTransform):
         encoder_options go to it (e.g. schema= for avro).
     router: callable(record) -> ((productKey, deviceName), topic), instead of the fields and topic.
     order_by: (batch) a record field to order each device's records by before packing, within
-        sort_buffer_bytes of encoded records at a time.
+        sort_buffer_bytes of encoded records at a time; a record whose value cannot be ordered with
+        the others fails as "unorderable".
     streaming: None follows the pipeline (unbounded input or --streaming); streaming buffers per
         device in state and flushes on size, at window end and max_buffering_delay seconds after the
         first record was buffered (None: only on size and at window end, which in the global window
