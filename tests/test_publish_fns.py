@@ -1,6 +1,7 @@
 """The publishing DoFn as a runner drives it: copies unpickled on a worker, bundles that end and bundles
 the runner gives up on, and teardown."""
 import time
+import tracemalloc
 
 import pytest
 from apache_beam.internal import pickler
@@ -98,3 +99,25 @@ def test_a_payload_that_ends_after_its_bundle_was_given_up_is_not_reported_in_th
     outputs = _process(fn, _group(devices[0], _records(devices[0], 2, first=1)))
     outputs += list(fn.finish_bundle())
     assert [o.value.record_count for o in outputs] == [2]  # its own payload's receipt, not the first one's
+
+
+def test_max_buffered_bytes_bounds_the_records_behind_the_payloads_too(clean_emulator, devices):
+    """Measured with tracemalloc while the stage packs a lazy stream for one paced device: what the
+    publisher holds, payloads and their records, stays near the option."""
+    limit = 256 << 10
+    fn = _worker_copy(_publish_fn(clean_emulator, _SecretsInMemory(devices), max_payload_bytes=16 << 10,
+                                  max_buffered_bytes=limit, device_messages_per_second=10))
+    device = devices[0]
+    readings = ({"productKey": device["productKey"], "deviceName": device["deviceName"], "seq": i,
+                 "time": 1_700_000_000_000 + i, "temperature": 20.5 + i % 7, "note": "x" * (150 + i % 2)}
+                for i in range(4000))
+    fn.start_bundle()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        outputs = _process(fn, _group(device, readings)) + list(fn.finish_bundle())
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert sum(o.value.record_count for o in outputs) == 4000
+    assert peak <= 2 * limit, f"{peak / limit:.1f} times max_buffered_bytes"

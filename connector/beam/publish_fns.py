@@ -95,7 +95,7 @@ class _PublishFn(beam.DoFn):
 
     def _submit(self, device, topic, payload, window, timestamp):
         """Hand a payload to the Publisher; yields outputs of payloads that have ended meanwhile."""
-        future = self._publisher.submit(device, topic, payload.body)
+        future = self._publisher.submit(device, topic, payload.body, payload.held_bytes())
         context = (device, topic, payload, window, timestamp)
         bundle = self._bundle  # this bundle's, even if the payload ends after the runner gave up on it
         bundle.outstanding.add(future)

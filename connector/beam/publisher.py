@@ -46,6 +46,9 @@ class RetryPolicy(NamedTuple):
 
 # Requests in flight hide the platform's round trip: 64 at 50 ms make about 1,280 requests a second.
 DEFAULT_MAX_IN_FLIGHT = 64
+# Payloads and the records behind them: full payloads of small readings take about 7 times their body
+# in memory, so this holds some 150 of them, more than max_in_flight can send at once.
+DEFAULT_MAX_BUFFERED_BYTES = 128 << 20
 
 
 class PublisherConfig(NamedTuple):
@@ -58,7 +61,7 @@ class PublisherConfig(NamedTuple):
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    max_buffered_bytes: int = 32 << 20
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
     device_messages_per_second: float = DEVICE_MESSAGES_PER_SECOND
     retry: RetryPolicy = RetryPolicy()
     sign_method: str = "hmacsha256"
@@ -77,7 +80,7 @@ class Outcome(NamedTuple):
 
 
 class _ByteBudget:
-    """Bounds the bytes of payloads submitted and not yet ended: the memory a publisher may hold."""
+    """Bounds the bytes held for payloads submitted and not yet ended: the memory a publisher may hold."""
 
     def __init__(self, limit):
         self._limit = limit
@@ -99,11 +102,11 @@ class _ByteBudget:
 class _Job:
     """One payload on its way, with what its attempts have cost so far."""
 
-    __slots__ = ("topic", "payload", "future", "started", "attempts", "unreached", "throttled",
+    __slots__ = ("topic", "payload", "held_bytes", "future", "started", "attempts", "unreached", "throttled",
                  "ambiguous_resends")
 
-    def __init__(self, topic, payload, future):
-        self.topic, self.payload, self.future = topic, payload, future
+    def __init__(self, topic, payload, held_bytes, future):
+        self.topic, self.payload, self.held_bytes, self.future = topic, payload, held_bytes, future
         self.started = None  # monotonic time of the first attempt
         self.attempts = self.unreached = self.ambiguous_resends = 0  # unreached: attempts that found no platform
         self.throttled = 0.0
@@ -131,8 +134,8 @@ class Publisher:
     allows a send, or a retry's backoff has passed, and none of its payloads is in flight), makes one
     attempt, and gives the device back with the time of its next turn. No thread sleeps through a
     pace or a backoff, so few threads keep many devices moving. submit() blocks while
-    max_buffered_bytes of payloads are held: that is what lets a bundle move on to the next device
-    while one device's payloads are paced out.
+    max_buffered_bytes are held (payloads and the records behind them): that is what lets a bundle move
+    on to the next device while one device's payloads are paced out.
     """
 
     IDLE_SENDER_SECONDS = 5.0  # a sender with nothing to do for this long ends; submit() starts another
@@ -189,23 +192,28 @@ class Publisher:
             for lane in self._lanes.values():
                 if any(job.future in cancelled for job in lane.jobs):
                     kept = collections.deque(job for job in lane.jobs if job.future not in cancelled)
-                    freed += sum(len(job.payload) for job in lane.jobs) - sum(len(job.payload) for job in kept)
+                    freed += sum(job.held_bytes for job in lane.jobs) - sum(job.held_bytes for job in kept)
                     lane.jobs = kept  # an emptied lane is dropped when its turn comes
         if freed:
             self._budget.give(freed)
 
-    def submit(self, device, topic, payload):
-        """Queue a payload; a Future of its Outcome. Blocks while max_buffered_bytes are held."""
-        self._budget.take(len(payload))
+    def submit(self, device, topic, payload, held_bytes=None):
+        """Queue a payload; a Future of its Outcome. Blocks while max_buffered_bytes are held.
+
+        held_bytes: the memory the payload keeps held until it ends, when more than its bytes (the
+        records behind it, say)."""
+        held_bytes = len(payload) if held_bytes is None else held_bytes
+        self._budget.take(held_bytes)
         future = Future()
+        job = _Job(topic, payload, held_bytes, future)
         try:
             with self._changed:
                 lane = self._lanes.get(device)
                 if lane is not None:  # its turn is coming, or a sender has it
-                    lane.jobs.append(_Job(topic, payload, future))
+                    lane.jobs.append(job)
                     return future
                 lane = self._lanes[device] = _Lane()
-                lane.jobs.append(_Job(topic, payload, future))
+                lane.jobs.append(job)
                 self._due.append(device)
                 try:
                     self._wake()
@@ -214,7 +222,7 @@ class Publisher:
                     del self._lanes[device]
                     raise
         except BaseException:
-            self._budget.give(len(payload))
+            self._budget.give(held_bytes)
             raise
         return future
 
@@ -266,7 +274,7 @@ class Publisher:
                 else:
                     del self._lanes[device]
             if ended:
-                self._budget.give(len(job.payload))
+                self._budget.give(job.held_bytes)
 
     def _next_turn(self):
         """(device, lane, job) whose turn has come, waiting for one; None when idle long enough to end.

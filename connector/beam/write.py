@@ -14,7 +14,7 @@ from .credentials import as_credentials
 from .encoders import get_encoder
 from .metrics import SinkMetrics
 from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
-from .publisher import DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
+from .publisher import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
 from .routing import DEFAULT_TOPIC, RoutingError, make_router
 
@@ -87,8 +87,9 @@ class WriteToIoTPlatform(beam.PTransform):
         first record was buffered (None: only on size and at window end, which in the global window
         means when the pipeline drains).
     max_in_flight: HTTP requests open at once per worker process (a device's payloads stay in order).
-    max_buffered_bytes: payloads a worker process holds while they wait for their device's pace or
-        a request slot; a bundle moves on to the next device until this much is held.
+    max_buffered_bytes: memory a worker process holds for payloads waiting for their device's pace
+        or a request slot, the records behind them counted; a bundle moves on to the next device
+        until this much is held.
     device_messages_per_second: the pace kept per device (the platform allows 30).
     retry: a RetryPolicy. insecure_skip_tls_verify: turn certificate checks off (never the default).
     """
@@ -97,7 +98,7 @@ class WriteToIoTPlatform(beam.PTransform):
                  max_payload_bytes=MAX_PAYLOAD_BYTES, encoder_options=None, product_key_field="productKey",
                  device_name_field="deviceName", router=None, order_by=None, sort_buffer_bytes=64 << 20,
                  streaming=None, max_buffering_delay=DEFAULT_MAX_BUFFERING_DELAY, max_in_flight=DEFAULT_MAX_IN_FLIGHT,
-                 max_buffered_bytes=32 << 20, device_messages_per_second=DEVICE_MESSAGES_PER_SECOND,
+                 max_buffered_bytes=DEFAULT_MAX_BUFFERED_BYTES, device_messages_per_second=DEVICE_MESSAGES_PER_SECOND,
                  retry=RetryPolicy(),
                  connect_timeout=5.0, read_timeout=30.0, insecure_skip_tls_verify=False,
                  processing_clock=None):
