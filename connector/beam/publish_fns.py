@@ -7,6 +7,8 @@ end and after a delay (streaming).
 """
 import collections
 import queue
+import threading
+import weakref
 
 import apache_beam as beam
 from apache_beam import coders, pvalue
@@ -46,8 +48,12 @@ class _PublishFn(beam.DoFn):
         self._bundle = None
 
     def start_bundle(self):
-        self._give_up_bundle()  # the last one never finished: the runner gave up on it
-        self._bundle = _Bundle()
+        # A bundle still unfinished when the next starts was given up on by the runner, which retries
+        # it: this copy's last one, or one another copy left on this thread (a runner runs a bundle on
+        # one thread; the direct runner retries with a fresh copy and no teardown).
+        self._give_up(self._bundle)
+        self._give_up(_THREAD_BUNDLES.unfinished.get(self._publisher))
+        self._bundle = _THREAD_BUNDLES.unfinished[self._publisher] = _Bundle()
 
     def finish_bundle(self):
         bundle = self._bundle
@@ -56,14 +62,14 @@ class _PublishFn(beam.DoFn):
         self._bundle = None
 
     def teardown(self):
-        self._give_up_bundle()
+        self._give_up(self._bundle)
+        self._bundle = None
         self._publisher.release()
 
-    def _give_up_bundle(self):
-        """Cancel what an unfinished bundle has not sent yet: the runner retries it elsewhere."""
-        if self._bundle is not None:
-            self._publisher.cancel(self._bundle.outstanding)
-            self._bundle = None
+    def _give_up(self, bundle):
+        """Cancel what a bundle has not sent yet (nothing, once it has finished)."""
+        if bundle is not None:
+            self._publisher.cancel(bundle.outstanding)
 
     def _encoded(self, records, device, topic, window, timestamp):
         """(record, fragment) pairs; a record the encoder refuses comes out as a failed output instead."""
@@ -143,6 +149,16 @@ class _Bundle:
     def __init__(self):
         self.outstanding = set()
         self.finished = queue.SimpleQueue()
+
+
+class _ThreadBundles(threading.local):
+    """Per thread: Publisher -> the bundle last started there for it."""
+
+    def __init__(self):
+        self.unfinished = weakref.WeakKeyDictionary()  # the Publisher may go once its sink is done
+
+
+_THREAD_BUNDLES = _ThreadBundles()
 
 
 def _order_value(pair, field):
