@@ -25,6 +25,7 @@ from .results import Reason
 
 _LOG = logging.getLogger(__name__)
 
+
 class RetryPolicy(NamedTuple):
     """How long to keep trying one payload. Backoff is exponential, each wait a random 50-100 % of its step.
 
