@@ -44,7 +44,8 @@ def test_every_copy_of_the_dofn_in_a_process_shares_one_publisher_whatever_the_c
 
 def _group(device, records):
     """One device's records as GroupByKey hands them to the batch DoFn."""
-    return ((device["productKey"], device["deviceName"]), f"/{device['productKey']}/{device['deviceName']}/user/update"), records
+    product_key, device_name = device["productKey"], device["deviceName"]
+    return ((product_key, device_name), f"/{product_key}/{device_name}/user/update"), records
 
 
 def _process(fn, element):
