@@ -23,7 +23,8 @@ child process (FnApiRunner, pinned), so its peak RSS and CPU seconds are its own
   prism      the connector on Prism (LOOPBACK workers)
              (the runners need `python -m pipelines.runners fetch all` first)
   memory     the connector's publishing stage alone (its DoFn fed one device's group as a lazy stream,
-             as GroupByKey hands it over), for 1 device x N records at two N: peak RSS of that process
+             as GroupByKey hands it over), for 1 device x N records at two N: peak RSS of that process,
+             and how much it grew against max_buffered_bytes
 
 The emulator's own limits are raised (device_qps, account_qps) so the platform's throttling is not
 what is measured; the connector keeps its default per-device pace (30 messages/s), whose implication
@@ -280,7 +281,8 @@ def run_memory_child(args):
     stop.set()
     sampler.join()
     print(json.dumps({"seconds": seconds, "counters": {"messages": outputs}, "stage_rss_baseline": baseline,
-                      "stage_rss_peak": peak[0]}), flush=True)
+                      "stage_rss_peak": peak[0], "max_buffered_bytes": transform._config.max_buffered_bytes}),
+          flush=True)
 
 
 # --- parent: run the scenarios, measure, report -----------------------------------------------------
@@ -453,8 +455,11 @@ def print_table(report):
                f"{f['peak_rss_mb']:.0f}", f"{f['cpu_seconds']:.1f}", f"{f['emulator_cpu_seconds']:.1f}")
         print(f"{name:<16}" + "".join(f"{v:>15}" for v in row))
         if "stage_rss_peak" in f:
+            grown = (f["stage_rss_peak"] - f["stage_rss_baseline"]) / 2**20
+            option = f["max_buffered_bytes"] / 2**20
             print(f"{'':16}  publishing stage alone: RSS {f['stage_rss_baseline'] / 2**20:.0f} MB at start, "
-                  f"peak {f['stage_rss_peak'] / 2**20:.0f} MB")
+                  f"peak {f['stage_rss_peak'] / 2**20:.0f} MB: grew {grown:.0f} MB against max_buffered_bytes "
+                  f"{option:.0f} MB ({grown / option:.2f} of it)")
     if "naive" in report["scenarios"]:
         n = report["scenarios"]["naive"]
         print(f"naive ran on a {n['records']:,}-record sample (one request per record); its records/s would "

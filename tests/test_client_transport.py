@@ -4,6 +4,7 @@ idle, non-ASCII topics, and HTTPS through an HTTP CONNECT proxy."""
 import base64
 import socket
 import threading
+import time
 
 import pytest
 from cryptography import x509
@@ -213,6 +214,74 @@ def test_broken_replies_are_ambiguous_for_a_publish(canned, reply, kind):
     error = caught.value
     assert (error.kind, error.ambiguous, error.action) == (kind, True, Action.RETRY)
     assert "0" * 32 not in str(error)
+
+
+# -- replies that never end ----------------------------------------------------------------------------
+
+TOKEN_REPLY = _length(b'{"code":0,"info":{"token":"' + b"7" * 32 + b'"},"message":"success"}')
+TRICKLES = {  # a reply head, then what the server sends every 0.5 s for as long as the client listens
+    "interim-replies": (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),
+    "body-byte-by-byte": (b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", b"{"),
+    "endless-trailers": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n", b"X-Trailer: y\r\n"),
+}
+
+
+class TricklingServer(LocalServer):
+    """A TLS server on 127.0.0.1 that answers /auth with a token and every publish with a reply that
+    never ends, a little at a time, each connection in a thread of its own."""
+
+    def __init__(self, certificates, trickle):
+        self.ca_file, cert, key = certificates
+        self._context = server_context(cert, key)
+        self._head, self._drip = TRICKLES[trickle]
+        self.publishes = 0
+        super().__init__()
+        self.endpoint = f"https://127.0.0.1:{self.port}"
+
+    def handle(self, raw):
+        threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw):
+        try:
+            with self._context.wrap_socket(raw, server_side=True) as conn, conn.makefile("rb") as stream:
+                while (request := _read_request(stream)) is not None:
+                    if request.startswith(b"POST /auth"):
+                        conn.sendall(TOKEN_REPLY)
+                        continue
+                    self.publishes += 1
+                    conn.sendall(self._head)
+                    while True:
+                        conn.sendall(self._drip)
+                        time.sleep(0.5)
+        except OSError:  # the client gave up on the reply and closed the connection
+            raw.close()
+
+
+@pytest.fixture(params=sorted(TRICKLES))
+def trickling(request, tmp_path):
+    server = TricklingServer(ensure_certificates(str(tmp_path / "certificates")), request.param)
+    yield server
+    server.close()
+
+
+def test_a_reply_that_never_ends_is_cut_off_at_the_read_timeout_as_ambiguous(trickling):
+    """read_timeout bounds the whole reply, not each read: a server sending a little every 0.5 s would
+    otherwise hold the request for ever."""
+    outcome = {}
+
+    def publish():
+        with IoTPlatformClient(trickling.endpoint, ca_file=trickling.ca_file, read_timeout=1) as client:
+            try:
+                client.publish("0" * 32, TOPIC, b"x")
+            except TransportError as error:
+                outcome["error"] = error
+
+    attempt = threading.Thread(target=publish, daemon=True)
+    attempt.start()
+    attempt.join(timeout=30)  # a bound for the test only: the client's own is 1 s
+    assert not attempt.is_alive(), "the publish is still reading the reply"
+    error = outcome["error"]
+    assert (error.kind, error.ambiguous, error.action) == ("read_timeout", True, Action.RETRY)
 
 
 # -- connections the server closed while idle -----------------------------------------------------

@@ -9,6 +9,8 @@ from connector.beam.publisher import Publisher, PublisherConfig, RetryPolicy
 from connector.emulator import make_devices
 from connector.protocol.device import Device
 
+from test_client_transport import trickling  # noqa: F401 - a fixture
+
 
 @pytest.fixture
 def fleet():
@@ -139,3 +141,31 @@ def test_once_an_outage_outlasts_max_seconds_each_payload_fails_at_its_next_atte
     # The rest find the outage clock run out at once (an attempt or two: each plans its own next wait),
     # instead of each spending half a second of its own.
     assert all(o.attempts <= 2 for o in outcomes[1:]), [o.attempts for o in outcomes]
+
+
+def test_a_sender_that_cannot_start_leaves_no_device_unserved(fresh_emulator, fleet, monkeypatch):
+    emulator = fresh_emulator(devices=fleet)
+    device = Device(fleet[0]["productKey"], fleet[0]["deviceName"])
+    publisher = _publisher(emulator, fleet, device_messages_per_second=0)
+    start = threading.Thread.start
+
+    def out_of_threads(thread):
+        if thread.name == publisher.thread_name:
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", out_of_threads)
+    with pytest.raises(RuntimeError):
+        publisher.submit(device, _topic(device), b"refused")  # the caller knows it was not taken
+    monkeypatch.setattr(threading.Thread, "start", start)
+    assert publisher.submit(device, _topic(device), b"taken").result(timeout=20).message_id is not None
+    assert [m["payload"] for m in emulator.messages()] == [b"taken"]
+
+
+def test_an_attempt_whose_reply_never_ends_is_retried_as_an_ambiguous_failure(trickling):
+    device = Device("pk", "dn")
+    config = PublisherConfig(trickling.endpoint, credentials=None, ca_file=trickling.ca_file, read_timeout=1,
+                             retry=RetryPolicy(max_attempts=2, initial_backoff=0.05))
+    outcome = Publisher(config, secrets={device: "secret"}).submit(device, _topic(device), b"x").result(timeout=60)
+    assert (outcome.reason, outcome.attempts, outcome.ambiguous_resends) == ("retries_exhausted", 2, 1)
+    assert outcome.error.kind == "read_timeout" and trickling.publishes == 2

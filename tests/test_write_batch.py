@@ -77,6 +77,25 @@ def test_order_by_sorts_each_device_by_timestamp(clean_emulator, devices, creden
         assert times == sorted(times) and len(times) == 800
 
 
+def test_order_by_fails_each_record_whose_value_cannot_be_ordered_with_the_others(clean_emulator, devices,
+                                                                                 credentials, tmp_path):
+    records = readings(devices[:1], 300)
+    odd = [dict(records[5], time="2023-11-14T22:13:25Z"), dict(records[9], time=[1, 2])]
+    rest = [r for r in records if r["seq"] not in (5, 9)]
+    no_order = [dict(r, time={"s": r["seq"]}) for r in readings(devices[1:2], 3)]  # dicts: none can be ordered
+    run = run_write(rest[::-1] + odd + no_order, clean_emulator, credentials, tmp_path, order_by="time")
+    failed = {(f.device_name, f.record["seq"]): f for f in run.failed}
+    assert sorted(failed) == [(devices[0]["deviceName"], 5), (devices[0]["deviceName"], 9)] + \
+        [(devices[1]["deviceName"], i) for i in range(3)]
+    assert {f.reason for f in run.failed} == {"unorderable"}
+    assert "'time' holds a str, which cannot be ordered with the number values" in \
+        failed[devices[0]["deviceName"], 5].message
+    assert "'time' holds dict values, which have no order" in failed[devices[1]["deviceName"], 0].message
+    messages = sorted(clean_emulator.messages(), key=lambda m: m["messageId"])
+    times = [json.loads(line)["time"] for m in messages for line in m["payload"].splitlines()]
+    assert times == sorted(r["time"] for r in rest)  # the others ordered all the same
+
+
 def test_bad_records_fail_with_their_reason_and_the_rest_arrive(clean_emulator, devices, credentials, tmp_path):
     good = readings(devices, 50)
     pk = devices[0]["productKey"]

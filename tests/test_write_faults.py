@@ -1,5 +1,6 @@
 """WriteToIoTPlatform under the platform's failures: expired tokens, throttling, transient codes,
 gateway errors, ambiguous hang-ups, and retries running out. Every run ends in the accounting check."""
+import json
 import threading
 
 import pytest
@@ -89,6 +90,19 @@ def test_transient_codes_and_gateway_errors_are_retried(fast_emulator, devices, 
     counts = fast_emulator.counters()["faults"]
     assert counts.get("error_30001", 0) and counts.get("http_503", 0)
     assert run.counters["retries"] == sum(counts.values())  # every injected fault cost one attempt
+
+
+def test_a_retried_payload_keeps_its_place_in_its_devices_order(fast_emulator, devices, credentials, tmp_path):
+    """A payload being retried holds its device's lane: the device's later payloads wait for it."""
+    fast_emulator.set_faults(error_rate={"10000": 0.2}, http_status_rate={"503": 0.1}, seed=5)
+    records = readings(devices, 300)
+    run = run_write(records, fast_emulator, credentials, tmp_path, **FAST)
+    assert accounted(run, fast_emulator, records).delivered == len(records) and run.counters["retries"]
+    stored = sorted(fast_emulator.messages(), key=lambda m: m["messageId"])
+    for device in devices:
+        seqs = [json.loads(line)["seq"] for m in stored if m["deviceName"] == device["deviceName"]
+                for line in m["payload"].splitlines()]
+        assert seqs == list(range(300)), device["deviceName"]
 
 
 def test_hang_ups_after_acceptance_are_resent_and_the_duplicates_counted(fast_emulator, devices, credentials, tmp_path):

@@ -4,16 +4,18 @@ import json
 
 import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
 
+import connector
 from connector.beam.encoders import get_encoder
 from connector.emulator.accounting import account
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
 from runner_support import require_prism
-from write_support import run_write, write_credentials
+from write_support import _IN_MEMORY, _Collect, run_write, write_credentials
 
 DIRECT = ["--runner=BundleBasedDirectRunner", "--streaming"]
 PRISM = ["--runner=PrismRunner", "--streaming"]
@@ -144,3 +146,17 @@ def test_streaming_fails_bad_records_and_delivers_the_rest(clean_emulator, devic
     assert run.failed_reasons() == {"unknown_device": 1, "unencodable": 1, "too_large": 1, "unroutable": 1}
     result = account(records_of(good + bad), clean_emulator.messages(), run.failed, get_encoder("jsonl"))
     assert result.delivered == len(good) and result.complete, result.summary()
+
+
+def test_outputs_of_records_stamped_before_1970_keep_their_time(clean_emulator, devices, tmp_path):
+    values = stamped(devices[:1], 3, -1000)  # 1969-12-31T23:43:20, and a millisecond apart
+    stream = test_stream.TestStream().add_elements(values).advance_watermark_to_infinity()
+    credentials = write_credentials(tmp_path / "credentials.json", devices)
+    pipeline = beam.Pipeline(options=PipelineOptions(DIRECT))
+    result = (pipeline | stream
+              | connector.WriteToIoTPlatform(clean_emulator.endpoint, credentials, ca_file=clean_emulator.ca_file,
+                                             processing_clock=frozen_clock))
+    stamps = result.published | beam.Map(lambda receipt, at=beam.DoFn.TimestampParam: at)
+    stamps | beam.ParDo(_Collect("before-1970"))
+    pipeline.run().wait_until_finish()
+    assert _IN_MEMORY.pop("before-1970") == [Timestamp(-999.998)]  # the latest record's, not epoch 0

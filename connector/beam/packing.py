@@ -5,6 +5,7 @@ the encoder's record cap is reached). Sizes are counted from fragment lengths an
 envelope bound, so a record is encoded once and a body is built only when its payload closes.
 """
 import math
+import sys
 from typing import NamedTuple
 
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
@@ -13,6 +14,28 @@ from connector.protocol.limits import MAX_PAYLOAD_BYTES
 class Payload(NamedTuple):
     body: bytes
     records: list  # the original records, in order
+
+    def held_bytes(self):
+        """An estimate of the memory this payload holds until it ends: its body and its records' Python
+        objects, sized on a few of them (one device's records are alike). Objects records share (dict
+        keys, say) are counted in each: it errs on the high side."""
+        records = self.records
+        sample = records[::max(1, len(records) // _SAMPLED_RECORDS)]
+        per_record = sum(map(_deep_size, sample)) / len(sample) if sample else 0
+        return len(self.body) + sys.getsizeof(records) + round(per_record * len(records))
+
+
+_SAMPLED_RECORDS = 8
+
+
+def _deep_size(value):
+    """The bytes of a value and of what it contains (dicts, lists, tuples, sets)."""
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(_deep_size(key) + _deep_size(item) for key, item in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        size += sum(map(_deep_size, value))
+    return size
 
 
 class RecordTooLarge(ValueError):

@@ -5,14 +5,17 @@ outcomes into receipts and failed records in the windows they came from. _Groupe
 groups a GroupByKey gives (batch); _BufferedPublishFn buffers in state and flushes on size, at window
 end and after a delay (streaming).
 """
+import collections
 import queue
+import threading
+import weakref
 
 import apache_beam as beam
 from apache_beam import coders, pvalue
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.utils import shared
-from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from connector.protocol.device import Device
@@ -33,20 +36,40 @@ class _PublishFn(beam.DoFn):
         self._config = config
         self._encoder = encoder
         self._max_payload_bytes = max_payload_bytes
+        # Its key, drawn here and pickled with the DoFn, names this sink's Publisher in every worker
+        # process; nothing of the config (the credentials provider may hold secrets) is in it.
         self._shared_handle = shared.Shared()
 
     def setup(self):
         # One Publisher per process, whatever the number of DoFn instances: one /auth per device.
-        self._publisher = self._shared_handle.acquire(lambda: Publisher(self._config), tag=repr(self._config))
+        self._publisher = self._shared_handle.acquire(lambda: Publisher(self._config))
+        self._publisher.retain()
         self._metrics = SinkMetrics()
+        self._bundle = None
 
     def start_bundle(self):
-        self._finished = queue.SimpleQueue()  # (future, context) as payloads end, from publishing threads
-        self._outstanding = 0
+        # A bundle still unfinished when the next starts was given up on by the runner, which retries
+        # it: this copy's last one, or one another copy left on this thread (a runner runs a bundle on
+        # one thread; the direct runner retries with a fresh copy and no teardown).
+        self._give_up(self._bundle)
+        self._give_up(_THREAD_BUNDLES.unfinished.get(self._publisher))
+        self._bundle = _THREAD_BUNDLES.unfinished[self._publisher] = _Bundle()
 
     def finish_bundle(self):
-        while self._outstanding:
-            yield from self._emit(*self._finished.get())
+        bundle = self._bundle
+        while bundle.outstanding:
+            yield from self._emit(*bundle.finished.get())
+        self._bundle = None
+
+    def teardown(self):
+        self._give_up(self._bundle)
+        self._bundle = None
+        self._publisher.release()
+
+    def _give_up(self, bundle):
+        """Cancel what a bundle has not sent yet (nothing, once it has finished)."""
+        if bundle is not None:
+            self._publisher.cancel(bundle.outstanding)
 
     def _encoded(self, records, device, topic, window, timestamp):
         """(record, fragment) pairs; a record the encoder refuses comes out as a failed output instead."""
@@ -78,23 +101,24 @@ class _PublishFn(beam.DoFn):
 
     def _submit(self, device, topic, payload, window, timestamp):
         """Hand a payload to the Publisher; yields outputs of payloads that have ended meanwhile."""
-        future = self._publisher.submit(device, topic, payload.body)
+        future = self._publisher.submit(device, topic, payload.body, payload.held_bytes())
         context = (device, topic, payload, window, timestamp)
-        self._outstanding += 1
-        future.add_done_callback(lambda done: self._finished.put((done, context)))
+        bundle = self._bundle  # this bundle's, even if the payload ends after the runner gave up on it
+        bundle.outstanding.add(future)
+        future.add_done_callback(lambda done: bundle.finished.put((done, context)))
         yield from self._ready()
 
     def _ready(self):
         """Outputs of every payload that has ended, without waiting."""
         while True:
             try:
-                done, context = self._finished.get_nowait()
+                done, context = self._bundle.finished.get_nowait()
             except queue.Empty:
                 return
             yield from self._emit(done, context)
 
     def _emit(self, done, context):
-        self._outstanding -= 1
+        self._bundle.outstanding.discard(done)
         device, topic, payload, window, timestamp = context
         outcome = done.result()
         self._metrics.outcome(outcome, len(payload.body), len(payload.records))
@@ -118,11 +142,40 @@ class _PublishFn(beam.DoFn):
         return pvalue.TaggedOutput(FAILED, WindowedValue(failed, timestamp, (window,)))
 
 
+class _Bundle:
+    """The payloads a bundle has submitted and not yet emitted, and the queue their ends come to (from
+    publishing threads) as (future, context)."""
+
+    def __init__(self):
+        self.outstanding = set()
+        self.finished = queue.SimpleQueue()
+
+
+class _ThreadBundles(threading.local):
+    """Per thread: Publisher -> the bundle last started there for it."""
+
+    def __init__(self):
+        self.unfinished = weakref.WeakKeyDictionary()  # the Publisher may go once its sink is done
+
+
+_THREAD_BUNDLES = _ThreadBundles()
+
+
+def _order_value(pair, field):
+    return pair[0].get(field) if isinstance(pair[0], dict) else None
+
+
 def _sort_key(field):
+    """Records without the field first, then by its value."""
     def key(pair):
-        value = pair[0].get(field) if isinstance(pair[0], dict) else None
+        value = _order_value(pair, field)
         return value is not None, value
     return key
+
+
+def _kind(value):
+    """What a value can be ordered with: numbers with numbers, else values of its own type."""
+    return "number" if isinstance(value, (int, float)) else type(value).__name__
 
 
 class _GroupedPublishFn(_PublishFn):
@@ -142,12 +195,11 @@ class _GroupedPublishFn(_PublishFn):
         device = Device(product_key, device_name)
         pairs = self._encoded(records, device, topic, window, timestamp)
         if self._order_by is not None:
-            pairs = self._sorted_in_buffers(pairs)
+            pairs = self._sorted_in_buffers(pairs, device, topic, window, timestamp)
         packer = Packer(self._encoder, device, self._max_payload_bytes)
         yield from self._pack(packer, device, topic, pairs, window, timestamp)
 
-    def _sorted_in_buffers(self, items):
-        key = _sort_key(self._order_by)
+    def _sorted_in_buffers(self, items, device, topic, window, timestamp):
         buffer, buffered_bytes = [], 0
         for item in items:
             if isinstance(item, pvalue.TaggedOutput):
@@ -156,17 +208,39 @@ class _GroupedPublishFn(_PublishFn):
             buffer.append(item)
             buffered_bytes += len(item[1])
             if buffered_bytes >= self._sort_buffer_bytes:
-                yield from _stable_sorted(buffer, key)
+                yield from self._sorted(buffer, device, topic, window, timestamp)
                 buffer, buffered_bytes = [], 0
-        yield from _stable_sorted(buffer, key)
+        yield from self._sorted(buffer, device, topic, window, timestamp)
+
+    def _sorted(self, pairs, device, topic, window, timestamp):
+        """The pairs in order_by order (stable). When their values cannot all be compared, those of the
+        most common kind are ordered and every other record fails, saying why: none goes out of order."""
+        field, key = self._order_by, _sort_key(self._order_by)
+        try:
+            return sorted(pairs, key=key)
+        except TypeError:
+            pass
+        values = [_order_value(pair, field) for pair in pairs]
+        kind = collections.Counter(_kind(v) for v in values if v is not None).most_common(1)[0][0]
+        orderable = [pair for pair, value in zip(pairs, values) if value is None or _kind(value) == kind]
+        try:
+            orderable.sort(key=key)
+        except TypeError:  # values of one kind with no order among them (dicts, say): none can be ordered
+            kind = None
+            orderable = [pair for pair, value in zip(pairs, values) if value is None]
+        kept = {id(pair) for pair in orderable}
+        failed = [self._failed(pair[0], device, topic, Reason.UNORDERABLE, _unorderable(field, value, kind),
+                               window, timestamp)
+                  for pair, value in zip(pairs, values) if id(pair) not in kept]
+        return failed + orderable
 
 
-def _stable_sorted(pairs, key):
-    """Sorted by key; in arrival order when the values cannot be compared (mixed types)."""
-    try:
-        return sorted(pairs, key=key)
-    except TypeError:
-        return pairs
+def _unorderable(field, value, kind):
+    """Why a record's order_by value kept it from being published (its type, never the value)."""
+    if kind is None:
+        return f"order_by field {field!r} holds {type(value).__name__} values, which have no order"
+    return (f"order_by field {field!r} holds a {type(value).__name__}, which cannot be ordered with the "
+            f"{kind} values of the device's other records")
 
 
 class _SumInts(beam.CombineFn):
@@ -185,12 +259,17 @@ class _SumInts(beam.CombineFn):
         return total
 
 
-class _MaxInts(_SumInts):
-    def add_input(self, largest, value):
-        return max(largest, value)
+class _LatestMicros(_SumInts):
+    """The latest timestamp in microseconds; before any, Beam's earliest (0 would clamp times before 1970)."""
+
+    def create_accumulator(self):
+        return MIN_TIMESTAMP.micros
+
+    def add_input(self, latest, value):
+        return max(latest, value)
 
     def merge_accumulators(self, values):
-        return max(values, default=0)
+        return max(values, default=MIN_TIMESTAMP.micros)
 
 
 class _BufferedPublishFn(_PublishFn):
@@ -201,7 +280,7 @@ class _BufferedPublishFn(_PublishFn):
                                                                   coders.BytesCoder()]))
     COUNT = userstate.CombiningValueStateSpec("count", coders.VarIntCoder(), _SumInts())
     BYTES = userstate.CombiningValueStateSpec("bytes", coders.VarIntCoder(), _SumInts())
-    LATEST = userstate.CombiningValueStateSpec("latest_micros", coders.VarIntCoder(), _MaxInts())
+    LATEST = userstate.CombiningValueStateSpec("latest_micros", coders.VarIntCoder(), _LatestMicros())
     WINDOW_END = userstate.TimerSpec("window_end", TimeDomain.WATERMARK)
     DELAY = userstate.TimerSpec("delay", TimeDomain.REAL_TIME)
 

@@ -7,6 +7,7 @@ device authenticates once per process and HTTP connections are reused.
 import collections
 import heapq
 import itertools
+import logging
 import random
 import threading
 import time
@@ -22,6 +23,8 @@ from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND
 from connector.protocol.signing import CLIENT_SIGN_METHOD
 
 from .results import Reason
+
+_LOG = logging.getLogger(__name__)
 
 
 class RetryPolicy(NamedTuple):
@@ -45,6 +48,9 @@ class RetryPolicy(NamedTuple):
 
 # Requests in flight hide the platform's round trip: 64 at 50 ms make about 1,280 requests a second.
 DEFAULT_MAX_IN_FLIGHT = 64
+# Payloads and the records behind them: full payloads of small readings take about 7 times their body
+# in memory, so this holds some 150 of them, more than max_in_flight can send at once.
+DEFAULT_MAX_BUFFERED_BYTES = 128 << 20
 
 
 class PublisherConfig(NamedTuple):
@@ -57,7 +63,7 @@ class PublisherConfig(NamedTuple):
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
-    max_buffered_bytes: int = 32 << 20
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
     device_messages_per_second: float = DEVICE_MESSAGES_PER_SECOND
     retry: RetryPolicy = RetryPolicy()
     sign_method: str = CLIENT_SIGN_METHOD
@@ -76,7 +82,7 @@ class Outcome(NamedTuple):
 
 
 class _ByteBudget:
-    """Bounds the bytes of payloads submitted and not yet ended: the memory a publisher may hold."""
+    """Bounds the bytes held for payloads submitted and not yet ended: the memory a publisher may hold."""
 
     def __init__(self, limit):
         self._limit = limit
@@ -98,11 +104,11 @@ class _ByteBudget:
 class _Job:
     """One payload on its way, with what its attempts have cost so far."""
 
-    __slots__ = ("topic", "payload", "future", "started", "attempts", "unreached", "throttled",
+    __slots__ = ("topic", "payload", "held_bytes", "future", "started", "attempts", "unreached", "throttled",
                  "ambiguous_resends")
 
-    def __init__(self, topic, payload, future):
-        self.topic, self.payload, self.future = topic, payload, future
+    def __init__(self, topic, payload, held_bytes, future):
+        self.topic, self.payload, self.held_bytes, self.future = topic, payload, held_bytes, future
         self.started = None  # monotonic time of the first attempt
         self.attempts = self.unreached = self.ambiguous_resends = 0  # unreached: attempts that found no platform
         self.throttled = 0.0
@@ -130,8 +136,8 @@ class Publisher:
     allows a send, or a retry's backoff has passed, and none of its payloads is in flight), makes one
     attempt, and gives the device back with the time of its next turn. No thread sleeps through a
     pace or a backoff, so few threads keep many devices moving. submit() blocks while
-    max_buffered_bytes of payloads are held: that is what lets a bundle move on to the next device
-    while one device's payloads are paced out.
+    max_buffered_bytes are held (payloads and the records behind them): that is what lets a bundle move
+    on to the next device while one device's payloads are paced out.
     """
 
     IDLE_SENDER_SECONDS = 5.0  # a sender with nothing to do for this long ends; submit() starts another
@@ -158,24 +164,68 @@ class Publisher:
         self._senders = 0  # sender threads alive
         self._waiting = 0  # senders waiting for a device to become due
         self._timekeeper = False  # whether a sender is waiting for the earliest timed turn
+        self._users = 0  # DoFn instances set up and not torn down
         self.thread_name = f"iot-publish-{next(self._numbers)}"  # its senders' name, to tell publishers apart
 
     def __repr__(self):
         return f"Publisher({self.config.endpoint!r})"
 
-    def submit(self, device, topic, payload):
-        """Queue a payload; a Future of its Outcome. Blocks while max_buffered_bytes are held."""
-        self._budget.take(len(payload))
-        future = Future()
+    def retain(self):
+        """A DoFn instance starts using this publisher."""
         with self._changed:
-            lane = self._lanes.get(device)
-            if lane is not None:  # its turn is coming, or a sender has it
-                lane.jobs.append(_Job(topic, payload, future))
-                return future
-            lane = self._lanes[device] = _Lane()
-            lane.jobs.append(_Job(topic, payload, future))
-            self._due.append(device)
-            self._wake()
+            self._users += 1
+
+    def release(self):
+        """A DoFn instance is done with it; the last one closes the idle connections (a later one
+        opens new ones)."""
+        with self._changed:
+            self._users -= 1
+            last = self._users == 0
+        if last:
+            self.client.close()
+
+    def cancel(self, futures):
+        """Drop the payloads of these futures that no attempt has sent yet: those of a bundle the runner
+        gave up on, whose retry sends them again and which must not go ahead of the retry's. A payload
+        already being sent, or waiting to be sent again, ends as usual."""
+        with self._changed:
+            cancelled = {future for future in futures if future.cancel()}
+            freed = 0
+            for lane in self._lanes.values():
+                if any(job.future in cancelled for job in lane.jobs):
+                    kept = collections.deque(job for job in lane.jobs if job.future not in cancelled)
+                    freed += sum(job.held_bytes for job in lane.jobs) - sum(job.held_bytes for job in kept)
+                    lane.jobs = kept  # an emptied lane is dropped when its turn comes
+        if freed:
+            self._budget.give(freed)
+
+    def submit(self, device, topic, payload, held_bytes=None):
+        """Queue a payload; a Future of its Outcome. Blocks while max_buffered_bytes are held.
+
+        held_bytes: the memory the payload keeps held until it ends, when more than its bytes (the
+        records behind it, say)."""
+        held_bytes = len(payload) if held_bytes is None else held_bytes
+        self._budget.take(held_bytes)
+        future = Future()
+        job = _Job(topic, payload, held_bytes, future)
+        try:
+            with self._changed:
+                lane = self._lanes.get(device)
+                if lane is not None:  # its turn is coming, or a sender has it
+                    lane.jobs.append(job)
+                    return future
+                lane = self._lanes[device] = _Lane()
+                lane.jobs.append(job)
+                self._due.append(device)
+                try:
+                    self._wake()
+                except RuntimeError:  # no sender could start and none is left: the payload is not taken
+                    self._due.pop()
+                    del self._lanes[device]
+                    raise
+        except BaseException:
+            self._budget.give(held_bytes)
+            raise
         return future
 
     def _wake(self):
@@ -191,9 +241,11 @@ class Publisher:
             self._senders += 1
             try:
                 threading.Thread(target=self._sender, name=self.thread_name, daemon=True).start()
-            except BaseException:
+            except RuntimeError:  # out of threads: the senders there are take the due devices in turn
                 self._senders -= 1
-                raise
+                if not self._senders:
+                    raise
+                _LOG.warning("could not start another publishing thread; %d carry on", self._senders)
 
     def _sender(self):
         while True:
@@ -224,7 +276,7 @@ class Publisher:
                 else:
                     del self._lanes[device]
             if ended:
-                self._budget.give(len(job.payload))
+                self._budget.give(job.held_bytes)
 
     def _next_turn(self):
         """(device, lane, job) whose turn has come, waiting for one; None when idle long enough to end.
@@ -244,6 +296,8 @@ class Publisher:
                         del self._lanes[device]
                         continue
                     lane.next_send = now + self._interval  # the pace counts from this send
+                    if lane.jobs[0].started is None:
+                        lane.jobs[0].future.set_running_or_notify_cancel()  # cancel() leaves it alone now
                     if self._due or (self._timed and not self._timekeeper):
                         self._wake()  # more to do than this sender: another takes the next turn
                     return device, lane, lane.jobs[0]

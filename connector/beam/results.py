@@ -17,13 +17,14 @@ class Reason:
     UNKNOWN_DEVICE = "unknown_device"  # no secret for the device in the credentials
     UNENCODABLE = "unencodable"  # the encoder cannot encode the record
     TOO_LARGE = "too_large"  # the record alone does not fit in one payload
+    UNORDERABLE = "unorderable"  # its order_by value cannot be ordered with the other records' values
     AUTH_FAILED = "auth_failed"  # the platform refused the device (20000): secret, existence, clock
     REJECTED = "rejected"  # the platform refused the payload as invalid (10001, or a client-side check)
     TLS_ERROR = "tls_error"  # the platform's certificate did not verify
     THROTTLED = "throttled"  # still throttled (40000) when the retry budget ran out
     RETRIES_EXHAUSTED = "retries_exhausted"  # transient failures outlasted the retry budget
 
-    ALL = (INVALID_RECORD, UNROUTABLE, INVALID_TOPIC, UNKNOWN_DEVICE, UNENCODABLE, TOO_LARGE,
+    ALL = (INVALID_RECORD, UNROUTABLE, INVALID_TOPIC, UNKNOWN_DEVICE, UNENCODABLE, TOO_LARGE, UNORDERABLE,
            AUTH_FAILED, REJECTED, TLS_ERROR, THROTTLED, RETRIES_EXHAUSTED)
 
 

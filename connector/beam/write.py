@@ -15,7 +15,7 @@ from .credentials import as_credentials
 from .encoders import get_encoder
 from .metrics import SinkMetrics
 from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
-from .publisher import DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
+from .publisher import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
 from .routing import RoutingError, default_topic, make_router
 
@@ -82,7 +82,8 @@ class WriteToIoTPlatform(beam.PTransform):
         encoder_options go to it (e.g. schema= for avro).
     router: callable(record) -> ((productKey, deviceName), topic), instead of the fields and topic.
     order_by: (batch) a record field to order each device's records by before packing, within
-        sort_buffer_bytes of encoded records at a time.
+        sort_buffer_bytes of encoded records at a time; a record whose value cannot be ordered with
+        the others fails as "unorderable".
     streaming: None follows the pipeline (unbounded input or --streaming); streaming buffers per
         device in state and flushes on size, at window end and max_buffering_delay seconds after the
         first record was buffered (None: only on size and at window end, which in the global window
@@ -92,8 +93,9 @@ class WriteToIoTPlatform(beam.PTransform):
         keeps a processing clock of its own that starts at 0, which a DoFn cannot read: pass
         `lambda: 0.0` there, and advance_processing_time past the delay flushes what was buffered.
     max_in_flight: HTTP requests open at once per worker process (a device's payloads stay in order).
-    max_buffered_bytes: payloads a worker process holds while they wait for their device's pace or
-        a request slot; a bundle moves on to the next device until this much is held.
+    max_buffered_bytes: memory a worker process holds for payloads waiting for their device's pace
+        or a request slot, the records behind them counted; a bundle moves on to the next device
+        until this much is held.
     device_messages_per_second: the pace kept per device (the platform allows 30).
     retry: a RetryPolicy. insecure_skip_tls_verify: turn certificate checks off (never the default).
     sign_method: how /auth is signed: "hmacsha1" (the default, documented by the spec), "hmacmd5" or
@@ -104,7 +106,7 @@ class WriteToIoTPlatform(beam.PTransform):
                  max_payload_bytes=MAX_PAYLOAD_BYTES, encoder_options=None, product_key_field="productKey",
                  device_name_field="deviceName", router=None, order_by=None, sort_buffer_bytes=64 << 20,
                  streaming=None, max_buffering_delay=DEFAULT_MAX_BUFFERING_DELAY, max_in_flight=DEFAULT_MAX_IN_FLIGHT,
-                 max_buffered_bytes=32 << 20, device_messages_per_second=DEVICE_MESSAGES_PER_SECOND,
+                 max_buffered_bytes=DEFAULT_MAX_BUFFERED_BYTES, device_messages_per_second=DEVICE_MESSAGES_PER_SECOND,
                  retry=RetryPolicy(),
                  connect_timeout=5.0, read_timeout=30.0, insecure_skip_tls_verify=False,
                  sign_method=CLIENT_SIGN_METHOD, processing_clock=None):

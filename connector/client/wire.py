@@ -17,6 +17,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 import urllib.parse
 from typing import NamedTuple
 
@@ -67,6 +68,7 @@ class Connection:
     def __init__(self, sock):
         self._sock = sock
         self._buffer = bytearray()
+        self._deadline = None  # monotonic time by which the reply must be complete; None: each read's own
 
     def close(self):
         self._sock.close()
@@ -84,8 +86,13 @@ class Connection:
         except (OSError, ValueError):  # closed meanwhile
             return True
 
-    def exchange(self, request):
-        """Send the request bytes; (Reply, whether the connection can be reused)."""
+    def exchange(self, request, timeout):
+        """Send the request bytes; (Reply, whether the connection can be reused).
+
+        timeout bounds the whole exchange, not each read: a server that trickles its reply (interim
+        replies, a body byte by byte, endless trailers) cannot hold it longer."""
+        self._deadline = time.monotonic() + timeout
+        self._sock.settimeout(timeout)
         self._sock.sendall(request)
         head = self._read_head()
         while 100 <= head.status < 200:  # an interim reply (we never ask for one): the real one follows
@@ -112,6 +119,11 @@ class Connection:
         return Reply(head.status, body), keep_alive
 
     def _fill(self):
+        if self._deadline is not None:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise ReplyLost("read_timeout", "timed out: no complete reply within the read timeout")
+            self._sock.settimeout(left)
         data = self._sock.recv(_READ_SIZE)
         if not data:
             raise ReplyLost("connection_lost", "the server closed the connection before replying in full")
@@ -225,7 +237,8 @@ class Pool:
         self.requests_sent = 0
 
     def close(self):
-        """Close the idle connections, and each one in use when its request ends."""
+        """Close the idle connections, and each one in use when its request ends; a later request
+        opens the pool again."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
@@ -238,8 +251,9 @@ class Pool:
         connection = self._take()
         with self._lock:
             self.requests_sent += 1
+            self._closed = False
         try:
-            reply, keep_alive = connection.exchange(request)
+            reply, keep_alive = connection.exchange(request, self._read_timeout)
         except ReplyLost:
             connection.close()
             raise
