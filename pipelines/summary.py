@@ -21,6 +21,7 @@ HINTS = {
     Reason.TOO_LARGE: "a single record is larger than --max-payload-bytes",
     Reason.REJECTED: "the platform refused the payload as invalid (10001): check --topic and --encoder",
     Reason.TLS_ERROR: "the endpoint's certificate did not verify: give its CA with --ca-file",
+    Reason.ENDPOINT_NOT_FOUND: "nothing answers at --endpoint's address (HTTP 404): check its host and path",
     Reason.THROTTLED: "still throttled (40000) after all retries: lower --max-in-flight",
     Reason.RETRIES_EXHAUSTED: "network or platform errors outlasted the retries",
 }

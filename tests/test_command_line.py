@@ -84,6 +84,20 @@ def published(emulator):
     return [record for message in emulator.messages() for record in JSONL.decode(message["payload"])]
 
 
+# 20: HTTP 404 is permanent.
+
+def test_http_404_fails_at_once_with_a_reason_and_a_hint(sample, emulator, tmp_path):
+    write_avro(tmp_path / "in.avro", readings())
+    dead_letter = tmp_path / "failed"
+    done = command("backfill", "--input", str(tmp_path / "in.avro"),
+                   *sink_args(sample, emulator, dead_letter, endpoint=emulator.endpoint + "/no/such/path"), *LOCAL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    failed = dead_letters.read_all(str(dead_letter))
+    assert [(row["reason"], row["attempts"]) for row in failed] == [(NOT_FOUND, 1)] * 3
+    assert "404" in failed[0]["message"]
+    assert f"  {NOT_FOUND}: {HINTS[NOT_FOUND]}" in done.stdout
+
+
 # 22: a hint for every reason.
 
 def test_every_reason_has_a_hint_in_the_summary():

@@ -310,6 +310,8 @@ def failure_reason(error):
         return Reason.AUTH_FAILED
     if getattr(error, "kind", None) == "tls" and error.action is Action.PERMANENT:
         return Reason.TLS_ERROR
+    if getattr(error, "http_status", None) == 404:
+        return Reason.ENDPOINT_NOT_FOUND
     if error.action is Action.THROTTLED:
         return Reason.THROTTLED
     return Reason.RETRIES_EXHAUSTED
