@@ -10,7 +10,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from connector import WriteToIoTPlatform, get_encoder
-from connector.beam.publisher import DEFAULT_MAX_IN_FLIGHT
+from connector.beam.publisher import DEFAULT_MAX_IN_FLIGHT, RetryPolicy
 from connector.beam.routing import DEFAULT_TOPIC
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
@@ -43,6 +43,11 @@ def add_sink_options(parser):
     sink.add_argument("--max-payload-bytes", type=int, default=MAX_PAYLOAD_BYTES)
     sink.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
                       help="HTTP requests open at once per worker process")
+    sink.add_argument("--max-attempts", type=int, default=RetryPolicy().max_attempts,
+                      help="attempts per message that reached the platform (default %(default)s)")
+    sink.add_argument("--retry-max-seconds", type=float, default=RetryPolicy().max_seconds,
+                      help="seconds to keep retrying a message, or to wait for an unreachable endpoint "
+                      "(default %(default)s)")
     sink.add_argument("--dead-letter", help="path prefix of the Avro files of failed records")
     sink.add_argument("--strict", action="store_true", help="exit 3 when any record failed")
     route = parser.add_argument_group("routing records to devices")
@@ -96,4 +101,5 @@ def write_transform(args, **streaming):
     return WriteToIoTPlatform(
         args.endpoint, args.credentials, encoder=encoder(args), ca_file=args.ca_file,
         max_payload_bytes=args.max_payload_bytes, max_in_flight=args.max_in_flight,
+        retry=RetryPolicy(max_attempts=args.max_attempts, max_seconds=args.retry_max_seconds),
         order_by=args.order_by, **routing(args), **streaming)

@@ -23,7 +23,8 @@ HINTS = {
     Reason.TLS_ERROR: "the endpoint's certificate did not verify: give its CA with --ca-file",
     Reason.ENDPOINT_NOT_FOUND: "nothing answers at --endpoint's address (HTTP 404): check its host and path",
     Reason.THROTTLED: "still throttled (40000) after all retries: lower --max-in-flight",
-    Reason.RETRIES_EXHAUSTED: "network or platform errors outlasted the retries",
+    Reason.RETRIES_EXHAUSTED: "network or platform errors outlasted the retries (see the warnings; "
+                              "--retry-max-seconds, --max-attempts)",
 }
 
 

@@ -98,6 +98,29 @@ def test_http_404_fails_at_once_with_a_reason_and_a_hint(sample, emulator, tmp_p
     assert f"  {NOT_FOUND}: {HINTS[NOT_FOUND]}" in done.stdout
 
 
+# 21: an unreachable endpoint, and the retry options.
+
+def test_an_unreachable_endpoint_is_reported_while_retrying(sample, emulator, tmp_path):
+    write_avro(tmp_path / "in.avro", readings())
+    dead_letter = tmp_path / "failed"
+    closed = f"https://127.0.0.1:{free_port()}"
+    done = command("backfill", "--input", str(tmp_path / "in.avro"),
+                   *sink_args(sample, emulator, dead_letter, endpoint=closed), "--retry-max-seconds", "3", *LOCAL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warnings = [line for line in done.stderr.splitlines() if "cannot reach" in line]
+    assert len(warnings) == 1 and closed in warnings[0] and "refused" in warnings[0], done.stderr[-3000:]
+    assert [row["reason"] for row in dead_letters.read_all(str(dead_letter))] == [Reason.RETRIES_EXHAUSTED] * 3
+
+
+def test_max_attempts_bounds_the_attempts(sample, emulator, tmp_path):
+    emulator.set_faults(http_status_rate={"503": 1})
+    write_avro(tmp_path / "in.avro", readings(1))
+    dead_letter = tmp_path / "failed"
+    assert backfill.run(["--input", str(tmp_path / "in.avro"), *sink_args(sample, emulator, dead_letter),
+                         "--max-attempts", "2", *LOCAL]) == 0
+    assert [row["attempts"] for row in dead_letters.read_all(str(dead_letter))] == [2]
+
+
 # 22: a hint for every reason.
 
 def test_every_reason_has_a_hint_in_the_summary():

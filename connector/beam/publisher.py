@@ -7,6 +7,7 @@ device authenticates once per process and HTTP connections are reused.
 import collections
 import heapq
 import itertools
+import logging
 import random
 import threading
 import time
@@ -22,6 +23,8 @@ from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND
 
 from .results import Reason
 
+_LOG = logging.getLogger(__name__)
+UNREACHED_WARNING_SECONDS = 30.0  # while the platform cannot be reached, a warning this often
 
 class RetryPolicy(NamedTuple):
     """How long to keep trying one payload. Backoff is exponential, each wait a random 50-100 % of its step.
@@ -154,6 +157,7 @@ class Publisher:
         self._timed = []  # heap of (time, sequence, device): devices whose turn comes at that time
         self._sequence = itertools.count()
         self._unreachable_since = None  # monotonic time of the first attempt that found no platform
+        self._unreached_warned = None  # monotonic time of the last warning that it cannot be reached
         self._senders = 0  # sender threads alive
         self._waiting = 0  # senders waiting for a device to become due
         self._timekeeper = False  # whether a sender is waiting for the earliest timed turn
@@ -280,6 +284,7 @@ class Publisher:
             if unreached:
                 if self._unreachable_since is None:
                     self._unreachable_since = now
+                self._warn_unreached(error, now)
             elif error.code is not None or isinstance(error, TransportError):  # an answer came back
                 self._unreachable_since = None
             if action is Action.REAUTHENTICATE and token is not None:
@@ -298,6 +303,13 @@ class Publisher:
             if error.ambiguous:
                 job.ambiguous_resends += 1
             return delay
+
+    def _warn_unreached(self, error, now):
+        """Says why nothing gets through while retries go on, at most every UNREACHED_WARNING_SECONDS."""
+        if self._unreached_warned is None or now - self._unreached_warned >= UNREACHED_WARNING_SECONDS:
+            self._unreached_warned = now
+            _LOG.warning("cannot reach the platform, retrying for up to %.0f s: %s",
+                         self.config.retry.max_seconds, error.message)
 
 
 def failure_reason(error):
