@@ -34,7 +34,7 @@ def run(argv, poll=None):
     if args.demo or not (args.input or args.endpoint or args.credentials):
         return demo.run(args.demo_devices, args.demo_days, run, _without_demo_options(argv))
     options.require(parser, args, "input")
-    return batch.run(parser, args, pipeline_options, ReadAvroFiles(args.input), poll, label="backfill")
+    return batch.run(parser, args, pipeline_options, lambda: ReadAvroFiles(args.input), poll, label="backfill")
 
 
 def _without_demo_options(argv):
@@ -51,9 +51,8 @@ def _without_demo_options(argv):
 
 
 def main(argv=None):
-    options.configure_logging()
     argv = sys.argv[1:] if argv is None else argv
-    return run(argv or ["--demo"])
+    return options.main(run, argv or ["--demo"])
 
 
 if __name__ == "__main__":

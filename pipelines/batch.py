@@ -6,7 +6,7 @@ import time
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
-from . import dry_run, options
+from . import checks, dry_run, options
 from .dead_letters import WriteDeadLetters
 from .summary import Progress, sink_counters, summary_table
 
@@ -19,15 +19,18 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
     """Publish the records `read` (a PTransform from the pipeline's start) or plan them (--dry-run).
 
     poll: optional callable giving a progress note (e.g. the embedded emulator's message count).
+    read: a callable giving that PTransform, called once the options are checked (paths made absolute).
     Returns the exit status: failed records are not a failed run unless --strict.
     """
+    if not args.dry_run:
+        options.require(parser, args, "endpoint", "credentials", "dead_letter")
+    checks.check(args)
     pipeline = beam.Pipeline(options=pipeline_options)
-    records = pipeline | "Read" >> read
+    records = pipeline | "Read" >> read()
     if args.dry_run:
         plan_path = dry_run.plan_output(args)
         records | "Plan" >> dry_run.Plan(args, plan_path)
     else:
-        options.require(parser, args, "endpoint", "credentials", "dead_letter")
         result = records | "Publish" >> options.write_transform(args)
         result.failed | "DeadLetters" >> WriteDeadLetters(args.dead_letter)
     started = time.monotonic()
@@ -35,8 +38,12 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
         with Progress(label, poll):
             pipeline_result = pipeline.run()
             state = pipeline_result.wait_until_finish()
-    except Exception:
-        logging.exception("%s failed", label)
+    except Exception as error:
+        if args.verbose:
+            logging.exception("%s failed", label)
+        else:  # Beam's message holds the workers' tracebacks: their last line says what went wrong
+            last = [line for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
+            logging.error("%s failed: %s (--verbose for the traceback)", label, last[0].strip())
         return EXIT_RUN_FAILED
     wall_seconds = time.monotonic() - started
     if state not in (None, PipelineState.DONE):

@@ -5,6 +5,7 @@
 """
 import json
 import logging
+import sys
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -14,6 +15,7 @@ from connector.beam.publisher import DEFAULT_MAX_IN_FLIGHT, RetryPolicy
 from connector.beam.routing import DEFAULT_TOPIC
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
+from .checks import UsageError
 from .device_map import DeviceMapRouter, load_device_map
 
 ENCODERS = ("jsonl", "json-array", "alink-history", "alink-property", "avro")
@@ -22,9 +24,25 @@ ENCODERS = ("jsonl", "json-array", "alink-history", "alink-property", "avro")
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
 
+EXIT_USAGE = 2  # as argparse exits on a bad command line
+
+
 def configure_logging():
     """Warnings and errors of every logger, to stderr, for the pipelines' command lines."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(run, argv):
+    """Runs a pipeline's command line: its exit status. A user's mistake (UsageError) is one line on
+    stderr, the traceback too with --verbose."""
+    configure_logging()
+    try:
+        return run(argv)
+    except UsageError as error:
+        if "--verbose" in argv:
+            logging.exception("traceback")
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
 
 
 def add_sink_options(parser):
@@ -50,6 +68,7 @@ def add_sink_options(parser):
                       "(default %(default)s)")
     sink.add_argument("--dead-letter", help="path prefix of the Avro files of failed records")
     sink.add_argument("--strict", action="store_true", help="exit 3 when any record failed")
+    sink.add_argument("--verbose", action="store_true", help="tracebacks with the errors")
     route = parser.add_argument_group("routing records to devices")
     route.add_argument("--product-key-field", default="productKey")
     route.add_argument("--device-name-field", default="deviceName")

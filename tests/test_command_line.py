@@ -84,6 +84,72 @@ def published(emulator):
     return [record for message in emulator.messages() for record in JSONL.decode(message["payload"])]
 
 
+# 17, 19: checked before submitting, one line each.
+
+def test_an_http_endpoint_fails_at_launch_in_one_line(sample, tmp_path):
+    done = command("backfill", "--input", sample.input_pattern, "--endpoint", "http://127.0.0.1:1",
+                   "--credentials", sample.credentials_file, "--dead-letter", str(tmp_path / "f"), *LOCAL)
+    assert_one_line_error(done, "--endpoint", "https://")
+
+
+def test_a_missing_credentials_file_is_named_in_one_line(sample, emulator, tmp_path):
+    missing = str(tmp_path / "no-such-credentials.json")
+    done = command("backfill", "--input", sample.input_pattern,
+                   *sink_args(sample, emulator, tmp_path / "f", credentials=missing), *LOCAL)
+    assert_one_line_error(done, "--credentials", missing)
+    assert emulator.counters()["messages"] == 0
+
+
+def test_a_credentials_csv_without_its_header_says_so_without_the_secret(sample, emulator, tmp_path):
+    headless = tmp_path / "credentials.csv"
+    headless.write_text(f"{DEVICE[0]},{DEVICE[1]},s3cretValue\n")
+    done = command("backfill", "--input", sample.input_pattern,
+                   *sink_args(sample, emulator, tmp_path / "f", credentials=str(headless)), *LOCAL)
+    assert_one_line_error(done, str(headless), "header", "productKey,deviceName,deviceSecret")
+    assert "s3cretValue" not in done.stderr
+
+
+def test_whitespace_around_credentials_fields_is_trimmed(sample, emulator, tmp_path):
+    secrets = {(d["productKey"], d["deviceName"]): d["deviceSecret"] for d in json.load(open(sample.devices_file))}
+    spaced = tmp_path / "credentials.csv"
+    spaced.write_text("productKey, deviceName, deviceSecret\n"
+                      f" {DEVICE[0]} , {DEVICE[1]},  {secrets[DEVICE]} \n")
+    write_avro(tmp_path / "in.avro", readings())
+    dead_letter = tmp_path / "failed"
+    done = command("backfill", "--input", str(tmp_path / "in.avro"),
+                   *sink_args(sample, emulator, dead_letter, credentials=str(spaced)), *LOCAL)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert published(emulator) == readings()
+    assert dead_letters.read_all(str(dead_letter)) == []
+
+
+def test_an_input_glob_matching_nothing_is_one_line(sample, emulator, tmp_path):
+    pattern = str(tmp_path / "nothing-*.avro")
+    done = command("backfill", "--input", sample.input_pattern, pattern, *sink_args(sample, emulator, tmp_path / "f"),
+                   *LOCAL)
+    assert_one_line_error(done, pattern, "no file")
+
+
+def test_verbose_shows_the_traceback(sample, emulator, tmp_path):
+    done = command("backfill", "--input", str(tmp_path / "nothing-*.avro"),
+                   *sink_args(sample, emulator, tmp_path / "f"), "--verbose", *LOCAL)
+    assert done.returncode == 2 and "Traceback" in done.stderr
+
+
+def test_relative_paths_work_on_a_portable_runner(sample, emulator, tmp_path, worker_pool, monkeypatch):
+    for path in sorted(os.listdir(os.path.dirname(sample.input_pattern))):
+        if path.startswith("readings-"):
+            shutil.copy(os.path.join(os.path.dirname(sample.input_pattern), path), tmp_path)
+    monkeypatch.chdir(tmp_path)
+    status = backfill.run(["--input", "readings-*.avro", "--dead-letter", "dead/failed", "--endpoint",
+                           emulator.endpoint, "--ca-file", emulator.ca_file, "--credentials",
+                           sample.credentials_file, "--strict", *worker_pool.options])
+    assert status == 3  # the sample's bad records failed: they were read
+    failed = dead_letters.read_all(str(tmp_path / "dead" / "failed"))
+    assert len(failed) == sum(sample.expected_failures.values())
+    assert len(published(emulator)) + len(failed) == sample.records
+
+
 # 20: HTTP 404 is permanent.
 
 def test_http_404_fails_at_once_with_a_reason_and_a_hint(sample, emulator, tmp_path):

@@ -228,8 +228,11 @@ def test_device_map_routes_by_source_id_and_fails_unmapped_ids(sample, emulator,
                      {Reason.UNROUTABLE: 1})
 
 
-def test_a_run_that_fails_exits_1(sample, emulator, tmp_path):
-    missing = str(tmp_path / "no-such-credentials.json")
-    args = sink_args(sample, emulator, tmp_path / "failed", credentials=missing)
-    assert backfill.run(["--input", sample.input_pattern, *args, *LOCAL]) == 1
+def test_a_run_that_fails_exits_1_with_one_line(sample, emulator, tmp_path, caplog):
+    corrupt = tmp_path / "readings.avro"
+    corrupt.write_text("productKey,deviceName\n")  # not Avro: only the workers reading it can tell
+    args = sink_args(sample, emulator, tmp_path / "failed")
+    assert backfill.run(["--input", str(corrupt), *args, *LOCAL]) == 1
     assert emulator.counters()["messages"] == 0
+    (line,) = [record.getMessage() for record in caplog.records if "backfill failed" in record.getMessage()]
+    assert "Traceback" not in line and "--verbose" in line and len(line.splitlines()) == 1
