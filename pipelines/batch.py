@@ -1,6 +1,7 @@
 """Running a batch publishing pipeline (backfill, replay): build it, run it with progress lines, print
 the summary, and turn the outcome into an exit status."""
 import logging
+import sys
 import time
 
 import apache_beam as beam
@@ -13,6 +14,7 @@ from .summary import Progress, sink_counters, summary_table
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_RECORDS_FAILED = 3  # with --strict
+EXIT_NOTHING_READ = 4
 
 
 def run(parser, args, pipeline_options, read, poll=None, label="run"):
@@ -20,7 +22,8 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
 
     poll: optional callable giving a progress note (e.g. the embedded emulator's message count).
     read: a callable giving that PTransform, called once the options are checked (paths made absolute).
-    Returns the exit status: failed records are not a failed run unless --strict.
+    Returns the exit status: failed records are not a failed run unless --strict; a run that read no
+    record has failed (its input is not what was meant).
     """
     if not args.dry_run:
         options.require(parser, args, "endpoint", "credentials", "dead_letter")
@@ -50,13 +53,26 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
         logging.error("%s ended in state %s", label, state)
         return EXIT_RUN_FAILED
     if args.dry_run:
-        print("\n".join(dry_run.report(dry_run.read_plan(plan_path), args.top)), flush=True)
-        return EXIT_OK
-    return summarize(pipeline_result, wall_seconds, args)
+        rows = dry_run.read_plan(plan_path)
+        print("\n".join(dry_run.report(rows, args.top)), flush=True)
+        return _nothing_read(label, args) if not dry_run.totals(rows)["records"] else EXIT_OK
+    counters = sink_counters(pipeline_result)
+    status = report(counters, wall_seconds, args)
+    return _nothing_read(label, args) if not counters.get("records_in") else status
+
+
+def _nothing_read(label, args):
+    print(f"{label}: read 0 records from {' '.join(args.input)}: are they empty, or another format "
+          "(--input-format)?", file=sys.stderr, flush=True)
+    return EXIT_NOTHING_READ
 
 
 def summarize(pipeline_result, wall_seconds, args):
     """Print the run's summary table; the exit status (--strict: 3 when any record failed)."""
-    counters = sink_counters(pipeline_result)
+    return report(sink_counters(pipeline_result), wall_seconds, args)
+
+
+def report(counters, wall_seconds, args):
+    """Print the summary table of the sink's counters; the exit status (--strict: 3 when any record failed)."""
     print("\n".join(summary_table(counters, wall_seconds, args.dead_letter)), flush=True)
     return EXIT_RECORDS_FAILED if args.strict and counters.get("records_failed") else EXIT_OK

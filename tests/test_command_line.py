@@ -150,6 +150,16 @@ def test_relative_paths_work_on_a_portable_runner(sample, emulator, tmp_path, wo
     assert len(published(emulator)) + len(failed) == sample.records
 
 
+# 18: a run that read nothing.
+
+def test_a_run_that_read_no_record_exits_non_zero_and_says_why(sample, emulator, tmp_path):
+    empty = tmp_path / "empty.avro"
+    write_avro(empty, [])
+    done = command("backfill", "--input", str(empty), *sink_args(sample, emulator, tmp_path / "f"), *LOCAL)
+    assert done.returncode == 4, done.stderr[-3000:]
+    assert "read 0 records" in done.stderr and str(empty) in done.stderr
+
+
 # 20: HTTP 404 is permanent.
 
 def test_http_404_fails_at_once_with_a_reason_and_a_hint(sample, emulator, tmp_path):
