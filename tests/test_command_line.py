@@ -205,3 +205,41 @@ def test_every_reason_has_a_hint_in_the_summary():
     for reason in Reason.ALL:
         assert HINTS.get(reason), reason
         assert f"  {reason}: {HINTS[reason]}" in lines
+
+
+# 23: input formats.
+
+def test_csv_input_with_typed_columns(sample, emulator, tmp_path):
+    path = tmp_path / "readings.csv"
+    with open(path, "w", newline="") as out:
+        writer = csv.DictWriter(out, ["productKey", "deviceName", "ts", "temperature", "label"])
+        writer.writeheader()
+        writer.writerows(readings())
+    dead_letter = tmp_path / "failed"
+    assert backfill.run(["--input", str(path), *sink_args(sample, emulator, dead_letter), "--order-by", "ts",
+                         *LOCAL]) == 0
+    assert published(emulator) == readings()  # numbers as numbers, "000" stays text
+    emulator.reset()
+    assert backfill.run(["--input", str(path), *sink_args(sample, emulator, dead_letter), "--order-by", "ts",
+                         "--csv-types", "label=int,temperature=str", *LOCAL]) == 0
+    assert published(emulator) == [dict(r, label=int(r["label"]), temperature=str(r["temperature"]))
+                                   for r in readings()]
+
+
+def test_jsonl_and_parquet_input(sample, emulator, tmp_path):
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in readings(2)))
+    parquet = tmp_path / "b.parquet"
+    later = [dict(r, ts=r["ts"] + 10) for r in readings(2)]
+    pyarrow.parquet.write_table(pyarrow.Table.from_pylist(later), str(parquet))
+    assert backfill.run(["--input", str(jsonl), str(parquet), *sink_args(sample, emulator, tmp_path / "f"),
+                         "--order-by", "ts", *LOCAL]) == 0
+    assert published(emulator) == readings(2) + later
+
+
+def test_an_explicit_input_format_wins_over_the_extension(sample, emulator, tmp_path):
+    path = tmp_path / "readings.txt"
+    path.write_text("".join(json.dumps(r) + "\n" for r in readings(2)))
+    assert backfill.run(["--input", str(path), "--input-format", "jsonl", *sink_args(sample, emulator, tmp_path / "f"),
+                         *LOCAL]) == 0
+    assert published(emulator) == readings(2)
