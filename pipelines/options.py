@@ -1,7 +1,8 @@
 """Command-line options shared by the pipelines: ours through argparse, everything else to Beam.
 
 `parse` splits the command line with parse_known_args, so standard Beam options (--runner,
---project, --region, --temp_location, --setup_file, --flink_master, ...) pass through untouched.
+--project, --region, --temp_location, --setup_file, --flink_master, ...) pass through untouched. Our
+own options are ours in Beam's spelling too (--order_by as --order-by): Beam would take them silently.
 """
 import json
 import logging
@@ -79,10 +80,22 @@ def add_sink_options(parser):
 
 def parse(parser, argv):
     """(our args, Beam's PipelineOptions): unknown options are Beam's; the runner defaults to local."""
-    args, beam_args = parser.parse_known_args(argv)
+    args, beam_args = parser.parse_known_args(_our_spelling(parser, argv))
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
         beam_args = [f"--runner={LOCAL_RUNNER}"] + beam_args
     return args, PipelineOptions(beam_args)
+
+
+def _our_spelling(parser, argv):
+    """argv with --our_option written --our-option: Beam's spelling of our options is ours."""
+    ours = {name for action in parser._actions for name in action.option_strings}
+    spelled = []
+    for arg in argv:
+        name, equals, value = arg.partition("=")
+        dashed = name.replace("_", "-")
+        spelled.append(dashed + equals + value if name.startswith("--") and name not in ours and dashed in ours
+                       else arg)
+    return spelled
 
 
 def require(parser, args, *names):

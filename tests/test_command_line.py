@@ -243,3 +243,16 @@ def test_an_explicit_input_format_wins_over_the_extension(sample, emulator, tmp_
     assert backfill.run(["--input", str(path), "--input-format", "jsonl", *sink_args(sample, emulator, tmp_path / "f"),
                          *LOCAL]) == 0
     assert published(emulator) == readings(2)
+
+
+# 24: Beam-style spellings of our own options.
+
+def test_underscore_spellings_of_our_options_are_ours(sample, emulator, tmp_path):
+    write_avro(tmp_path / "in.avro", list(reversed(readings())))
+    dead_letter = tmp_path / "failed"
+    assert backfill.run(["--input", str(tmp_path / "in.avro"), "--endpoint", emulator.endpoint, "--ca_file",
+                         emulator.ca_file, "--credentials", sample.credentials_file, f"--dead_letter={dead_letter}",
+                         "--order_by", "ts", *LOCAL]) == 0
+    assert published(emulator) == readings()
+    assert dead_letters.read_all(str(dead_letter)) == []
+
