@@ -38,8 +38,9 @@ def check_credentials(path):
         raise UsageError(f"--credentials {path}: no such file")
     try:
         devices = len(FileCredentials(path).secrets())
-    except ValueError as error:  # the parser's messages name the file and row, never a secret
-        raise UsageError(f"--credentials {error}") from error
+    except ValueError as error:  # the parser's messages name the file and row, never a secret; JSON's don't
+        message = str(error) if str(error).startswith(path) else f"{path}: {error}"
+        raise UsageError(f"--credentials {message}") from error
     if not devices:
         raise UsageError(f"--credentials {path}: lists no device (a CSV file: the header line "
                          "productKey,deviceName,deviceSecret, then a line per device)")

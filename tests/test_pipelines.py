@@ -304,6 +304,15 @@ def test_a_credentials_csv_without_its_header_says_so_without_the_secret(sample,
     assert "s3cretValue" not in done.stderr
 
 
+def test_a_credentials_file_that_is_not_json_is_named_in_one_line(sample, emulator, tmp_path):
+    broken = tmp_path / "credentials.json"
+    broken.write_text('[{"productKey": "a1", "deviceSecret": "s3cretValue"')
+    done = command("backfill", "--input", sample.input_pattern,
+                   *sink_args(sample, emulator, tmp_path / "f", credentials=str(broken)), *LOCAL)
+    assert_one_line_error(done, f"--credentials {broken}: ")
+    assert "s3cretValue" not in done.stderr
+
+
 def test_whitespace_around_credentials_fields_is_trimmed(sample, emulator, tmp_path):
     secrets = {(d["productKey"], d["deviceName"]): d["deviceSecret"] for d in json.load(open(sample.devices_file))}
     spaced = tmp_path / "credentials.csv"
