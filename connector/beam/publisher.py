@@ -26,6 +26,7 @@ from .results import Reason
 _LOG = logging.getLogger(__name__)
 UNREACHED_WARNING_SECONDS = 30.0  # while the platform cannot be reached, a warning this often
 
+
 class RetryPolicy(NamedTuple):
     """How long to keep trying one payload. Backoff is exponential, each wait a random 50-100 % of its step.
 
