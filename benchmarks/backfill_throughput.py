@@ -10,7 +10,7 @@ child process (FnApiRunner, pinned), so its peak RSS and CPU seconds are its own
   ceiling    the same pipeline without publishing: read Avro, route (the connector's route step and
              key coder), group per device, encode and pack (the connector's Encoder and packing.pack),
              drop the payloads
-  connector  pipelines' backfill shape: ReadAvroFiles | WriteToIoTPlatform at default settings
+  connector  pipelines' backfill shape: ReadInputFiles | WriteToIoTPlatform at default settings
   naive      what the platform's samples do: a DoFn that authenticates once per bundle and POSTs one
              record per request with requests (on a subset, --naive-records; records/s is what counts)
   far        the connector with 50 ms added to every emulator reply (the emulator's latency_ms knob,
@@ -224,7 +224,7 @@ def run_child(args):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.avro_files import ReadAvroFiles
+    from pipelines.input_files import ReadInputFiles
     from pipelines.summary import sink_counters
 
     if args.child == "memory":
@@ -233,7 +233,7 @@ def run_child(args):
     if args.flink_master:
         beam_args = [*beam_args, f"--flink_master={args.flink_master}"]
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
-    records = pipeline | "Read" >> ReadAvroFiles(args.input)
+    records = pipeline | "Read" >> ReadInputFiles(args.input, "avro")
     if args.child == "ceiling":
         _ceiling_pipeline(records)
     elif args.child == "naive":

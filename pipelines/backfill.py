@@ -1,6 +1,7 @@
-"""python -m pipelines.backfill: publish historical readings from Avro files to IoT Platform.
+"""python -m pipelines.backfill: publish historical readings from files to IoT Platform.
 
-Reads --input (globs or paths on any Beam filesystem) with Beam's Avro IO, routes each reading to its
+Reads --input (globs or paths on any Beam filesystem: Avro, Parquet, CSV or JSON lines, told by the
+extension or --input-format) with Beam's file IOs, routes each reading to its
 device, packs each device's readings into messages of at most 128 KB and publishes them with
 WriteToIoTPlatform. Records that fail go to Avro dead letters (--dead-letter), to fix and replay with
 `python -m pipelines.replay`. --dry-run shows what a run would send. With no arguments: a demo against
@@ -11,13 +12,18 @@ import argparse
 import sys
 
 from . import batch, demo, dry_run, options
-from .avro_files import ReadAvroFiles
+from .checks import UsageError
+from .input_files import FORMATS, ReadInputFiles, parse_csv_types
 
 
 def make_parser():
     parser = argparse.ArgumentParser(prog="python -m pipelines.backfill", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    parser.add_argument("--input", nargs="+", help="Avro files: globs or paths (gs://, s3://, local)")
+    parser.add_argument("--input", nargs="+", help="files: globs or paths (gs://, s3://, local)")
+    parser.add_argument("--input-format", choices=FORMATS,
+                        help="default: from each file's extension (.parquet, .csv, .jsonl/.json; else avro)")
+    parser.add_argument("--csv-types", help="CSV column types, e.g. ts=int,temperature=float,id=str "
+                        "(int, float, str, bool); others: numbers as numbers, the rest text, empty null")
     options.add_sink_options(parser)
     dry_run.add_options(parser)
     group = parser.add_argument_group("demo (the default without --input, --endpoint and --credentials)")
@@ -34,7 +40,12 @@ def run(argv, poll=None):
     if args.demo or not (args.input or args.endpoint or args.credentials):
         return demo.run(args.demo_devices, args.demo_days, run, _without_demo_options(argv))
     options.require(parser, args, "input")
-    return batch.run(parser, args, pipeline_options, ReadAvroFiles(args.input), poll, label="backfill")
+    try:
+        csv_types = parse_csv_types(args.csv_types)
+    except ValueError as error:
+        raise UsageError(f"--csv-types: {error}") from None
+    return batch.run(parser, args, pipeline_options, lambda: ReadInputFiles(args.input, args.input_format, csv_types),
+                     poll, label="backfill")
 
 
 def _without_demo_options(argv):
@@ -51,9 +62,8 @@ def _without_demo_options(argv):
 
 
 def main(argv=None):
-    options.configure_logging()
     argv = sys.argv[1:] if argv is None else argv
-    return run(argv or ["--demo"])
+    return options.main(run, argv or ["--demo"])
 
 
 if __name__ == "__main__":

@@ -1,33 +1,39 @@
 """Running a batch publishing pipeline (backfill, replay): build it, run it with progress lines, print
 the summary, and turn the outcome into an exit status."""
 import logging
+import sys
 import time
 
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
-from . import dry_run, options
+from . import checks, dry_run, options
 from .dead_letters import WriteDeadLetters
 from .summary import Progress, sink_counters, summary_table
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_RECORDS_FAILED = 3  # with --strict
+EXIT_NOTHING_READ = 4
 
 
 def run(parser, args, pipeline_options, read, poll=None, label="run"):
     """Publish the records `read` (a PTransform from the pipeline's start) or plan them (--dry-run).
 
     poll: optional callable giving a progress note (e.g. the embedded emulator's message count).
-    Returns the exit status: failed records are not a failed run unless --strict.
+    read: a callable giving that PTransform, called once the options are checked (paths made absolute).
+    Returns the exit status: failed records are not a failed run unless --strict; a run that read no
+    record has failed (its input is not what was meant).
     """
+    if not args.dry_run:
+        options.require(parser, args, "endpoint", "credentials", "dead_letter")
+    checks.check(args)
     pipeline = beam.Pipeline(options=pipeline_options)
-    records = pipeline | "Read" >> read
+    records = pipeline | "Read" >> read()
     if args.dry_run:
         plan_path = dry_run.plan_output(args)
         records | "Plan" >> dry_run.Plan(args, plan_path)
     else:
-        options.require(parser, args, "endpoint", "credentials", "dead_letter")
         result = records | "Publish" >> options.write_transform(args)
         result.failed | "DeadLetters" >> WriteDeadLetters(args.dead_letter)
     started = time.monotonic()
@@ -35,21 +41,38 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
         with Progress(label, poll):
             pipeline_result = pipeline.run()
             state = pipeline_result.wait_until_finish()
-    except Exception:
-        logging.exception("%s failed", label)
+    except Exception as error:
+        if args.verbose:
+            logging.exception("%s failed", label)
+        else:  # Beam's message holds the workers' tracebacks: their last line says what went wrong
+            last = [line for line in str(error).splitlines() if line.strip()][-1:] or [type(error).__name__]
+            logging.error("%s failed: %s (--verbose for the traceback)", label, last[0].strip())
         return EXIT_RUN_FAILED
     wall_seconds = time.monotonic() - started
     if state not in (None, PipelineState.DONE):
         logging.error("%s ended in state %s", label, state)
         return EXIT_RUN_FAILED
     if args.dry_run:
-        print("\n".join(dry_run.report(dry_run.read_plan(plan_path), args.top)), flush=True)
-        return EXIT_OK
-    return summarize(pipeline_result, wall_seconds, args)
+        rows = dry_run.read_plan(plan_path)
+        print("\n".join(dry_run.report(rows, args.top)), flush=True)
+        return _nothing_read(label, args) if not dry_run.totals(rows)["records"] else EXIT_OK
+    counters = sink_counters(pipeline_result)
+    status = report(counters, wall_seconds, args)
+    return _nothing_read(label, args) if not counters.get("records_in") else status
+
+
+def _nothing_read(label, args):
+    print(f"{label}: read 0 records from {' '.join(args.input)}: are they empty, or another format "
+          "(--input-format)?", file=sys.stderr, flush=True)
+    return EXIT_NOTHING_READ
 
 
 def summarize(pipeline_result, wall_seconds, args):
     """Print the run's summary table; the exit status (--strict: 3 when any record failed)."""
-    counters = sink_counters(pipeline_result)
+    return report(sink_counters(pipeline_result), wall_seconds, args)
+
+
+def report(counters, wall_seconds, args):
+    """Print the summary table of the sink's counters; the exit status (--strict: 3 when any record failed)."""
     print("\n".join(summary_table(counters, wall_seconds, args.dead_letter)), flush=True)
     return EXIT_RECORDS_FAILED if args.strict and counters.get("records_failed") else EXIT_OK

@@ -14,7 +14,7 @@ import apache_beam as beam
 import fastavro
 from apache_beam.io.filesystems import FileSystems
 
-from .avro_files import ReadAvroFiles
+from .input_files import ReadInputFiles
 
 SCHEMA = {
     "type": "record", "name": "FailedRecord", "namespace": "iot_platform_beam_connector.dead_letter",
@@ -108,7 +108,7 @@ class ReadDeadLetters(beam.PTransform):
         self.patterns = patterns
 
     def expand(self, pbegin):
-        return pbegin | "Read" >> ReadAvroFiles(self.patterns) | "Original" >> beam.Map(original_record)
+        return pbegin | "Read" >> ReadInputFiles(self.patterns, "avro") | "Original" >> beam.Map(original_record)
 
 
 def read_all(prefix):

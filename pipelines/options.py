@@ -1,20 +1,23 @@
 """Command-line options shared by the pipelines: ours through argparse, everything else to Beam.
 
 `parse` splits the command line with parse_known_args, so standard Beam options (--runner,
---project, --region, --temp_location, --setup_file, --flink_master, ...) pass through untouched.
+--project, --region, --temp_location, --setup_file, --flink_master, ...) pass through untouched. Our
+own options are ours in Beam's spelling too (--order_by as --order-by): Beam would take them silently.
 """
 import json
 import logging
+import sys
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from connector import WriteToIoTPlatform, get_encoder
-from connector.beam.publisher import DEFAULT_MAX_IN_FLIGHT
+from connector.beam.publisher import DEFAULT_MAX_IN_FLIGHT, RetryPolicy
 from connector.beam.routing import DEFAULT_TOPIC, default_topic
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
 from connector.protocol.signing import CLIENT_SIGN_METHOD, SIGN_METHODS
 
+from .checks import UsageError
 from .device_map import DeviceMapRouter, load_device_map
 
 ENCODERS = ("jsonl", "json-array", "alink-history", "alink-property", "avro")
@@ -23,9 +26,25 @@ ENCODERS = ("jsonl", "json-array", "alink-history", "alink-property", "avro")
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
 
+EXIT_USAGE = 2  # as argparse exits on a bad command line
+
+
 def configure_logging():
     """Warnings and errors of every logger, to stderr, for the pipelines' command lines."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(run, argv):
+    """Runs a pipeline's command line: its exit status. A user's mistake (UsageError) is one line on
+    stderr, the traceback too with --verbose."""
+    configure_logging()
+    try:
+        return run(argv)
+    except UsageError as error:
+        if "--verbose" in argv:
+            logging.exception("traceback")
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
 
 
 def add_sink_options(parser):
@@ -46,8 +65,14 @@ def add_sink_options(parser):
     sink.add_argument("--max-payload-bytes", type=int, default=MAX_PAYLOAD_BYTES)
     sink.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
                       help="HTTP requests open at once per worker process")
+    sink.add_argument("--max-attempts", type=int, default=RetryPolicy().max_attempts,
+                      help="attempts per message that reached the platform (default %(default)s)")
+    sink.add_argument("--retry-max-seconds", type=float, default=RetryPolicy().max_seconds,
+                      help="seconds to keep retrying a message, or to wait for an unreachable endpoint "
+                      "(default %(default)s)")
     sink.add_argument("--dead-letter", help="path prefix of the Avro files of failed records")
     sink.add_argument("--strict", action="store_true", help="exit 3 when any record failed")
+    sink.add_argument("--verbose", action="store_true", help="tracebacks with the errors")
     route = parser.add_argument_group("routing records to devices")
     route.add_argument("--product-key-field", default="productKey")
     route.add_argument("--device-name-field", default="deviceName")
@@ -58,10 +83,22 @@ def add_sink_options(parser):
 
 def parse(parser, argv):
     """(our args, Beam's PipelineOptions): unknown options are Beam's; the runner defaults to local."""
-    args, beam_args = parser.parse_known_args(argv)
+    args, beam_args = parser.parse_known_args(_our_spelling(parser, argv))
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
         beam_args = [f"--runner={LOCAL_RUNNER}"] + beam_args
     return args, PipelineOptions(beam_args)
+
+
+def _our_spelling(parser, argv):
+    """argv with --our_option written --our-option: Beam's spelling of our options is ours."""
+    ours = {name for action in parser._actions for name in action.option_strings}
+    spelled = []
+    for arg in argv:
+        name, equals, value = arg.partition("=")
+        dashed = name.replace("_", "-")
+        spelled.append(dashed + equals + value if name.startswith("--") and name not in ours and dashed in ours
+                       else arg)
+    return spelled
 
 
 def require(parser, args, *names):
@@ -100,4 +137,5 @@ def write_transform(args, **streaming):
     return WriteToIoTPlatform(
         args.endpoint, args.credentials, encoder=encoder(args), ca_file=args.ca_file,
         max_payload_bytes=args.max_payload_bytes, max_in_flight=args.max_in_flight,
+        retry=RetryPolicy(max_attempts=args.max_attempts, max_seconds=args.retry_max_seconds),
         order_by=args.order_by, sign_method=args.sign_method, **routing(args), **streaming)

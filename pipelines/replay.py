@@ -23,12 +23,11 @@ def make_parser():
 def run(argv, poll=None):
     parser = make_parser()
     args, pipeline_options = options.parse(parser, argv)
-    return batch.run(parser, args, pipeline_options, ReadDeadLetters(args.input), poll, label="replay")
+    return batch.run(parser, args, pipeline_options, lambda: ReadDeadLetters(args.input), poll, label="replay")
 
 
 def main(argv=None):
-    options.configure_logging()
-    return run(sys.argv[1:] if argv is None else argv)
+    return options.main(run, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

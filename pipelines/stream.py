@@ -137,8 +137,7 @@ def _runner(pipeline_options):
 
 
 def main(argv=None):
-    options.configure_logging()
-    return run(sys.argv[1:] if argv is None else argv)
+    return options.main(run, sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

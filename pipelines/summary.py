@@ -10,14 +10,23 @@ from connector.beam.metrics import NAMESPACE
 
 # What to check first, per reason; the dead-letter messages give the details.
 HINTS = {
+    Reason.INVALID_RECORD: "records that are not objects with named fields (check --input-format)",
     Reason.UNROUTABLE: "records lack the device fields (or their id is not in --device-map)",
+    Reason.INVALID_TOPIC: "--topic makes a topic the platform refuses (a field's value empty or holding "
+                          "'/', '+' or '#', or the topic too long)",
     Reason.UNKNOWN_DEVICE: "devices missing from --credentials",
     Reason.AUTH_FAILED: "wrong device secret, device not on the platform, or this machine's clock is off "
                         "by more than 15 minutes",
     Reason.UNENCODABLE: "values the encoder cannot write (e.g. NaN in JSON)",
     Reason.TOO_LARGE: "a single record is larger than --max-payload-bytes",
+    Reason.UNORDERABLE: "--order-by values of kinds that cannot be compared with the others' (e.g. numbers "
+                        "and text mixed): make the field one type",
+    Reason.REJECTED: "the platform refused the payload as invalid (10001): check --topic and --encoder",
+    Reason.TLS_ERROR: "the endpoint's certificate did not verify: give its CA with --ca-file",
+    Reason.ENDPOINT_NOT_FOUND: "nothing answers at --endpoint's address (HTTP 404): check its host and path",
     Reason.THROTTLED: "still throttled (40000) after all retries: lower --max-in-flight",
-    Reason.RETRIES_EXHAUSTED: "network or platform errors outlasted the retries",
+    Reason.RETRIES_EXHAUSTED: "network or platform errors outlasted the retries (see the warnings; "
+                              "--retry-max-seconds, --max-attempts)",
 }
 
 

@@ -232,7 +232,7 @@ def test_dropped_connection_is_connection_lost(clean_emulator, client, token, de
     assert _device_requests(clean_emulator) == {"auth": {"0": 1, "dropped": 1}, "topic": {"dropped": 1}}
 
 
-@pytest.mark.parametrize("status, action", [(503, Action.RETRY), (429, Action.THROTTLED)])
+@pytest.mark.parametrize("status, action", [(503, Action.RETRY), (429, Action.THROTTLED), (404, Action.PERMANENT)])
 def test_gateway_http_status_is_not_a_platform_code(clean_emulator, client, token, devices, status, action):
     clean_emulator.set_faults(http_status_rate={str(status): 1})
     with pytest.raises(TransportError) as caught:

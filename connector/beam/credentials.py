@@ -36,13 +36,26 @@ def read_table(path):
 
 
 def parse_credentials(rows, source="credentials"):
-    """Device -> secret from table rows; errors name the source and row, never a secret."""
+    """Device -> secret from table rows, spaces around names and values trimmed; errors name the source
+    and row, never a secret."""
+    rows = [_trimmed(row) for row in rows]
+    if rows and isinstance(rows[0], dict) and not set(_FIELDS) <= set(rows[0]):
+        missing = ", ".join(field for field in _FIELDS if field not in rows[0])
+        raise ValueError(f"{source}: no {missing} in the header: the first line must be the header "
+                         f"{','.join(_FIELDS)} (a JSON file: a list of objects with those fields)")
     secrets = {}
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict) or any(not isinstance(row.get(f), str) or not row.get(f) for f in _FIELDS):
             raise ValueError(f"{source}: row {number} needs non-empty text fields {', '.join(_FIELDS)}")
         secrets[Device(row["productKey"], row["deviceName"])] = row["deviceSecret"]
     return secrets
+
+
+def _trimmed(row):
+    if not isinstance(row, dict):
+        return row
+    return {str(name).strip(): value.strip() if isinstance(value, str) else value
+            for name, value in row.items() if name is not None}
 
 
 def as_credentials(credentials):

@@ -25,6 +25,7 @@ from connector.protocol.signing import CLIENT_SIGN_METHOD
 from .results import Reason
 
 _LOG = logging.getLogger(__name__)
+UNREACHED_WARNING_SECONDS = 30.0  # while the platform cannot be reached, a warning this often
 
 
 class RetryPolicy(NamedTuple):
@@ -161,6 +162,7 @@ class Publisher:
         self._timed = []  # heap of (time, sequence, device): devices whose turn comes at that time
         self._sequence = itertools.count()
         self._unreachable_since = None  # monotonic time of the first attempt that found no platform
+        self._unreached_warned = None  # monotonic time of the last warning that it cannot be reached
         self._senders = 0  # sender threads alive
         self._waiting = 0  # senders waiting for a device to become due
         self._timekeeper = False  # whether a sender is waiting for the earliest timed turn
@@ -335,6 +337,7 @@ class Publisher:
             if unreached:
                 if self._unreachable_since is None:
                     self._unreachable_since = now
+                self._warn_unreached(error, now)
             elif error.code is not None or isinstance(error, TransportError):  # an answer came back
                 self._unreachable_since = None
             if action is Action.REAUTHENTICATE and token is not None:
@@ -354,6 +357,13 @@ class Publisher:
                 job.ambiguous_resends += 1
             return delay
 
+    def _warn_unreached(self, error, now):
+        """Says why nothing gets through while retries go on, at most every UNREACHED_WARNING_SECONDS."""
+        if self._unreached_warned is None or now - self._unreached_warned >= UNREACHED_WARNING_SECONDS:
+            self._unreached_warned = now
+            _LOG.warning("cannot reach the platform, retrying for up to %.0f s: %s",
+                         self.config.retry.max_seconds, error.message)
+
 
 def failure_reason(error):
     """The Reason name for an error that ends a payload's attempts."""
@@ -365,6 +375,8 @@ def failure_reason(error):
         return Reason.AUTH_FAILED
     if getattr(error, "kind", None) == "tls" and error.action is Action.PERMANENT:
         return Reason.TLS_ERROR
+    if getattr(error, "http_status", None) == 404:
+        return Reason.ENDPOINT_NOT_FOUND
     if error.action is Action.THROTTLED:
         return Reason.THROTTLED
     return Reason.RETRIES_EXHAUSTED

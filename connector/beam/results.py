@@ -21,11 +21,12 @@ class Reason:
     AUTH_FAILED = "auth_failed"  # the platform refused the device (20000): secret, existence, clock
     REJECTED = "rejected"  # the platform refused the payload as invalid (10001, or a client-side check)
     TLS_ERROR = "tls_error"  # the platform's certificate did not verify
+    ENDPOINT_NOT_FOUND = "endpoint_not_found"  # HTTP 404: no platform at the endpoint's address
     THROTTLED = "throttled"  # still throttled (40000) when the retry budget ran out
     RETRIES_EXHAUSTED = "retries_exhausted"  # transient failures outlasted the retry budget
 
     ALL = (INVALID_RECORD, UNROUTABLE, INVALID_TOPIC, UNKNOWN_DEVICE, UNENCODABLE, TOO_LARGE, UNORDERABLE,
-           AUTH_FAILED, REJECTED, TLS_ERROR, THROTTLED, RETRIES_EXHAUSTED)
+           AUTH_FAILED, REJECTED, TLS_ERROR, ENDPOINT_NOT_FOUND, THROTTLED, RETRIES_EXHAUSTED)
 
 
 class Receipt(NamedTuple):

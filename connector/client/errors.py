@@ -57,6 +57,14 @@ class TransportError(IoTPlatformError):
         return self.kind in self.UNREACHED_KINDS
 
 
+def action_for_http_status(status):
+    """What to do after an HTTP error instead of a platform reply. 404: nothing answers at that address
+    (a wrong endpoint), which no retry changes; 429: a gateway's throttling; others may pass."""
+    if status == 404:
+        return Action.PERMANENT
+    return Action.THROTTLED if status == 429 else Action.RETRY
+
+
 class InvalidRequest(IoTPlatformError):
     """Refused by the client before sending, because the platform would refuse it (bad topic, size...)."""
 

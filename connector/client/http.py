@@ -18,7 +18,7 @@ from connector.protocol.codes import Action
 from connector.protocol.topics import topic_problem
 
 from . import wire
-from .errors import InvalidRequest, IoTPlatformError, TransportError
+from .errors import InvalidRequest, IoTPlatformError, TransportError, action_for_http_status
 
 _LOG = logging.getLogger(__name__)
 # What a token may hold to travel in a header: printable ASCII without spaces (tokens are hex today).
@@ -153,8 +153,8 @@ class IoTPlatformClient:
         _LOG.debug("POST %s%s: HTTP %d", self._path_prefix, path, response.status)
         if response.status != 200:
             raise TransportError(
-                "http_status", f"HTTP {response.status} from {self.endpoint}",
-                action=Action.THROTTLED if response.status == 429 else Action.RETRY,
+                "http_status", f"HTTP {response.status} from {self.endpoint}{path}",
+                action=action_for_http_status(response.status),
                 ambiguous=ambiguous and response.status >= 500, http_status=response.status)
         try:
             reply = json.loads(response.body)
