@@ -24,7 +24,8 @@ def make_paths_absolute(args):
     for name in PATH_OPTIONS:
         if getattr(args, name, None):
             setattr(args, name, absolute(getattr(args, name)))
-    args.input = [absolute(pattern) for pattern in args.input]
+    if getattr(args, "input", None):
+        args.input = [absolute(pattern) for pattern in args.input]
 
 
 def check_endpoint(endpoint):
@@ -63,4 +64,4 @@ def check(args):
         check_endpoint(args.endpoint)
     if args.credentials:
         check_credentials(args.credentials)
-    check_inputs(args.input)
+    check_inputs(getattr(args, "input", None) or [])

@@ -22,7 +22,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from connector import FileCredentials
 from connector.emulator import Emulator, make_devices
 
-from . import batch, dead_letters, fleet, options
+from . import batch, checks, dead_letters, fleet, options
 from .json_messages import ParseJsonMessages
 from .summary import Progress
 
@@ -108,6 +108,7 @@ def run(argv):
         # while its checkpointed state balloons. The grace covers the job's start-up before the fleet's.
         idle_ms = int((args.duration + SOURCE_GRACE_SECONDS) * 1000)
         args, pipeline_options = options.parse(parser, [*argv, f"--shutdown_sources_after_idle_ms={idle_ms}"])
+    checks.check(args)
     with contextlib.ExitStack() as stack:
         poll = None
         if args.input_subscription:

@@ -342,10 +342,19 @@ def test_beams_apitools_warning_is_silenced_and_other_warnings_are_not():
 
 # Checked before submitting, each in one line.
 
-def test_an_http_endpoint_fails_at_launch_in_one_line(sample, tmp_path):
-    done = command("backfill", "--input", sample.input_pattern, "--endpoint", "http://127.0.0.1:1",
+@pytest.mark.parametrize("program", ["backfill", "stream"])
+def test_an_http_endpoint_fails_at_launch_in_one_line(sample, tmp_path, program):
+    source = ["--input", sample.input_pattern] if program == "backfill" else ["--duration", "1"]
+    done = command(program, *source, "--endpoint", "http://127.0.0.1:1",
                    "--credentials", sample.credentials_file, "--dead-letter", str(tmp_path / "f"), *LOCAL)
     assert_one_line_error(done, "--endpoint", "https://")
+
+
+def test_the_relay_names_a_missing_credentials_file_in_one_line(emulator, tmp_path):
+    missing = str(tmp_path / "no-such-credentials.json")
+    done = command("stream", "--duration", "1", "--endpoint", emulator.endpoint, "--credentials", missing,
+                   "--ca-file", emulator.ca_file, "--dead-letter", str(tmp_path / "f"), *LOCAL)
+    assert_one_line_error(done, "--credentials", missing)
 
 
 def test_a_missing_credentials_file_is_named_in_one_line(sample, emulator, tmp_path):
