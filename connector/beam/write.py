@@ -12,12 +12,13 @@ from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BY
 from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
 
 from .credentials import as_credentials
-from .encoders import get_encoder
+from .encoders import AvroEncoder, get_encoder
 from .metrics import SinkMetrics
 from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
 from .publisher import DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
 from .routing import RoutingError, default_topic, make_router
+from .schemas import as_dict, avro_schema_of
 
 # ((productKey, deviceName), topic): nested pairs, so every runner sees Beam's standard KV and string
 # coders (Prism cannot group on Python's coder for a 3-tuple).
@@ -37,6 +38,8 @@ class _RouteFn(beam.DoFn):
 
     def process(self, record):
         self._metrics.records_in.inc()
+        if not isinstance(record, dict):
+            record = as_dict(record)
         try:
             device, topic = self._router(record)
         except RoutingError as error:
@@ -73,13 +76,16 @@ class WriteToIoTPlatform(beam.PTransform):
     with the device's own token. Returns a WriteToIoTPlatformResult: `.published` (one Receipt per
     accepted message) and `.failed` (one FailedRecord per record not published, with the reason).
 
+    Records are dicts, or schema'd records (beam.Row, NamedTuples with RowCoder), which become dicts of
+    their fields as they enter: routers, topics, order_by, encoders and `.failed` see the dict.
+
     endpoint: "https://iot-as-http.cn-shanghai.aliyuncs.com", or an emulator's endpoint.
     credentials: path of a JSON/CSV file of productKey, deviceName, deviceSecret (any Beam
         filesystem), read on the workers; or an object with a secrets() method.
     topic: template over productKey, deviceName and the record's fields, or callable(record, device);
         None: the encoder's thing-model topic for the Alink encoders, else /{productKey}/{deviceName}/user/update.
     encoder: "jsonl", "json-array", "avro", "raw", "alink-property", "alink-history", or an Encoder;
-        encoder_options go to it (e.g. schema= for avro).
+        encoder_options go to it (e.g. schema= for avro; without one, avro takes the input's Beam schema).
     router: callable(record) -> ((productKey, deviceName), topic), instead of the fields and topic.
     order_by: (batch) a record field to order each device's records by before packing, within
         sort_buffer_bytes of encoded records at a time.
@@ -108,9 +114,12 @@ class WriteToIoTPlatform(beam.PTransform):
         if not 0 < max_payload_bytes <= MAX_PAYLOAD_BYTES:
             raise ValueError(f"max_payload_bytes must be 1 to {MAX_PAYLOAD_BYTES} (the platform's limit)")
         digest_for(sign_method)  # an unknown method fails here, not on every worker
-        self._encoder = get_encoder(encoder, **(encoder_options or {}))
+        encoder_options = encoder_options or {}
+        # avro without a schema takes the input's Beam schema, known only in expand.
+        infer_schema = encoder == AvroEncoder.name and "schema" not in encoder_options
+        self._encoder = None if infer_schema else get_encoder(encoder, **encoder_options)
         self._router = make_router(router, product_key_field=product_key_field, device_name_field=device_name_field,
-                                   topic=default_topic(self._encoder) if topic is None else topic)
+                                   topic=default_topic(self._encoder or encoder) if topic is None else topic)
         self._max_payload_bytes = max_payload_bytes
         self._order_by = order_by
         self._sort_buffer_bytes = sort_buffer_bytes
@@ -124,17 +133,19 @@ class WriteToIoTPlatform(beam.PTransform):
             device_messages_per_second=device_messages_per_second, retry=retry, sign_method=sign_method)
 
     def display_data(self):
-        return {"endpoint": self._config.endpoint, "encoder": self._encoder.name,
+        return {"endpoint": self._config.endpoint,
+                "encoder": self._encoder.name if self._encoder else AvroEncoder.name,
                 "max_payload_bytes": self._max_payload_bytes, "max_in_flight": self._config.max_in_flight}
 
     def expand(self, records):
+        encoder = self._encoder or AvroEncoder(avro_schema_of(records.element_type))
         keyed, unroutable = records | "Route" >> KeyByDevice(self._router)
         if self._is_streaming(records):
-            publish_fn = _BufferedPublishFn(self._config, self._encoder, self._max_payload_bytes,
+            publish_fn = _BufferedPublishFn(self._config, encoder, self._max_payload_bytes,
                                             self._max_buffering_delay, self._processing_clock)
         else:
             keyed = keyed | "GroupByDevice" >> beam.GroupByKey()
-            publish_fn = _GroupedPublishFn(self._config, self._encoder, self._max_payload_bytes,
+            publish_fn = _GroupedPublishFn(self._config, encoder, self._max_payload_bytes,
                                            self._order_by, self._sort_buffer_bytes)
         published = keyed | "PackAndPublish" >> beam.ParDo(publish_fn).with_outputs(FAILED, main="published")
         failed = ((unroutable, _typed(published[FAILED], FailedRecord))
