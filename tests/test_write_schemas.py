@@ -1,11 +1,15 @@
-"""Schema'd records in (beam.Row, NamedTuples), against the emulator."""
+"""Schema'd records in (beam.Row, NamedTuples) and schema'd outputs (Parquet, Select), against the emulator."""
+import glob
 import io
 import json
+import os
 import typing
 
 import apache_beam as beam
 import fastavro
+import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that, equal_to
 
 import connector
 from connector.beam.encoders import AvroEncoder, get_encoder
@@ -92,3 +96,43 @@ def test_rows_feed_the_alink_history_encoder(clean_emulator, devices, credential
     assert not run.failed and sum(r.record_count for r in run.receipts) == len(records)
     reported = [p for m in clean_emulator.messages() for p in get_encoder("alink-history").decode(m["payload"])]
     assert reported == [{"temperature": {"value": r.temperature, "time": r.time}} for r in records]
+
+
+def test_published_and_failed_write_to_parquet_and_select(clean_emulator, devices, credentials, tmp_path):
+    good = [record._asdict() for record in reading_tuples(devices[:2], 20)]
+    bad = [dict(good[0], deviceName="noSuchDevice"), dict(good[1], temperature=float("nan"))]
+    out = str(tmp_path / "out")
+    pipeline = beam.Pipeline(options=PipelineOptions(FN_API))
+    result = (pipeline | beam.Create(good + bad, reshuffle=False)
+              | connector.WriteToIoTPlatform(clean_emulator.endpoint, credentials, ca_file=clean_emulator.ca_file))
+    result.published | "PublishedParquet" >> beam.io.WriteToParquet(f"{out}-published")
+    failed_rows = result.failed | connector.ToRows()
+    failed_rows | "FailedParquet" >> beam.io.WriteToParquet(f"{out}-failed")
+    reasons = failed_rows | beam.Select("reason", "device_name")
+    assert_that(reasons | beam.Map(tuple), equal_to([("unknown_device", "noSuchDevice"),
+                                                     ("unencodable", devices[1]["deviceName"])]))
+    receipt_rows = result.published | "ReceiptRows" >> connector.ToRows()
+    counts = receipt_rows | beam.Select("record_count") | beam.Map(lambda row: row.record_count)
+    assert_that(counts | beam.CombineGlobally(sum), equal_to([len(good)]), label="AllPublished")
+    pipeline.run().wait_until_finish()
+
+    published = _read_parquet(f"{out}-published")
+    assert sorted(r["message_id"] for r in published) == sorted(m["messageId"] for m in clean_emulator.messages())
+    failed = _read_parquet(f"{out}-failed")
+    assert sorted(r["reason"] for r in failed) == ["unencodable", "unknown_device"]
+    assert sorted(r["record_json"] for r in failed) == sorted(connector.FailedRow.of(
+        connector.FailedRecord(record, *[None] * 7)).record_json for record in bad)
+    assert all(r["record_bytes"] is None and r["message"] for r in failed)
+
+
+def test_failed_rows_keep_bytes_records_as_bytes():
+    row = connector.FailedRow.of(connector.FailedRecord(b"\x00raw", "pk", "dn", None, "unknown_device",
+                                                        None, "no secret for pk/dn", 0))
+    assert row.record_bytes == b"\x00raw" and row.record_json is None and row.reason == "unknown_device"
+    coder = beam.coders.registry.get_coder(connector.FailedRow)
+    assert coder.decode(coder.encode(row)) == row
+
+
+def _read_parquet(prefix):
+    return [row for name in sorted(glob.glob(f"{prefix}*")) if os.path.getsize(name)
+            for row in pq.read_table(name).to_pylist()]

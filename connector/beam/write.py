@@ -150,13 +150,25 @@ class WriteToIoTPlatform(beam.PTransform):
         published = keyed | "PackAndPublish" >> beam.ParDo(publish_fn).with_outputs(FAILED, main="published")
         failed = ((unroutable, _typed(published[FAILED], FailedRecord))
                   | "Failed" >> beam.Flatten())
-        return WriteToIoTPlatformResult(_typed(published.published, Receipt), _typed(failed, FailedRecord))
+        return WriteToIoTPlatformResult(_handed_over(published.published, Receipt, "Published"),
+                                        _handed_over(failed, FailedRecord, "FailedRecords"))
 
     def _is_streaming(self, records):
         if self._streaming is not None:
             return self._streaming
         options = records.pipeline.options
         return (options is not None and options.view_as(StandardOptions).streaming) or not records.is_bounded
+
+
+def _handed_over(pcoll, element_type, label):
+    """An output through one element-wise step, so that a batched DoFn after it (WriteToParquet's, with
+    no schema given) gets every element: in Beam 2.62 such a consumer drops what the DoFn before it
+    outputs in finish_bundle, which is where the publish DoFn emits what ended last."""
+    return pcoll | label >> beam.Map(_same).with_output_types(element_type)
+
+
+def _same(value):
+    return value
 
 
 def _typed(pcoll, element_type):
