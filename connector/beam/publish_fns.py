@@ -18,7 +18,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from connector.protocol.device import Device
 
 from .encoders import EncodeError
-from .metrics import SinkMetrics
+from .metrics import SinkMetrics, report_sink
 from .packing import Packer, RecordTooLarge
 from .publisher import Publisher
 from .results import FailedRecord, Reason, Receipt
@@ -41,6 +41,7 @@ class _PublishFn(beam.DoFn):
         self._metrics = SinkMetrics()
 
     def start_bundle(self):
+        report_sink(self._config.endpoint)
         self._finished = queue.SimpleQueue()  # (future, context) as payloads end, from publishing threads
         self._outstanding = 0
 

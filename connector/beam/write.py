@@ -7,6 +7,7 @@ records --Route--> (((productKey, deviceName), topic), record) --group--> pack -
 import apache_beam as beam
 from apache_beam import typehints
 from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.transforms.display import DisplayDataItem
 
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
 from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
@@ -17,7 +18,7 @@ from .metrics import SinkMetrics
 from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
 from .publisher import DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
-from .routing import RoutingError, default_topic, make_router
+from .routing import FieldRouter, RoutingError, default_topic, make_router
 from .schemas import as_dict, avro_schema_of
 
 # ((productKey, deviceName), topic): nested pairs, so every runner sees Beam's standard KV and string
@@ -133,9 +134,25 @@ class WriteToIoTPlatform(beam.PTransform):
             device_messages_per_second=device_messages_per_second, retry=retry, sign_method=sign_method)
 
     def display_data(self):
-        return {"endpoint": self._config.endpoint,
-                "encoder": self._encoder.name if self._encoder else AvroEncoder.name,
-                "max_payload_bytes": self._max_payload_bytes, "max_in_flight": self._config.max_in_flight}
+        """What Beam shows of the sink (the Dataflow UI, the pipeline graph): its options, no credentials."""
+        config = self._config
+        topic = self._router.topic if isinstance(self._router, FieldRouter) else "by the router"
+        items = {
+            "endpoint": (config.endpoint, "Endpoint"),
+            "topic": (_described(topic), "Topic"),
+            "encoder": (self._encoder.name if self._encoder else AvroEncoder.name, "Encoder"),
+            "max_payload_bytes": (self._max_payload_bytes, "Payload limit (bytes)"),
+            "device_messages_per_second": (config.device_messages_per_second, "Messages per second per device"),
+            "max_in_flight": (config.max_in_flight, "Requests in flight per worker"),
+            "max_buffered_bytes": (config.max_buffered_bytes, "Payload bytes held per worker"),
+            "retry": (_described(config.retry), "Retry policy"),
+            "streaming": ("follows the pipeline" if self._streaming is None else self._streaming, "Streaming"),
+            "max_buffering_delay": (_described(self._max_buffering_delay), "Max buffering delay (s, streaming)"),
+            "order_by": (_described(self._order_by), "Order by field (batch)"),
+            "sign_method": (config.sign_method, "Sign method"),
+            "tls_verification": (not config.insecure_skip_tls_verify, "TLS verification"),
+        }
+        return {key: DisplayDataItem(value, label=label) for key, (value, label) in items.items()}
 
     def expand(self, records):
         encoder = self._encoder or AvroEncoder(avro_schema_of(records.element_type))
@@ -158,6 +175,13 @@ class WriteToIoTPlatform(beam.PTransform):
             return self._streaming
         options = records.pipeline.options
         return (options is not None and options.view_as(StandardOptions).streaming) or not records.is_bounded
+
+
+def _described(value):
+    """Display data holds strings, numbers and booleans: anything else (None, callables, policies) as text."""
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return getattr(value, "__qualname__", None) or repr(value)
 
 
 def _handed_over(pcoll, element_type, label):
