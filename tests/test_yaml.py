@@ -97,3 +97,19 @@ def test_yaml_pipeline_without_error_handling_fails_on_a_failed_record(clean_emu
     done = run_yaml(pipeline, tmp_path)
     assert done.returncode != 0
     assert "a record was not published (pkTest00001/noSuchDevice): unknown_device" in done.stderr
+
+
+def test_the_readmes_yaml_example_names_the_shipped_transform_and_its_options():
+    import inspect
+    import re
+
+    import yaml
+
+    from connector.beam.yaml_provider import write_to_iot_platform
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", handle.read(), re.S).group(1))
+    assert example["providers"] == yaml.safe_load(PIPELINE.format(
+        input="", endpoint="", credentials="", ca_file="", out=""))["providers"]
+    write = next(t for t in example["pipeline"]["transforms"] if t["type"] == "WriteToIoTPlatform")
+    assert set(write["config"]) <= set(inspect.signature(write_to_iot_platform).parameters)
