@@ -33,7 +33,8 @@ class FailedRow(NamedTuple):
         record = failed.record
         is_bytes = isinstance(record, (bytes, bytearray, memoryview))
         return cls(None if is_bytes else record_json(record), bytes(record) if is_bytes else None,
-                   *failed[1:])
+                   failed.product_key, failed.device_name, failed.topic, failed.reason, failed.code,
+                   failed.message, failed.attempts)
 
 
 coders.registry.register_coder(FailedRow, coders.RowCoder)
