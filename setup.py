@@ -25,6 +25,9 @@ setuptools.setup(
     extras_require={
         # The tested Beam release: 2.62.0 is the newest whose Flink runner Maven Central serves with all its
         # dependencies, so that python -m pipelines.runners fetch can build the Flink job server for it.
-        "test": ["apache-beam==2.62.0", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "psutil>=5.9"],
+        "test": ["apache-beam[yaml]==2.62.0", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "psutil>=5.9"],
+        # WriteToIoTPlatform in Beam YAML pipelines (connector.beam.yaml_provider): apache_beam.yaml needs
+        # jinja2, docstring_parser and pandas, which Beam's own yaml extra brings in the versions it supports.
+        "yaml": ["apache-beam[yaml]>=2.62"],
     },
 )

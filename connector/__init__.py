@@ -23,6 +23,8 @@ _HOMES = {
     "FailedRecord": "connector.beam.results",
     "Reason": "connector.beam.results",
     "Receipt": "connector.beam.results",
+    "FailedRow": "connector.beam.rows",
+    "ToRows": "connector.beam.rows",
     "WriteToIoTPlatformResult": "connector.beam.results",
     "WriteToIoTPlatform": "connector.beam.write",
 }

@@ -3,9 +3,14 @@
 Publishing threads return their counts in an Outcome rather than touching metrics, because Beam's
 metrics container belongs to the thread running the bundle.
 """
+from urllib.parse import urlsplit
+
 from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import Lineage
 
 NAMESPACE = "WriteToIoTPlatform"
+# The system name of the sink in Beam's lineage: iotplatform:`host:port`.
+LINEAGE_SYSTEM = "iotplatform"
 # The name Dataflow's autoscaler reads to tell a throttled sink from a slow one.
 THROTTLING_COUNTER = "cumulativeThrottlingSeconds"
 
@@ -59,3 +64,8 @@ class SinkMetrics:
         self.payload_bytes.inc(payload_bytes)
         self.payload_size.update(payload_bytes)
         self.publish_latency.update(int(outcome.latency_seconds * 1000))
+
+
+def report_sink(endpoint):
+    """Report the endpoint as this pipeline's sink in Beam's lineage (what Dataflow shows in Dataplex)."""
+    Lineage.sinks().add(LINEAGE_SYSTEM, urlsplit(endpoint).netloc)

@@ -21,7 +21,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from connector.protocol.device import Device
 
 from .encoders import EncodeError
-from .metrics import SinkMetrics
+from .metrics import SinkMetrics, report_sink
 from .packing import Packer, RecordTooLarge
 from .publisher import Publisher
 from .results import FailedRecord, Reason, Receipt
@@ -54,6 +54,7 @@ class _PublishFn(beam.DoFn):
         self._give_up(self._bundle)
         self._give_up(_THREAD_BUNDLES.unfinished.get(self._publisher))
         self._bundle = _THREAD_BUNDLES.unfinished[self._publisher] = _Bundle()
+        report_sink(self._config.endpoint)
 
     def finish_bundle(self):
         bundle = self._bundle

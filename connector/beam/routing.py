@@ -48,7 +48,8 @@ class FieldRouter:
     def __call__(self, record):
         if not isinstance(record, dict):
             raise RoutingError(Reason.INVALID_RECORD,
-                               f"a record must be a dict to be routed by fields, got {type(record).__name__}")
+                               f"a record must be a dict, beam.Row or NamedTuple to be routed by fields, "
+                               f"got {type(record).__name__}")
         product_key = record.get(self.product_key_field)
         device_name = record.get(self.device_name_field)
         if not (isinstance(product_key, str) and product_key and isinstance(device_name, str) and device_name):

@@ -4,20 +4,24 @@ records --Route--> (((productKey, deviceName), topic), record) --group--> pack -
    |                                                             |                          |
    +-- unroutable, bad topic ---------------------> failed <------+ unencodable, too large  + failed codes
 """
+from urllib.parse import urlsplit
+
 import apache_beam as beam
 from apache_beam import typehints
 from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.transforms.display import DisplayDataItem
 
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
 from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
 
 from .credentials import as_credentials
-from .encoders import get_encoder
+from .encoders import AvroEncoder, get_encoder
 from .metrics import SinkMetrics
 from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
 from .publisher import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
-from .routing import RoutingError, default_topic, make_router
+from .routing import FieldRouter, RoutingError, default_topic, make_router
+from .schemas import as_dict, avro_schema_of
 
 # ((productKey, deviceName), topic): nested pairs, so every runner sees Beam's standard KV and string
 # coders (Prism cannot group on Python's coder for a 3-tuple).
@@ -37,6 +41,8 @@ class _RouteFn(beam.DoFn):
 
     def process(self, record):
         self._metrics.records_in.inc()
+        if not isinstance(record, dict):
+            record = as_dict(record)
         try:
             device, topic = self._router(record)
         except RoutingError as error:
@@ -73,13 +79,16 @@ class WriteToIoTPlatform(beam.PTransform):
     with the device's own token. Returns a WriteToIoTPlatformResult: `.published` (one Receipt per
     accepted message) and `.failed` (one FailedRecord per record not published, with the reason).
 
+    Records are dicts, or schema'd records (beam.Row, NamedTuples with RowCoder), which become dicts of
+    their fields as they enter: routers, topics, order_by, encoders and `.failed` see the dict.
+
     endpoint: "https://iot-as-http.cn-shanghai.aliyuncs.com", or an emulator's endpoint.
     credentials: path of a JSON/CSV file of productKey, deviceName, deviceSecret (any Beam
         filesystem), read on the workers; or an object with a secrets() method.
     topic: template over productKey, deviceName and the record's fields, or callable(record, device);
         None: the encoder's thing-model topic for the Alink encoders, else /{productKey}/{deviceName}/user/update.
     encoder: "jsonl", "json-array", "avro", "raw", "alink-property", "alink-history", or an Encoder;
-        encoder_options go to it (e.g. schema= for avro).
+        encoder_options go to it (e.g. schema= for avro; without one, avro takes the input's Beam schema).
     router: callable(record) -> ((productKey, deviceName), topic), instead of the fields and topic.
     order_by: (batch) a record field to order each device's records by before packing, within
         sort_buffer_bytes of encoded records at a time; a record whose value cannot be ordered with
@@ -114,9 +123,15 @@ class WriteToIoTPlatform(beam.PTransform):
         if not 0 < max_payload_bytes <= MAX_PAYLOAD_BYTES:
             raise ValueError(f"max_payload_bytes must be 1 to {MAX_PAYLOAD_BYTES} (the platform's limit)")
         digest_for(sign_method)  # an unknown method fails here, not on every worker
-        self._encoder = get_encoder(encoder, **(encoder_options or {}))
+        if "@" in urlsplit(endpoint).netloc:  # it would show in display data, lineage and the pickled graph
+            raise ValueError("endpoint must not hold a user name or password: devices sign /auth with their "
+                             "secrets, and the URL would show in the pipeline's graph")
+        encoder_options = encoder_options or {}
+        # avro without a schema takes the input's Beam schema, known only in expand.
+        infer_schema = encoder == AvroEncoder.name and "schema" not in encoder_options
+        self._encoder = None if infer_schema else get_encoder(encoder, **encoder_options)
         self._router = make_router(router, product_key_field=product_key_field, device_name_field=device_name_field,
-                                   topic=default_topic(self._encoder) if topic is None else topic)
+                                   topic=default_topic(self._encoder or encoder) if topic is None else topic)
         self._max_payload_bytes = max_payload_bytes
         self._order_by = order_by
         self._sort_buffer_bytes = sort_buffer_bytes
@@ -130,28 +145,65 @@ class WriteToIoTPlatform(beam.PTransform):
             device_messages_per_second=device_messages_per_second, retry=retry, sign_method=sign_method)
 
     def display_data(self):
-        return {"endpoint": self._config.endpoint, "encoder": self._encoder.name,
-                "max_payload_bytes": self._max_payload_bytes, "max_in_flight": self._config.max_in_flight}
+        """What Beam shows of the sink (the Dataflow UI, the pipeline graph): its options, no credentials."""
+        config = self._config
+        topic = self._router.topic if isinstance(self._router, FieldRouter) else "by the router"
+        items = {
+            "endpoint": (config.endpoint, "Endpoint"),
+            "topic": (_described(topic), "Topic"),
+            "encoder": (self._encoder.name if self._encoder else AvroEncoder.name, "Encoder"),
+            "max_payload_bytes": (self._max_payload_bytes, "Payload limit (bytes)"),
+            "device_messages_per_second": (config.device_messages_per_second, "Messages per second per device"),
+            "max_in_flight": (config.max_in_flight, "Requests in flight per worker"),
+            "max_buffered_bytes": (config.max_buffered_bytes, "Payload bytes held per worker"),
+            "retry": (_described(config.retry), "Retry policy"),
+            "streaming": ("follows the pipeline" if self._streaming is None else self._streaming, "Streaming"),
+            "max_buffering_delay": (_described(self._max_buffering_delay), "Max buffering delay (s, streaming)"),
+            "order_by": (_described(self._order_by), "Order by field (batch)"),
+            "sign_method": (config.sign_method, "Sign method"),
+            "tls_verification": (not config.insecure_skip_tls_verify, "TLS verification"),
+        }
+        return {key: DisplayDataItem(value, label=label) for key, (value, label) in items.items()}
 
     def expand(self, records):
+        encoder = self._encoder or AvroEncoder(avro_schema_of(records.element_type))
         keyed, unroutable = records | "Route" >> KeyByDevice(self._router)
         if self._is_streaming(records):
-            publish_fn = _BufferedPublishFn(self._config, self._encoder, self._max_payload_bytes,
+            publish_fn = _BufferedPublishFn(self._config, encoder, self._max_payload_bytes,
                                             self._max_buffering_delay, self._processing_clock)
         else:
             keyed = keyed | "GroupByDevice" >> beam.GroupByKey()
-            publish_fn = _GroupedPublishFn(self._config, self._encoder, self._max_payload_bytes,
+            publish_fn = _GroupedPublishFn(self._config, encoder, self._max_payload_bytes,
                                            self._order_by, self._sort_buffer_bytes)
         published = keyed | "PackAndPublish" >> beam.ParDo(publish_fn).with_outputs(FAILED, main="published")
         failed = ((unroutable, _typed(published[FAILED], FailedRecord))
                   | "Failed" >> beam.Flatten())
-        return WriteToIoTPlatformResult(_typed(published.published, Receipt), _typed(failed, FailedRecord))
+        return WriteToIoTPlatformResult(_handed_over(published.published, Receipt, "Published"),
+                                        _handed_over(failed, FailedRecord, "FailedRecords"))
 
     def _is_streaming(self, records):
         if self._streaming is not None:
             return self._streaming
         options = records.pipeline.options
         return (options is not None and options.view_as(StandardOptions).streaming) or not records.is_bounded
+
+
+def _described(value):
+    """Display data holds strings, numbers and booleans: anything else (None, callables, policies) as text."""
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return getattr(value, "__qualname__", None) or repr(value)
+
+
+def _handed_over(pcoll, element_type, label):
+    """An output through one element-wise step, so that a batched DoFn after it (WriteToParquet's, with
+    no schema given) gets every element: in Beam 2.62 such a consumer drops what the DoFn before it
+    outputs in finish_bundle, which is where the publish DoFn emits what ended last."""
+    return pcoll | label >> beam.Map(_same).with_output_types(element_type)
+
+
+def _same(value):
+    return value
 
 
 def _typed(pcoll, element_type):

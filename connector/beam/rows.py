@@ -1,0 +1,58 @@
+"""Schema'd outputs: `.published` and `.failed` as Beam rows, for WriteToBigQuery, WriteToParquet, SQL and YAML.
+
+Receipts already have a Beam schema (WriteToParquet takes `.published` as it is); ToRows gives them
+RowCoder, which cross-language transforms (Beam SQL) need. A FailedRecord holds the input record as
+any Python object, which no schema can type: ToRows turns it into a FailedRow, the record as JSON text
+(or as bytes, for the raw encoder's records). FailedRecord itself stays as it was.
+"""
+import json
+from typing import NamedTuple, Optional
+
+import apache_beam as beam
+from apache_beam import coders
+from apache_beam.typehints.row_type import RowTypeConstraint
+
+from .results import FailedRecord, Receipt
+
+
+class FailedRow(NamedTuple):
+    """A FailedRecord with a Beam schema: the record as JSON text, or as bytes when it was bytes."""
+
+    record_json: Optional[str]  # values JSON cannot hold are written as their repr
+    record_bytes: Optional[bytes]
+    product_key: Optional[str]
+    device_name: Optional[str]
+    topic: Optional[str]
+    reason: str
+    code: Optional[int]
+    message: str
+    attempts: int
+
+    @classmethod
+    def of(cls, failed):
+        record = failed.record
+        is_bytes = isinstance(record, (bytes, bytearray, memoryview))
+        return cls(None if is_bytes else record_json(record), bytes(record) if is_bytes else None,
+                   failed.product_key, failed.device_name, failed.topic, failed.reason, failed.code,
+                   failed.message, failed.attempts)
+
+
+coders.registry.register_coder(FailedRow, coders.RowCoder)
+
+
+def record_json(record):
+    """A record as compact JSON text with sorted keys; what JSON cannot hold is written as its repr."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+
+
+class ToRows(beam.PTransform):
+    """`.published` or `.failed` -> the same with Beam's RowCoder: Receipt rows, or FailedRows."""
+
+    def expand(self, pcoll):
+        if pcoll.element_type is Receipt:
+            return pcoll | "ReceiptRows" >> beam.Map(lambda receipt: receipt).with_output_types(
+                RowTypeConstraint.from_user_type(Receipt))
+        if pcoll.element_type is FailedRecord:
+            return pcoll | "FailedRows" >> beam.Map(FailedRow.of).with_output_types(FailedRow)
+        raise TypeError(f"ToRows takes WriteToIoTPlatform's .published or .failed, not elements of type "
+                        f"{pcoll.element_type}")

@@ -1,0 +1,64 @@
+"""Schema'd records in: beam.Row and NamedTuples (RowCoder) become the dicts the sink routes and encodes,
+and a schema'd PCollection gives the Avro encoder its schema.
+
+A record becomes a dict once, when it enters WriteToIoTPlatform, so the router, the topic template,
+order_by and every encoder read dicts only, and the dict path pays a single isinstance.
+"""
+import apache_beam as beam
+from apache_beam.io.avroio import beam_schema_to_avro_schema
+from apache_beam.typehints.schemas import schema_from_element_type
+
+
+def _is_schema_row(value):
+    """A beam.Row, or a NamedTuple (what RowCoder decodes rows into)."""
+    return isinstance(value, beam.Row) or (isinstance(value, tuple) and hasattr(value, "_fields"))
+
+
+def as_dict(record):
+    """A beam.Row or NamedTuple as a dict (nested rows too); anything else as it is."""
+    if isinstance(record, beam.Row):
+        return {name: _plain(value) for name, value in record.as_dict().items()}
+    if isinstance(record, tuple) and hasattr(record, "_fields"):
+        return {name: _plain(value) for name, value in zip(record._fields, record)}
+    return record
+
+
+def _plain(value):
+    if _is_schema_row(value):
+        return as_dict(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def avro_schema_of(element_type):
+    """The Avro schema of a schema'd PCollection's element type; ValueError when it has none.
+
+    Beam names records by random ids; they are named after their fields here, so the same element type
+    always gives the same schema (and the same payload bytes).
+    """
+    try:
+        beam_schema = schema_from_element_type(element_type)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"the avro encoder needs encoder_options={{'schema': ...}}, or input with a Beam schema "
+            f"(beam.Row, or a NamedTuple registered with RowCoder); got elements of type {element_type}") from None
+    return _named(beam_schema_to_avro_schema(beam_schema), "Record")
+
+
+def _named(avro_type, name):
+    """avro_type with each record named by its path from the top record."""
+    if isinstance(avro_type, list):
+        return [_named(branch, name) for branch in avro_type]
+    if not isinstance(avro_type, dict):
+        return avro_type
+    if avro_type.get("type") == "record":
+        fields = [dict(field, type=_named(field["type"], f"{name}_{field['name']}")) for field in avro_type["fields"]]
+        return dict(avro_type, name=name, fields=fields)
+    named = dict(avro_type)
+    for key in ("type", "items", "values"):
+        if key in named:
+            named[key] = _named(named[key], name)
+    return named
