@@ -29,7 +29,8 @@ function rates(pick) {
 }
 
 function chart(title, series) {
-  const top = Math.max(1, ...series.flatMap((line) => line.points));
+  const peak = Math.max(0, ...series.flatMap((line) => line.points));
+  const top = Math.max(1, peak); // the height of the chart: a quiet second does not fill it
   const drawing = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, width: WIDTH, height: HEIGHT, role: "img" });
   drawing.append(svg("line", { x1: 0, y1: HEIGHT - 0.5, x2: WIDTH, y2: HEIGHT - 0.5, stroke: "#d0d7de" }));
   series.forEach((line, index) => {
@@ -43,7 +44,7 @@ function chart(title, series) {
   const legend = el("div", { class: "legend" }, ...series.map((line, index) =>
     el("span", { class: `series${index % COLOURS.length}` },
       `${line.name}: ${(line.points.at(-1) ?? 0).toFixed(1)}/s`)));
-  return el("figure", { "data-chart": title }, el("figcaption", {}, `${title} (peak ${top.toFixed(1)}/s)`), drawing, legend);
+  return el("figure", { "data-chart": title }, el("figcaption", {}, `${title} (peak ${peak.toFixed(1)}/s)`), drawing, legend);
 }
 
 function draw() {
