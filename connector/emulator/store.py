@@ -41,14 +41,7 @@ class _Sequence(list):
 
     def page(self, after, topic, limit):
         start = 0 if after is None else bisect.bisect_right(self, after, key=_message_id)
-        found = []
-        for index in range(start, len(self)):
-            message = self[index]
-            if topic is None or message.topic == topic:
-                if len(found) == limit:
-                    return found, found[-1].message_id
-                found.append(message)
-        return found, None
+        return self._collect(range(start, len(self)), topic, limit)
 
     def page_newest(self, before, topic, limit):
         """Messages newest first from below a messageId on, and the `before` of the following page.
@@ -56,10 +49,14 @@ class _Sequence(list):
         Starts by bisection and walks back only as far as the page needs, so the newest pages of a
         million messages cost what a page costs.
         """
-        index = len(self) if before is None else bisect.bisect_left(self, before, key=_message_id)
+        end = len(self) if before is None else bisect.bisect_left(self, before, key=_message_id)
+        return self._collect(range(end - 1, -1, -1), topic, limit)
+
+    def _collect(self, indexes, topic, limit):
+        """Up to limit messages on the topic at these indexes, in their order, and the last one's
+        messageId when more follow (else None)."""
         found = []
-        while index > 0:
-            index -= 1
+        for index in indexes:
             message = self[index]
             if topic is None or message.topic == topic:
                 if len(found) == limit:
