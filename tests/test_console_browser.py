@@ -122,6 +122,28 @@ def test_a_fault_rate_set_on_the_page_fails_the_next_publishes(page, console_emu
     assert console_emulator.counters()["requests"]["topic"] == {"0": 1, "30001": 3}
 
 
+def test_limits_devices_and_tokens_change_from_the_page(page, console_emulator, client):
+    _open(page, console_emulator, "control")
+    qps = _wait(page, lambda d: [field for field in _css(d, "#limits input[name=device_qps]") if field.get_attribute("value")])[0]
+    qps.clear()
+    qps.send_keys("7")
+    _css(page, "#limits button")[0].click()
+    _wait(page, lambda d: _css(d, "#limits .result")[0].text == "Limits applied.")
+    assert console_emulator.limits()["device_qps"] == 7
+    for name, value in (("productKey", "pkConsole01"), ("deviceName", "added_on_page"), ("deviceSecret", "s3cret")):
+        _css(page, f"#add-device input[name={name}]")[0].send_keys(value)
+    _css(page, "#add-device button")[0].click()
+    _wait(page, lambda d: _css(d, "#add-device .result")[0].text == "Added; 121 devices.")
+    added = Device("pkConsole01", "added_on_page")
+    token = client.authenticate(added, "s3cret")
+    _css(page, "#expire-tokens")[0].click()
+    _wait(page, lambda d: _css(d, "#actions .result")[0].text == "All tokens expired.")
+    with pytest.raises(IoTPlatformError) as refused:
+        client.publish(token, "/pkConsole01/added_on_page/user/update", b"x")
+    assert refused.value.code == 20001
+    assert console_errors(page) == []
+
+
 def test_reset_asks_first_then_forgets_the_messages(page, console_emulator, client):
     device, secret = _device(console_emulator, 2)
     client.publish(client.authenticate(device, secret), f"/{device.product_key}/{device.device_name}/user/data", b"z")
@@ -166,7 +188,7 @@ def test_every_section_loads_without_console_errors(page, console_emulator, clie
         client.publish(token, f"/{device.product_key}/{device.device_name}/user/data", b'{"n": %d}' % n)
     ready = {
         "messages": lambda d: len(_css(d, "#message-list li")) == 5,
-        "devices": lambda d: "of 120 devices" in _css(d, "#devices-info")[0].text,
+        "devices": lambda d: re.fullmatch(r"1–50 of 12[01] devices", _css(d, "#devices-info")[0].text),  # one added on the page
         "traffic": lambda d: len(_css(d, "#charts figure")) == 4,
         "control": lambda d: "pkConsole01: /pkConsole01/${deviceName}/user/data" in _css(d, "#product-list")[0].text,
     }
