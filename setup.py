@@ -9,6 +9,8 @@ setuptools.setup(
     version="0.1.0",
     description="Apache Beam sink for Alibaba Cloud IoT Platform's HTTPS device channel, with a local emulator",
     packages=setuptools.find_packages(include=["connector", "connector.*", "pipelines", "pipelines.*"]),
+    # The emulator's console: its page, styles and scripts are served from the installed package.
+    package_data={"connector.emulator": ["console/*"]},
     python_requires=">=3.11",
     install_requires=[
         "apache-beam>=2.62",
@@ -25,7 +27,9 @@ setuptools.setup(
     extras_require={
         # The tested Beam release: 2.62.0 is the newest whose Flink runner Maven Central serves with all its
         # dependencies, so that python -m pipelines.runners fetch can build the Flink job server for it.
-        "test": ["apache-beam[yaml]==2.62.0", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "psutil>=5.9"],
+        "test": ["apache-beam[yaml]==2.62.0", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "psutil>=5.9",
+                 # The console's tests drive a real headless Chromium through its chromedriver.
+                 "selenium>=4.20"],
         # WriteToIoTPlatform in Beam YAML pipelines (connector.beam.yaml_provider): apache_beam.yaml needs
         # jinja2, docstring_parser and pandas, which Beam's own yaml extra brings in the versions it supports.
         "yaml": ["apache-beam[yaml]>=2.62"],

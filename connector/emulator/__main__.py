@@ -1,6 +1,6 @@
 """python -m connector.emulator --devices FILE ...: serve the emulated device channel over HTTPS.
 
-Prints one JSON line {"endpoint", "ca_file"} on stdout once it accepts connections; stops cleanly
+Prints one JSON line {"endpoint", "ca_file", "console"} on stdout once it accepts connections; stops cleanly
 (exit 0) on SIGINT or SIGTERM.
 """
 import argparse
@@ -15,6 +15,7 @@ import tempfile
 
 from aiohttp import web
 
+from .console import UI_PATH
 from .products import parse_products
 from .registry import parse_devices
 from .server import make_app
@@ -97,7 +98,8 @@ async def serve(args):
             stop = asyncio.Event()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-            print(json.dumps({"endpoint": f"https://{host}:{port}", "ca_file": ca_file}), flush=True)
+            endpoint = f"https://{host}:{port}"
+            print(json.dumps({"endpoint": endpoint, "ca_file": ca_file, "console": endpoint + UI_PATH}), flush=True)
             await stop.wait()
         finally:
             await runner.cleanup()

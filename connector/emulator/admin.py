@@ -33,10 +33,10 @@ class BadRequest(ValueError):
     """An admin request that cannot be served as asked; its message says why."""
 
 
-def _endpoint(state, allow_remote, handler):
+def guarded(state, allow_remote, handler):
     """Guard, count and answer an admin handler: 403 off loopback, 400 on bad input."""
     @functools.wraps(handler)
-    async def guarded(request):
+    async def answer(request):
         if not allow_remote and not is_loopback(request.remote):
             response = web.json_response({"error": "the admin API answers loopback clients only"}, status=403)
         else:
@@ -46,7 +46,7 @@ def _endpoint(state, allow_remote, handler):
                 response = web.json_response({"error": str(error)}, status=400)
         state.requests["admin", str(response.status)] += 1
         return response
-    return guarded
+    return answer
 
 
 async def _json_body(request):
@@ -56,7 +56,7 @@ async def _json_body(request):
         raise BadRequest("body must be JSON") from None
 
 
-def _int_param(request, name, default, low, high):
+def int_param(request, name, default, low, high):
     text = request.query.get(name)
     if text is None:
         return default
@@ -83,8 +83,8 @@ async def messages(state, request):
     if device is not None:
         product_key, _, device_name = device.partition("/")
         device = Device(product_key, device_name)
-    after = _int_param(request, "after", None, 0, 2**63)
-    limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    after = int_param(request, "after", None, 0, 2**63)
+    limit = int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     page, following = state.store.page(device, request.query.get("topic"), after, limit)
     return {"messages": [_message_json(m) for m in page], "next": None if following is None else str(following)}
 
@@ -166,4 +166,4 @@ ROUTES = [
 
 def add_routes(app, state, allow_remote=False):
     for method, path, handler in ROUTES:
-        app.router.add_route(method, PREFIX + path, _endpoint(state, allow_remote, handler))
+        app.router.add_route(method, PREFIX + path, guarded(state, allow_remote, handler))

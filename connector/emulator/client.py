@@ -57,7 +57,7 @@ class Emulator:
         self._process = None
         self._stderr = None
         self._session = None
-        self.endpoint = self.ca_file = None
+        self.endpoint = self.ca_file = self.console = None
 
     def __repr__(self):
         return f"Emulator({self.endpoint or 'not started'})"
@@ -85,6 +85,7 @@ class Emulator:
         self._process = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         announcement = json.loads(self._read_announcement())
         self.endpoint, self.ca_file = announcement["endpoint"], announcement["ca_file"]
+        self.console = announcement["console"]  # the console's address, for a browser
         self.port = int(self.endpoint.rsplit(":", 1)[1])
         self._session = requests.Session()
         self._session.trust_env = False  # a local admin API: no proxy from the environment, only ca_file

@@ -70,5 +70,10 @@ class Registry:
         device, expires_at = entry
         return device, time.time() >= expires_at
 
+    def live_token_holders(self):
+        """The devices holding at least one token that has not expired."""
+        now = time.time()
+        return {device for device, expires_at in self._tokens.values() if expires_at > now}
+
     def expire_all(self):
         self._tokens = {token: (device, 0.0) for token, (device, _) in self._tokens.items()}

@@ -21,7 +21,7 @@ from connector.protocol.limits import (
 from connector.protocol.signing import DEFAULT_SIGN_METHOD, SIGN_METHODS, signature_matches
 from connector.protocol.topics import topic_problem
 
-from . import admin
+from . import admin, console
 
 log = logging.getLogger("connector.emulator")
 
@@ -235,11 +235,12 @@ def _is_number(text):
 
 
 def make_app(state, admin_anywhere=False):
-    """The aiohttp application: the device channel and the admin API on one listener."""
+    """The aiohttp application: the device channel, the admin API and the console on one listener."""
     app = web.Application(client_max_size=MAX_PAYLOAD_BYTES)
     channel = DeviceChannel(state)
     app.router.add_route("*", AUTH_PATH, channel.auth)
     app.router.add_route("*", TOPIC_PATH_PREFIX, channel.topic)
     app.router.add_route("*", TOPIC_PATH_PREFIX + "/{topic:.*}", channel.topic)
     admin.add_routes(app, state, allow_remote=admin_anywhere)
+    console.add_routes(app, state, allow_remote=admin_anywhere)
     return app

@@ -6,6 +6,7 @@ On start the journal is loaded back and messageIds continue above the largest on
 """
 import asyncio
 import bisect
+import collections
 import operator
 import sqlite3
 import time
@@ -40,14 +41,34 @@ class _Sequence(list):
 
     def page(self, after, topic, limit):
         start = 0 if after is None else bisect.bisect_right(self, after, key=_message_id)
+        return self._collect(range(start, len(self)), topic, limit)
+
+    def page_newest(self, before, topic, limit):
+        """Messages newest first from below a messageId on, and the `before` of the following page.
+
+        Starts by bisection and walks back only as far as the page needs, so the newest pages of a
+        million messages cost what a page costs.
+        """
+        end = len(self) if before is None else bisect.bisect_left(self, before, key=_message_id)
+        return self._collect(range(end - 1, -1, -1), topic, limit)
+
+    def _collect(self, indexes, topic, limit):
+        """Up to limit messages on the topic at these indexes, in their order, and the last one's
+        messageId when more follow (else None)."""
         found = []
-        for index in range(start, len(self)):
+        for index in indexes:
             message = self[index]
             if topic is None or message.topic == topic:
                 if len(found) == limit:
                     return found, found[-1].message_id
                 found.append(message)
         return found, None
+
+
+class DeviceTotals(NamedTuple):
+    messages: int
+    bytes: int
+    last_at: float  # epoch seconds of its newest message
 
 
 _message_id = operator.attrgetter("message_id")
@@ -57,6 +78,7 @@ class MessageStore:
     def __init__(self, db_path=None):
         self._all = _Sequence()
         self._by_device = {}
+        self._bytes_by_device = collections.Counter()
         self._last_id = FIRST_MESSAGE_ID - 1
         self._pending = []  # (Message, future) waiting for the next group commit
         self._db = None
@@ -128,16 +150,30 @@ class MessageStore:
         if sequence is None:
             sequence = self._by_device[message.device] = _Sequence()
         sequence.append(message)
+        self._bytes_by_device[message.device] += len(message.payload)
+
+    def totals(self, device):
+        """The device's DeviceTotals, or None when it has no stored message."""
+        sequence = self._by_device.get(device)
+        if not sequence:
+            return None
+        return DeviceTotals(len(sequence), self._bytes_by_device[device], sequence[-1].received_at)
 
     def page(self, device=None, topic=None, after=None, limit=1000):
         """(messages, next) in messageId order; next is the `after` of the following page, or None."""
         sequence = self._all if device is None else self._by_device.get(device, _Sequence())
         return sequence.page(after, topic, limit)
 
+    def page_newest(self, device=None, topic=None, before=None, limit=100):
+        """(messages, next) newest first; next is the `before` of the following page, or None."""
+        sequence = self._all if device is None else self._by_device.get(device, _Sequence())
+        return sequence.page_newest(before, topic, limit)
+
     def clear(self):
         """Forget all messages; messageIds keep increasing."""
         self._all = _Sequence()
         self._by_device = {}
+        self._bytes_by_device.clear()
         if self._db is not None:
             with _transaction(self._db):
                 self._db.execute("DELETE FROM messages")

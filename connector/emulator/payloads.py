@@ -1,0 +1,61 @@
+"""Payloads as people read them: the console shows each stored message decoded, whatever its format.
+
+JSON (an Alink envelope is JSON too) and JSON lines are pretty-printed, an Avro object container file
+(it carries its schema) is shown as its records in JSON, other UTF-8 text as it is, anything else in hex.
+"""
+import io
+import json
+
+import fastavro
+
+AVRO_MAGIC = b"Obj\x01"
+MAX_SHOWN_CHARS = 16_000  # a page of 128 KB payloads in hex would be megabytes
+
+
+def _pretty(value):
+    return json.dumps(value, indent=2, ensure_ascii=False, default=repr)
+
+
+def _json(text):
+    """("alink" or "json", pretty text) for one JSON document, or None."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    is_alink = isinstance(value, dict) and "method" in value and "params" in value
+    return ("alink" if is_alink else "json"), _pretty(value)
+
+
+def _json_lines(text):
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:
+        return "jsonl", "\n".join(_pretty(json.loads(line)) for line in lines)
+    except ValueError:
+        return None
+
+
+def _avro(payload):
+    try:
+        return "avro", "\n".join(_pretty(record) for record in fastavro.reader(io.BytesIO(payload)))
+    except Exception:  # fastavro raises many kinds on a payload that only looks like a container
+        return None
+
+
+def _is_text(text):
+    return all(char.isprintable() or char in "\n\r\t" for char in text)
+
+
+def decode(payload):
+    """{"kind", "text", "truncated"}: kind is avro, alink, json, jsonl, text or hex."""
+    found = _avro(payload) if payload.startswith(AVRO_MAGIC) else None
+    if found is None:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            found = _json(text) or (_json_lines(text) if "\n" in text.strip() else None)
+            if found is None and _is_text(text):
+                found = "text", text
+    kind, shown = found or ("hex", payload.hex(" "))
+    return {"kind": kind, "text": shown[:MAX_SHOWN_CHARS], "truncated": len(shown) > MAX_SHOWN_CHARS}
