@@ -35,15 +35,16 @@ def _submit_all(publisher, jobs):
 def test_a_devices_payloads_go_in_order_at_its_pace(fresh_emulator, fleet):
     emulator = fresh_emulator(devices=fleet)
     device = Device(fleet[0]["productKey"], fleet[0]["deviceName"])
-    publisher = _publisher(emulator, fleet, device_messages_per_second=20)
+    publisher = _publisher(emulator, fleet, device_messages_per_second=5)
     outcomes = _submit_all(publisher, [(device, b"%d" % i) for i in range(8)])
     assert all(o.message_id is not None for o in outcomes)
     stored = emulator.messages()
     assert [m["payload"] for m in stored] == [b"%d" % i for i in range(8)]
     gaps = [b["receivedAt"] - a["receivedAt"] for a, b in zip(stored, stored[1:])]
-    # Sends start 50 ms apart; arrivals vary by the request's own time (the first one opens the
-    # connection and authenticates) and the scheduler's jitter.
-    assert min(gaps) >= 35 and sum(gaps) >= 7 * 50 - 15, gaps
+    # Sends start 200 ms apart; arrivals vary by the request's own time (the first one opens the
+    # connection and authenticates) and the scheduler's jitter, by tens of ms on a loaded machine
+    # (at 50 ms apart a gap of 26 ms was seen): a pace broken by one message is still 200 ms short.
+    assert min(gaps) >= 140 and sum(gaps) >= 7 * 200 - 60, gaps
 
 
 def test_many_devices_are_moved_by_max_in_flight_senders_side_by_side(fresh_emulator, fleet):
