@@ -23,7 +23,9 @@ import time
 import urllib.parse
 from typing import NamedTuple, Protocol
 
-__all__ = ["ConnectFailed", "Pool", "ReplyLost", "Reply", "RequestRefused", "Transport", "TransportFactory"]
+__all__ = [
+    "PATH_SAFE", "ConnectFailed", "Pool", "Reply", "ReplyLost", "RequestRefused", "Transport", "TransportFactory",
+]
 
 _LOG = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 64 * 1024
@@ -308,7 +310,7 @@ class Pool:
         return reply
 
     def _request_bytes(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-        lines = [f"POST {urllib.parse.quote(path, safe=_PATH_SAFE)} HTTP/1.1", f"Host: {self._host_header}"]
+        lines = [f"POST {urllib.parse.quote(path, safe=PATH_SAFE)} HTTP/1.1", f"Host: {self._host_header}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         lines.append(f"Content-Length: {len(body)}")
         head = "\r\n".join(lines)
@@ -376,7 +378,7 @@ class Pool:
 
 
 # RFC 3986 pchar: what a path may hold unencoded; anything else (non-ASCII topics, %) is percent-encoded.
-_PATH_SAFE = "/!$&'()*+,;=:@"
+PATH_SAFE = "/!$&'()*+,;=:@"
 
 
 class _Proxy(NamedTuple):
