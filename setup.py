@@ -10,7 +10,8 @@ setuptools.setup(
     description="Apache Beam sink for Alibaba Cloud IoT Platform's HTTPS device channel, with a local emulator",
     packages=setuptools.find_packages(include=["connector", "connector.*", "pipelines", "pipelines.*"]),
     # The emulator's console: its page, styles and scripts are served from the installed package.
-    package_data={"connector.emulator": ["console/*"]},
+    # py.typed: the connector's annotations are its users' too (PEP 561).
+    package_data={"connector": ["py.typed"], "connector.emulator": ["console/*"]},
     python_requires=">=3.11",
     install_requires=[
         "apache-beam>=2.62",
@@ -33,5 +34,7 @@ setuptools.setup(
         # WriteToIoTPlatform in Beam YAML pipelines (connector.beam.yaml_provider): apache_beam.yaml needs
         # jinja2, docstring_parser and pandas, which Beam's own yaml extra brings in the versions it supports.
         "yaml": ["apache-beam[yaml]>=2.62"],
+        # The linters CI runs (.ci/run), pinned so that a new release's rules do not fail an unchanged tree.
+        "lint": ["ruff==0.17.6", "mypy==2.4.1"],
     },
 )

@@ -4,6 +4,7 @@ the first page, a page deep in the log, and one device's newest page.
 Run from the repository root: python -m benchmarks.console_paging
 """
 import asyncio
+import functools
 import time
 
 from connector.emulator.store import MessageStore
@@ -35,9 +36,9 @@ def main():
     for count in (10, 1_000_000):
         store = filled(count)
         middle = store.page(limit=count // 2)[0][-1].message_id
-        figures = {"first page": milliseconds(lambda: store.page_newest(limit=PAGE)),
-                   "page from the middle": milliseconds(lambda: store.page_newest(before=middle, limit=PAGE)),
-                   "one device's first page": milliseconds(lambda: store.page_newest(device=DEVICES[3], limit=PAGE))}
+        pages = {"first page": dict(limit=PAGE), "page from the middle": dict(before=middle, limit=PAGE),
+                 "one device's first page": dict(device=DEVICES[3], limit=PAGE)}
+        figures = {name: milliseconds(functools.partial(store.page_newest, **query)) for name, query in pages.items()}
         print(f"{count:>9,} messages: " + ", ".join(f"{name} {ms:.3f} ms" for name, ms in figures.items()))
 
 

@@ -33,10 +33,10 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
 import connector  # noqa: E402
 from connector.beam.encoders import get_encoder  # noqa: E402
-from pipelines.options import LOCAL_RUNNER  # noqa: E402
 from connector.emulator import Emulator, make_devices  # noqa: E402
 from connector.emulator.accounting import account  # noqa: E402
 from pipelines import fleet  # noqa: E402
+from pipelines.options import LOCAL_RUNNER  # noqa: E402
 from pipelines.summary import sink_counters  # noqa: E402
 
 FAULTS = {

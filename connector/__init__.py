@@ -32,7 +32,7 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     if name not in _HOMES:
         raise AttributeError(f"module 'connector' has no attribute {name!r}")
     value = getattr(importlib.import_module(_HOMES[name]), name)
@@ -40,5 +40,5 @@ def __getattr__(name):
     return value
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return __all__

@@ -163,7 +163,8 @@ def report(rows, top):
              f"messages to send    {total['messages']:>14,}",
              f"payload bytes       {total['bytes']:>14,}",
              f"records that would fail {sum(total['failed'].values()):>10,}"]
-    lines += [f"  {reason}: {count:,} (e.g. {total['why'][reason]})" for reason, count in sorted(total["failed"].items())]
+    lines += [f"  {reason}: {count:,} (e.g. {total['why'][reason]})"
+              for reason, count in sorted(total["failed"].items())]
     lines += [f"estimated time      {estimated_seconds(total):>12.1f} s  (at {DEVICE_MESSAGES_PER_SECOND} "
               f"messages/s per device and {ACCOUNT_REQUESTS_PER_SECOND:,}/s per account)",
               "", f"Top {top} devices by bytes:", f"  {'device':<36}{'records':>10}{'messages':>10}{'bytes':>14}"]

@@ -115,7 +115,8 @@ def _fleet_readings(names, rate, seconds, messages, failed):
     """The readings the fleet emitted: reading n is a function of n and the start, which any copy of
     any reading gives (its ts less n's offset)."""
     count = max(1, int(rate * seconds))
-    some = next((r for m in messages for r in JSONL.decode(m["payload"])), None) or (failed[0].record if failed else None)
+    some = (next((r for m in messages for r in JSONL.decode(m["payload"])), None)
+            or (failed[0].record if failed else None))
     assert some is not None, "the relay delivered nothing and failed nothing"
     start_ms = some["ts"] - (fleet.due_ms(0, rate, some["seq"]))
     return [fleet.reading(names, start_ms, rate, n) for n in range(count)]

@@ -1,5 +1,9 @@
 """IoTPlatformClient against the emulator over real TLS on 127.0.0.1: round trips, classified failures,
-client-side refusals, TLS trust, keep-alive, thread safety, and secrets kept out of sight."""
+client-side refusals, TLS trust, keep-alive, thread safety, and secrets kept out of sight.
+
+Every test runs twice, over wire.py and over urllib3 (tests/urllib3_transport.py): a differential test
+that holds the hand-written transport to a well-kept library's reading of the same replies and faults."""
+import functools
 import logging
 import os
 import pickle
@@ -10,13 +14,23 @@ import time
 import pytest
 from apache_beam.internal import pickler as beam_pickler
 
+from connector.client import http, wire
 from connector.client.errors import InvalidRequest, IoTPlatformError, TransportError, UnknownDevice
-from connector.client.http import IoTPlatformClient
 from connector.client.tokens import TokenCache
 from connector.protocol.codes import Action
 from connector.protocol.device import Device
+from urllib3_transport import Urllib3Pool
 
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+IoTPlatformClient = http.IoTPlatformClient  # over the transport the `transport` fixture sets
+
+
+@pytest.fixture(autouse=True, params=[wire.Pool, Urllib3Pool], ids=["wire", "urllib3"])
+def transport(request, monkeypatch):
+    """Each test's clients send through this transport."""
+    monkeypatch.setattr(__import__(__name__), "IoTPlatformClient",
+                        functools.partial(http.IoTPlatformClient, transport=request.param))
+    return request.param
 
 
 def _device(item):

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from browser_support import chromium, console_errors, require_browser, screenshot_dir
-from connector.client.http import IoTPlatformClient
 from connector.client.errors import IoTPlatformError
+from connector.client.http import IoTPlatformClient
 from connector.emulator import Emulator, make_devices
 from connector.protocol.device import Device
 
@@ -91,7 +91,8 @@ def test_a_published_message_appears_decoded_with_its_exact_message_id(page, con
     assert first.find_element("css selector", "pre").text == (
         '{\n  "temperature": 21.5,\n  "seq": 9007199254740993\n}\n{\n  "temperature": 22\n}')
     assert "jsonl" in first.text and topic in first.text
-    shown = {message_id: _css(page, f'li[data-message-id="{message_id}"] .kind')[0].text for message_id in (alink, binary)}
+    shown = {message_id: _css(page, f'li[data-message-id="{message_id}"] .kind')[0].text
+             for message_id in (alink, binary)}
     assert shown == {alink: "alink", binary: "hex"}
     assert _css(page, f'li[data-message-id="{binary}"] pre')[0].text == "00 01 fe ff"
     assert item.find_element("css selector", "pre").text == '<img src=x onerror="document.title=1">'
@@ -124,7 +125,8 @@ def test_a_fault_rate_set_on_the_page_fails_the_next_publishes(page, console_emu
 
 def test_limits_devices_and_tokens_change_from_the_page(page, console_emulator, client):
     _open(page, console_emulator, "control")
-    qps = _wait(page, lambda d: [field for field in _css(d, "#limits input[name=device_qps]") if field.get_attribute("value")])[0]
+    qps = _wait(page, lambda d: [field for field in _css(d, "#limits input[name=device_qps]")
+                                 if field.get_attribute("value")])[0]
     qps.clear()
     qps.send_keys("7")
     _css(page, "#limits button")[0].click()
@@ -188,7 +190,8 @@ def test_every_section_loads_without_console_errors(page, console_emulator, clie
         client.publish(token, f"/{device.product_key}/{device.device_name}/user/data", b'{"n": %d}' % n)
     ready = {
         "messages": lambda d: len(_css(d, "#message-list li")) == 5,
-        "devices": lambda d: re.fullmatch(r"1–50 of 12[01] devices", _css(d, "#devices-info")[0].text),  # one added on the page
+        # one device is added on the page
+        "devices": lambda d: re.fullmatch(r"1–50 of 12[01] devices", _css(d, "#devices-info")[0].text),
         "traffic": lambda d: len(_css(d, "#charts figure")) == 4,
         "control": lambda d: "pkConsole01: /pkConsole01/${deviceName}/user/data" in _css(d, "#product-list")[0].text,
     }

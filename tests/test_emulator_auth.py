@@ -5,7 +5,7 @@ import re
 import pytest
 
 from connector.protocol import codes
-from emulator_support import auth, auth_params, now_ms, post, publish, own_topic, token
+from emulator_support import auth, auth_params, now_ms, own_topic, post, publish, token
 
 
 @pytest.mark.parametrize("method", ["hmacmd5", "hmacsha1", "hmacsha256"])

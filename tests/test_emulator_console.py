@@ -61,7 +61,8 @@ def test_store_totals_per_device():
 def test_payloads_decode_json_lines_alink_avro_text_and_hex():
     lines = payloads.decode(b'{"a": 1, "id": 18446744073709551615}\n{"a": 2}\n')
     assert lines["kind"] == "jsonl" and lines["text"] == '{\n  "a": 1,\n  "id": 18446744073709551615\n}\n{\n  "a": 2\n}'
-    alink = payloads.decode(b'{"id":"1","version":"1.0","params":{"t":{"value":2}},"method":"thing.event.property.post"}')
+    alink = payloads.decode(b'{"id":"1","version":"1.0","params":{"t":{"value":2}},'
+                            b'"method":"thing.event.property.post"}')
     assert alink["kind"] == "alink" and '"value": 2' in alink["text"]
     avro = get_encoder("avro", schema={"type": "record", "name": "R", "fields": [{"name": "t", "type": "double"}]})
     decoded = payloads.decode(avro.payload(A, [avro.encode({"t": 1.5}), avro.encode({"t": 2.5})]))
@@ -94,7 +95,8 @@ def test_console_messages_carry_exact_message_ids_as_strings(clean_emulator, dev
     assert sent[0] > 2**53 and page["next"] == str(sent[1]) and page["stored"] == 3
     older = _console_json(clean_emulator, "messages", before=page["next"],
                           device=f"{devices[0]['productKey']}/{devices[0]['deviceName']}")
-    assert [(m["messageId"], m["kind"], m["text"]) for m in older["messages"]] == [(str(sent[0]), "json", '{\n  "n": 0\n}')]
+    assert [(m["messageId"], m["kind"], m["text"]) for m in older["messages"]] == [
+        (str(sent[0]), "json", '{\n  "n": 0\n}')]
 
 
 def test_console_devices_search_and_page_ten_thousand(tmp_path):

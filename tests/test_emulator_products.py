@@ -89,7 +89,8 @@ def test_the_admin_api_declares_and_replaces_categories(fresh_emulator, fleet):
     emulator.reset()  # products stay, like devices
     assert _code(emulator, device, own_topic(device, "user/anything")) == 0
     with pytest.raises(EmulatorError, match="400.*operation"):
-        emulator.add_products([{"productKey": LEGACY, "topicCategories": [{"topic": "/${productKey}/${deviceName}/x"}]}])
+        emulator.add_products([{"productKey": LEGACY,
+                                "topicCategories": [{"topic": "/${productKey}/${deviceName}/x"}]}])
 
 
 @pytest.mark.parametrize("category, problem", [

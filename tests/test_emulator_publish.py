@@ -43,7 +43,8 @@ def test_password_header_in_any_case(emulator, device, device_token, header):
 @pytest.mark.parametrize("tail", ["user/update", "user/a/b/c", "user/a/b/c/d/e", "thing/event/property/post",
                                   "thing/event/property/history/post", "thing/event/property/batch/post"])
 def test_own_topics_are_accepted(emulator, device, device_token, tail):
-    topic = own_topic(device, tail) if tail.startswith("user") else f"/sys/{device['productKey']}/{device['deviceName']}/{tail}"
+    system_topic = f"/sys/{device['productKey']}/{device['deviceName']}/{tail}"
+    topic = own_topic(device, tail) if tail.startswith("user") else system_topic
     assert publish(emulator, device_token, topic).json()["code"] == 0
 
 
@@ -135,7 +136,8 @@ def test_device_rate_limit_answers_request_too_many(clean_emulator, devices):
     burst = [publish(clean_emulator, first, own_topic(devices[0])).json() for _ in range(6)]
     assert [r["code"] for r in burst].count(0) == 3
     throttled = next(r for r in burst if r["code"] != 0)
-    assert (throttled["code"], throttled["message"]) == (codes.REQUEST_TOO_MANY, "request too many: device message rate exceeded")
+    assert (throttled["code"], throttled["message"]) == (
+        codes.REQUEST_TOO_MANY, "request too many: device message rate exceeded")
     assert publish(clean_emulator, second, own_topic(devices[1])).json()["code"] == 0  # per device
     time.sleep(0.4)  # refills at 3 per second
     assert publish(clean_emulator, first, own_topic(devices[0])).json()["code"] == 0

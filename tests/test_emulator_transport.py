@@ -38,8 +38,8 @@ def _legacy_auth_request(device):
     params = {"productKey": device["productKey"], "deviceName": device["deviceName"],
               "clientId": f"{device['productKey']}.{device['deviceName']}"}
     signature = sign(device["deviceSecret"], params, "hmacsha1")
-    body = ('{"version":"default", "clientId":"%s","signmethod":"hmacsha1","sign":"%s","productKey":"%s",'
-            '"deviceName":"%s"}' % (params["clientId"], signature, device["productKey"], device["deviceName"]))
+    body = (f'{{"version":"default", "clientId":"{params["clientId"]}","signmethod":"hmacsha1",'
+            f'"sign":"{signature}","productKey":"{device["productKey"]}","deviceName":"{device["deviceName"]}"}}')
     return (f"POST /auth HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             f"Connection: Keep-Alive\r\nContent-Length: {len(body)}\r\n\r\n{body}").encode()
 

@@ -66,7 +66,7 @@ def test_round_trip(name, records):
 
 def test_jsonl_is_compact_utf8_lines_without_trailing_newline():
     body = body_of(make("jsonl"), [{"a": 1, "b": "é"}, {"c": [1.0]}])
-    assert body == '{"a":1,"b":"é"}\n{"c":[1.0]}'.encode("utf-8")
+    assert body == '{"a":1,"b":"é"}\n{"c":[1.0]}'.encode()
 
 
 def test_json_array_payload_is_one_array():

@@ -20,13 +20,12 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 
+from conftest import reset_around
 from connector import Reason, get_encoder
 from connector.emulator import Emulator
 from pipelines import backfill, dead_letters, dry_run, options, replay, sample_data, stream
 from pipelines.runners.tools import free_port
 from pipelines.summary import HINTS
-
-from conftest import reset_around
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL = [f"--runner={options.LOCAL_RUNNER}"]
@@ -244,7 +243,8 @@ def test_relay_dead_letters_malformed_messages_with_their_bytes_and_relays_the_r
     assert sorted(map(key, sent)) == sorted(map(key, good))
     assert sorted(dead_letters.original_record(row) for row in failed) == sorted(malformed)
     assert {(row["reason"], row["message"].split(":")[0]) for row in failed} == {
-        (Reason.INVALID_RECORD, "message is not JSON"), (Reason.INVALID_RECORD, "message is a JSON list, not an object"),
+        (Reason.INVALID_RECORD, "message is not JSON"),
+        (Reason.INVALID_RECORD, "message is a JSON list, not an object"),
         (Reason.INVALID_RECORD, "message is a JSON str, not an object")}
 
 
@@ -281,7 +281,8 @@ def test_device_map_routes_by_source_id_and_fails_unmapped_ids(sample, emulator,
                          "--device-map", str(device_map), "--topic", "/{productKey}/{deviceName}/user/s{sensor_id}",
                          *LOCAL]) == 0
     (message,) = emulator.messages()
-    assert (message["productKey"], message["deviceName"], message["topic"]) == (*device, f"/{device[0]}/{device[1]}/user/s17")
+    assert (message["productKey"], message["deviceName"], message["topic"]) == (
+        *device, f"/{device[0]}/{device[1]}/user/s17")
     assert_accounted(records, JSONL.decode(message["payload"]), dead_letters.read_all(str(dead_letter)),
                      {Reason.UNROUTABLE: 1})
 

@@ -8,7 +8,6 @@ import pytest
 from connector.beam.publisher import Publisher, PublisherConfig, RetryPolicy
 from connector.emulator import make_devices
 from connector.protocol.device import Device
-
 from test_client_transport import trickling  # noqa: F401 - a fixture
 
 

@@ -10,7 +10,6 @@ import pytest
 import connector
 from connector.beam.encoders import Encoder, get_encoder
 from connector.emulator import make_devices
-
 from reliability_support import WhenStored, accounted, extra_copies, topic_codes
 from test_write_batch import readings
 from write_support import run_write, write_credentials

@@ -8,15 +8,12 @@ import apache_beam as beam
 import pytest
 
 import connector
+from connector.beam.encoders import get_encoder
 from connector.client.errors import UnknownDevice
 from connector.client.tokens import TokenCache
-from connector.protocol.codes import Action
-
-from connector.beam.encoders import get_encoder
 from connector.emulator import make_devices
-from connector.emulator.accounting import account
+from connector.protocol.codes import Action
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
-
 from reliability_support import accounted
 from write_support import run_write, write_credentials
 

@@ -13,7 +13,6 @@ from connector.emulator.admin import PREFIX, is_loopback
 from connector.emulator.server import make_app
 from connector.emulator.state import EmulatorState
 from connector.emulator.tls import ensure_certificates
-
 from reliability_support import accounted
 from test_write_batch import readings
 from write_support import run_write, write_credentials

@@ -19,10 +19,16 @@ from pipelines import backfill, dead_letters
 from pipelines.runners import flink_dist, flink_job_server
 from pipelines.runners.flink_cluster import FlinkCluster
 from pipelines.runners.tools import free_port
-
 from runner_support import require_flink, require_prism, run_relay, unavailable
-from test_pipelines import assert_accounted, platform, published, read_input, sample, sink_args  # noqa: F401
-from test_pipelines import emulator  # noqa: F401
+from test_pipelines import (  # noqa: F401
+    assert_accounted,
+    emulator,  # noqa: F401
+    platform,
+    published,
+    read_input,
+    sample,
+    sink_args,
+)
 
 pytestmark = pytest.mark.runners
 

@@ -1,20 +1,13 @@
 """WriteToIoTPlatform in batch, against the emulator over TLS: exact accounting on every runner."""
 import json
-import os
-import pickle
-import subprocess
-import sys
-import time
 
-import apache_beam as beam
 import pytest
 
 import connector
 from connector.beam.encoders import get_encoder
 from connector.emulator.accounting import account, canonical
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
-
-from write_support import FN_API, MULTI_PROCESS, run_write, write_credentials
+from write_support import MULTI_PROCESS, run_write, write_credentials
 
 
 def readings(devices, per_device, pad=150):

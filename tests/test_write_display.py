@@ -7,7 +7,6 @@ from apache_beam.transforms.display import DisplayData
 
 import connector
 from connector.beam.credentials import as_credentials
-
 from test_write_batch import credentials, readings  # noqa: F401  (credentials is a fixture)
 from write_support import FN_API
 

@@ -8,7 +8,6 @@ import pytest
 import connector
 from connector.beam.encoders import get_encoder
 from connector.emulator.accounting import account
-
 from test_write_batch import readings
 from write_support import run_write, write_credentials
 

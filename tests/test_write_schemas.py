@@ -15,7 +15,6 @@ import connector
 from connector.beam.encoders import AvroEncoder, get_encoder
 from connector.beam.schemas import as_dict, avro_schema_of
 from connector.emulator.accounting import account, canonical
-
 from test_write_batch import credentials  # noqa: F401  (a fixture)
 from write_support import FN_API, run_write
 

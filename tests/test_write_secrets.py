@@ -12,7 +12,6 @@ from apache_beam.transforms.display import DisplayData
 
 import connector
 from connector.emulator import Emulator
-
 from test_write_batch import readings
 from write_support import FN_API, run_write, write_credentials
 

@@ -13,7 +13,6 @@ import connector
 from connector.beam.encoders import get_encoder
 from connector.emulator.accounting import account
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
-
 from runner_support import require_prism
 from write_support import _IN_MEMORY, _Collect, run_write, write_credentials
 

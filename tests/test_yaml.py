@@ -10,7 +10,6 @@ import fastavro
 
 from connector.beam.encoders import get_encoder
 from connector.emulator.accounting import account
-
 from test_write_batch import credentials, readings  # noqa: F401  (credentials is a fixture)
 from write_support import FN_API
 

@@ -82,6 +82,29 @@ class Outcome(NamedTuple):
     ambiguous_resends: int  # resends after a failure that may have hidden an acceptance
 
 
+class MonotonicClock:
+    """The scheduler's sense of time: monotonic seconds, and waiting on a condition for some of them.
+    A test gives the Publisher another, to check pacing and backoff without waiting them out."""
+
+    def now(self):
+        return time.monotonic()
+
+    def wait(self, condition, seconds):
+        """condition.wait(seconds): until notified or the seconds have passed (the caller holds its lock)."""
+        return condition.wait(seconds)
+
+
+MONOTONIC = MonotonicClock()
+
+
+def platform_client(config):
+    """The IoTPlatformClient a publisher sends through, per its config."""
+    return IoTPlatformClient(
+        config.endpoint, ca_file=config.ca_file, insecure_skip_tls_verify=config.insecure_skip_tls_verify,
+        connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
+        pool_size=config.max_in_flight, sign_method=config.sign_method)
+
+
 class _ByteBudget:
     """Bounds the bytes held for payloads submitted and not yet ended: the memory a publisher may hold."""
 
@@ -139,19 +162,20 @@ class Publisher:
     pace or a backoff, so few threads keep many devices moving. submit() blocks while
     max_buffered_bytes are held (payloads and the records behind them): that is what lets a bundle move
     on to the next device while one device's payloads are paced out.
+
+    client_factory: config -> the client to send through (platform_client by default). clock: its sense
+    of time (MonotonicClock by default). Tests replace both to check the scheduler alone.
     """
 
     IDLE_SENDER_SECONDS = 5.0  # a sender with nothing to do for this long ends; submit() starts another
     _numbers = itertools.count(1)
 
-    def __init__(self, config, secrets=None):
+    def __init__(self, config, secrets=None, *, client_factory=platform_client, clock=MONOTONIC):
         self.config = config
-        self.client = IoTPlatformClient(
-            config.endpoint, ca_file=config.ca_file, insecure_skip_tls_verify=config.insecure_skip_tls_verify,
-            connect_timeout=config.connect_timeout, read_timeout=config.read_timeout,
-            pool_size=config.max_in_flight, sign_method=config.sign_method)
+        self.client = client_factory(config)
+        self._time = clock
         secrets = config.credentials.secrets() if secrets is None else secrets
-        self.tokens = TokenCache(self.client, secrets)
+        self.tokens = TokenCache(self.client, secrets, clock=clock.now)
         self._budget = _ByteBudget(config.max_buffered_bytes)
         self._interval = 1.0 / config.device_messages_per_second if config.device_messages_per_second else 0.0
         lock = threading.Lock()
@@ -268,8 +292,8 @@ class Publisher:
                     lane.jobs.popleft()
                     when = lane.next_send
                 else:  # a retry after `result` seconds, at the head of the lane
-                    when = max(lane.next_send, time.monotonic() + result)
-                if when > time.monotonic():
+                    when = max(lane.next_send, self._time.now() + result)
+                if when > self._time.now():
                     heapq.heappush(self._timed, (when, next(self._sequence), device))
                     if self._timekeeper and self._timed[0][2] == device:
                         self._clock.notify()  # the earliest turn is now sooner than it waits for
@@ -286,9 +310,9 @@ class Publisher:
         One waiting sender, the timekeeper, waits for the earliest timed turn; the others wait to be
         woken, so a paced device does not wake every idle sender at each of its turns."""
         with self._changed:
-            idle_since = time.monotonic()
+            idle_since = self._time.now()
             while True:
-                now = time.monotonic()
+                now = self._time.now()
                 while self._timed and self._timed[0][0] <= now:
                     self._due.append(heapq.heappop(self._timed)[2])
                 while self._due:
@@ -305,32 +329,32 @@ class Publisher:
                     return device, lane, lane.jobs[0]
                 if self._timed and not self._timekeeper:
                     self._timekeeper = True
-                    self._clock.wait(self._timed[0][0] - now)
+                    self._time.wait(self._clock, self._timed[0][0] - now)
                     self._timekeeper = False
-                    idle_since = time.monotonic()
+                    idle_since = self._time.now()
                     continue
                 if now - idle_since >= self.IDLE_SENDER_SECONDS:
                     self._senders -= 1
                     return None
                 self._waiting += 1
-                self._changed.wait(self.IDLE_SENDER_SECONDS - (now - idle_since))
+                self._time.wait(self._changed, self.IDLE_SENDER_SECONDS - (now - idle_since))
                 self._waiting -= 1
 
     def _attempt(self, device, job):
         """One attempt at a payload: its Outcome when it has ended, else the seconds to wait before the
         next attempt. Re-authenticates and backs off per the retry policy."""
         policy = self.config.retry
-        now = time.monotonic()
+        now = self._time.now()
         if job.started is None:
             job.started = now
         job.attempts += 1
         token = None
         try:
             token = self.tokens.get(device)
-            sent = time.monotonic()
+            sent = self._time.now()
             message_id = self.client.publish(token, job.topic, job.payload)
             self._unreachable_since = None
-            return job.outcome(message_id, latency=time.monotonic() - sent)
+            return job.outcome(message_id, latency=self._time.now() - sent)
         except IoTPlatformError as error:
             action = error.action
             unreached = isinstance(error, TransportError) and error.unreached
@@ -345,7 +369,7 @@ class Publisher:
             delay = 0.0 if action is Action.REAUTHENTICATE and job.attempts == 1 else policy.backoff(job.attempts,
                                                                                                      action)
             job.unreached += unreached
-            then = time.monotonic() + delay
+            then = self._time.now() + delay
             out_of_budget = (job.attempts - job.unreached >= policy.max_attempts
                              or then - job.started > policy.max_seconds
                              or unreached and then - (self._unreachable_since or now) > policy.max_seconds)

@@ -10,15 +10,20 @@ import re
 import ssl
 import time
 import urllib.parse
+from types import TracebackType
+from typing import Any
 
 import requests.utils
 
 from connector.protocol import codes, limits, signing
 from connector.protocol.codes import Action
+from connector.protocol.device import Device
 from connector.protocol.topics import topic_problem
 
 from . import wire
 from .errors import InvalidRequest, IoTPlatformError, TransportError, action_for_http_status
+
+__all__ = ["IoTPlatformClient"]
 
 _LOG = logging.getLogger(__name__)
 # What a token may hold to travel in a header: printable ASCII without spaces (tokens are hex today).
@@ -28,17 +33,30 @@ _TOKEN_CHARACTERS = re.compile(r"[\x21-\x7e]*")
 class IoTPlatformClient:
     """Authenticates devices and publishes payloads to topics.
 
-    endpoint: "https://host[:port]" (HTTPS only). ca_file: a CA bundle to trust instead of the default one
-    (the emulator's CA in tests); it wins over REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE, which win over
-    certifi's bundle, as with requests. insecure_skip_tls_verify: turns certificate checking off, loudly;
-    never the default. HTTPS_PROXY/ALL_PROXY (an http:// proxy, tunnelled with CONNECT) and NO_PROXY are
-    honoured as requests honours them. pool_size: idle connections kept for concurrent threads.
-    sign_method: how /auth is signed, "hmacmd5", "hmacsha1" or "hmacsha256".
-    Timeouts are in seconds.
+    HTTPS_PROXY/ALL_PROXY (an http:// proxy, tunnelled with CONNECT) and NO_PROXY are honoured as
+    requests honours them.
+
+    Args:
+        endpoint: "https://host[:port]" (HTTPS only).
+        ca_file: a CA bundle to trust instead of the default one (the emulator's CA in tests); it wins
+            over REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE, which win over certifi's bundle, as with requests.
+        insecure_skip_tls_verify: turns certificate checking off, loudly; never the default.
+        connect_timeout: seconds to open a connection and finish the TLS handshake.
+        read_timeout: seconds for a whole reply.
+        pool_size: idle connections kept for concurrent threads.
+        sign_method: how /auth is signed, "hmacmd5", "hmacsha1" or "hmacsha256".
+        transport: what builds the connection pool; wire.Pool (the default) or another
+            connector.client.wire.TransportFactory, such as tests' urllib3 reference.
+
+    Raises:
+        ValueError: the endpoint is not https://, or the sign method is unknown.
+        OSError: the CA bundle cannot be found.
     """
 
-    def __init__(self, endpoint, *, ca_file=None, insecure_skip_tls_verify=False, connect_timeout=5.0,
-                 read_timeout=30.0, pool_size=16, sign_method=signing.CLIENT_SIGN_METHOD):
+    def __init__(self, endpoint: str, *, ca_file: str | None = None, insecure_skip_tls_verify: bool = False,
+                 connect_timeout: float = 5.0, read_timeout: float = 30.0, pool_size: int = 16,
+                 sign_method: str = signing.CLIENT_SIGN_METHOD,
+                 transport: wire.TransportFactory = wire.Pool) -> None:
         if not str(endpoint).startswith("https://"):
             raise ValueError(f"the platform speaks HTTPS only; endpoint must start with https://: {endpoint!r}")
         signing.digest_for(sign_method)  # refuse an unknown method now, not at the first /auth
@@ -61,35 +79,52 @@ class IoTPlatformClient:
             proxy = requests.utils.prepend_scheme_if_needed(proxy, "http")
         # A thread never waits for a connection: one is opened when none is idle (the publisher keeps at
         # most pool_size requests in flight, so at most pool_size are open).
-        self._pool = wire.Pool(parsed.hostname, parsed.port or 443, context, connect_timeout=connect_timeout,
+        self._pool = transport(parsed.hostname or "", parsed.port or 443, context, connect_timeout=connect_timeout,
                                read_timeout=read_timeout, size=pool_size, proxy=proxy)
         self._path_prefix = parsed.path
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"IoTPlatformClient({self.endpoint!r})"
 
     @property
-    def connections_opened(self):
+    def connections_opened(self) -> int:
+        """Connections opened so far (a reused keep-alive connection counts once)."""
         return self._pool.connections_opened
 
     @property
-    def requests_sent(self):
+    def requests_sent(self) -> int:
+        """Requests sent so far."""
         return self._pool.requests_sent
 
-    def close(self):
+    def close(self) -> None:
+        """Close the idle connections; a later request opens new ones."""
         self._pool.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "IoTPlatformClient":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         self.close()
 
-    def authenticate(self, device, secret, *, client_id=None, timestamp_ms=None):
-        """Get a token for the device (a connector.protocol.device.Device).
+    def authenticate(self, device: Device, secret: str, *, client_id: str | None = None,
+                     timestamp_ms: int | None = None) -> str:
+        """Get a token for the device.
 
-        The timestamp defaults to now: the platform refuses it if this machine's clock is more than
-        15 minutes off, and the error says so.
+        Args:
+            device: the device to authenticate.
+            secret: its device secret; it signs the request and is never sent.
+            client_id: the clientId to send; productKey.deviceName by default.
+            timestamp_ms: the request's time; now by default. The platform refuses it if this
+                machine's clock is more than 15 minutes off, and the error says so.
+
+        Returns:
+            The device's token, for publish().
+
+        Raises:
+            InvalidRequest: the clientId breaks the platform's rules (nothing is sent).
+            IoTPlatformError: the platform refused (its code says why), or TransportError when no
+                reply came.
         """
         client_id = device.client_id if client_id is None else client_id
         if not 1 <= len(client_id) <= limits.MAX_CLIENT_ID_CHARS:
@@ -116,8 +151,23 @@ class IoTPlatformClient:
             raise TransportError("bad_reply", "/auth succeeded without a usable token", ambiguous=False)
         return token
 
-    def publish(self, token, topic, payload):
-        """Send payload bytes to a topic; returns the platform's messageId as an exact int."""
+    def publish(self, token: str | None, topic: str, payload: bytes) -> int:
+        """Send payload bytes to a topic.
+
+        Args:
+            token: the device's token from authenticate(); None sends no token (the platform
+                answers 20002, token is null).
+            topic: a topic the device may publish to.
+            payload: at most 128 KB.
+
+        Returns:
+            The platform's messageId, as an exact int.
+
+        Raises:
+            InvalidRequest: the topic, token or payload break the platform's rules (nothing is sent).
+            IoTPlatformError: the platform refused (its code and action say why and what to do), or
+                TransportError when no reply came; `ambiguous` says whether it may have been accepted.
+        """
         problem = topic_problem(topic)
         if problem:
             raise InvalidRequest(f"{problem}: {topic!r}")
@@ -137,7 +187,7 @@ class IoTPlatformClient:
                                  ambiguous=True)
         return message_id
 
-    def _post(self, path, body, headers, ambiguous=False):
+    def _post(self, path: str, body: bytes, headers: dict[str, str], ambiguous: bool = False) -> dict[str, Any]:
         """POST and return the decoded reply; raises IoTPlatformError unless its code is 0.
 
         ambiguous: whether a lost reply may hide an accepted request (true for publishes).
@@ -157,7 +207,7 @@ class IoTPlatformClient:
                 action=action_for_http_status(response.status),
                 ambiguous=ambiguous and response.status >= 500, http_status=response.status)
         try:
-            reply = json.loads(response.body)
+            reply: dict[str, Any] = json.loads(response.body)  # checked: a list or a number has no ["code"]
             code = reply["code"]
         except (ValueError, KeyError, TypeError):
             raise TransportError("bad_reply", f"reply from {self.endpoint} is not the platform's JSON",
@@ -167,18 +217,18 @@ class IoTPlatformClient:
         return reply
 
 
-def _info(reply):
+def _info(reply: dict[str, Any]) -> dict[str, Any]:
     """The reply's info object; the spec's sample says `Info`, the real server says `info`."""
     info = reply.get("info", reply.get("Info"))
     return info if isinstance(info, dict) else {}
 
 
-def _auth_failure_message(device, server_message):
+def _auth_failure_message(device: Device, server_message: str | None) -> str:
     return (f"{server_message or 'auth check error'}: {device} was refused; check its device secret, "
             f"that the device exists, and that this machine's clock is within 15 minutes of the platform's")
 
 
-def _load_ca(context, location):
+def _load_ca(context: ssl.SSLContext, location: str) -> None:
     """Trust the CA bundle at location (a file, or a directory of hashed certificates, as requests allowed)."""
     if not os.path.exists(location):
         raise OSError(f"Could not find a suitable TLS CA certificate bundle, invalid path: {location}")
@@ -188,7 +238,7 @@ def _load_ca(context, location):
         context.load_verify_locations(cafile=location)
 
 
-def _tls_context(verify):
+def _tls_context(verify: bool) -> ssl.SSLContext:
     """TLS 1.2 or newer; with verify, the certificate chain and the host name are checked, the name
     against the certificate's subjectAltName only (as urllib3 and browsers do, not its common name)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -201,7 +251,7 @@ def _tls_context(verify):
     return context
 
 
-def _connect_error(error, endpoint):
+def _connect_error(error: wire.ConnectFailed, endpoint: str) -> TransportError:
     """A TransportError for a connection that failed before anything was sent (never ambiguous)."""
     cause = error.cause
     if error.stage == "tls":

@@ -7,46 +7,76 @@ refused device is not asked about again for a short while, so a wrong secret doe
 import copy
 import threading
 import time
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
+from typing import Protocol
 
 from connector.protocol.codes import Action
+from connector.protocol.device import Device
 
 from .errors import UnknownDevice
+
+__all__ = ["ASSUMED_TOKEN_LIFETIME_SECONDS", "REFUSED_DEVICE_RETRY_SECONDS", "Authenticator", "TokenCache"]
 
 # An older SDK assumed 48 hours; the spec says 7 days. Renewing early costs one /auth per device.
 ASSUMED_TOKEN_LIFETIME_SECONDS = 48 * 3600
 REFUSED_DEVICE_RETRY_SECONDS = 30.0
 
 
+class Authenticator(Protocol):
+    """What TokenCache needs of a client: IoTPlatformClient.authenticate."""
+
+    def authenticate(self, device: Device, secret: str) -> str: ...
+
+
 class TokenCache:
     """Tokens for devices, fetched through `client.authenticate` with secrets from `secrets`.
 
-    secrets: a callable Device -> secret (or None when unknown), or a mapping Device -> secret.
+    Args:
+        client: an IoTPlatformClient, or anything with its authenticate().
+        secrets: a callable Device -> secret (or None when unknown), or a mapping Device -> secret.
+        assumed_lifetime: seconds after which a token is renewed.
+        refused_retry_after: seconds during which a refused device is refused again without an /auth.
+        clock: monotonic seconds.
     """
 
-    def __init__(self, client, secrets, *, assumed_lifetime=ASSUMED_TOKEN_LIFETIME_SECONDS,
-                 refused_retry_after=REFUSED_DEVICE_RETRY_SECONDS, clock=time.monotonic):
+    def __init__(self, client: Authenticator,
+                 secrets: Callable[[Device], str | None] | Mapping[Device, str], *,
+                 assumed_lifetime: float = ASSUMED_TOKEN_LIFETIME_SECONDS,
+                 refused_retry_after: float = REFUSED_DEVICE_RETRY_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._client = client
         self._secret_for = secrets if callable(secrets) else secrets.get
         self._lifetime = assumed_lifetime
         self._refused_retry_after = refused_retry_after
         self._clock = clock
         self._lock = threading.Lock()
-        self._tokens = {}  # device -> (token, renew_at)
-        self._refused = {}  # device -> (error, retry_at)
-        self._pending = {}  # device -> Future of the /auth under way
+        self._tokens: dict[Device, tuple[str, float]] = {}  # device -> (token, renew_at)
+        self._refused: dict[Device, tuple[Exception, float]] = {}  # device -> (error, retry_at)
+        self._pending: dict[Device, Future[str]] = {}  # device -> Future of the /auth under way
         self.auth_calls = 0  # /auth requests sent
         self._auth_calls_taken = 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"TokenCache({len(self._tokens)} devices)"
 
-    def get(self, device):
-        """A valid token for the device; raises IoTPlatformError when it cannot authenticate."""
+    def get(self, device: Device) -> str:
+        """A valid token for the device.
+
+        Raises:
+            IoTPlatformError: it cannot authenticate (UnknownDevice when no secret is known for it).
+        """
         return self.fetch(device)[0]
 
-    def fetch(self, device):
-        """(token, authenticated): authenticated is true for the one caller whose /auth got the token."""
+    def fetch(self, device: Device) -> tuple[str, bool]:
+        """A valid token for the device, and whether this call's /auth got it.
+
+        Returns:
+            (token, authenticated): authenticated is true for the one caller whose /auth got the token.
+
+        Raises:
+            IoTPlatformError: it cannot authenticate.
+        """
         with self._lock:
             now = self._clock()
             cached = self._tokens.get(device)
@@ -59,26 +89,26 @@ class TokenCache:
                 raise copy.copy(refused[0])
             pending = self._pending.get(device)
             leader = pending is None
-            if leader:
+            if pending is None:
                 pending = self._pending[device] = Future()
         if leader:
             self._authenticate(device, pending)
         return pending.result(), leader
 
-    def take_auth_calls(self):
+    def take_auth_calls(self) -> int:
         """/auth requests sent since the last call (refused ones too), for counting them once."""
         with self._lock:
             new, self._auth_calls_taken = self.auth_calls - self._auth_calls_taken, self.auth_calls
         return new
 
-    def invalidate(self, device, token):
+    def invalidate(self, device: Device, token: str) -> None:
         """Forget the token after the platform rejected it, unless another thread already renewed it."""
         with self._lock:
             cached = self._tokens.get(device)
             if cached and cached[0] == token:
                 del self._tokens[device]
 
-    def _authenticate(self, device, pending):
+    def _authenticate(self, device: Device, pending: Future[str]) -> None:
         try:
             secret = self._secret_for(device)
             if secret is None:

@@ -9,6 +9,8 @@ worker process can make.
 
 Errors: ConnectFailed when no request was sent (the connection, the proxy's tunnel or the TLS
 handshake failed); ReplyLost when the request may have been sent and no complete reply came.
+Transport is that contract, for another HTTP client to meet in Pool's place (IoTPlatformClient's
+`transport`).
 """
 import base64
 import logging
@@ -19,7 +21,11 @@ import ssl
 import threading
 import time
 import urllib.parse
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
+
+__all__ = [
+    "PATH_SAFE", "ConnectFailed", "Pool", "Reply", "ReplyLost", "RequestRefused", "Transport", "TransportFactory",
+]
 
 _LOG = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 64 * 1024
@@ -30,7 +36,7 @@ _READ_SIZE = 65536
 class ConnectFailed(Exception):
     """No connection; nothing was sent. stage: "connect", "proxy" or "tls"; cause: the exception."""
 
-    def __init__(self, cause, stage):
+    def __init__(self, cause: BaseException, stage: str) -> None:
         super().__init__(_describe(cause))
         self.cause = cause
         self.stage = stage
@@ -46,36 +52,71 @@ class ReplyLost(Exception):
     kind: "read_timeout", "connection_lost" (reset, closed, TLS error) or "bad_reply" (not HTTP/1.x).
     """
 
-    def __init__(self, kind, message):
+    def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
 
 
 class Reply(NamedTuple):
+    """An HTTP reply: its status code and its whole body."""
+
     status: int
     body: bytes
+
+
+class Transport(Protocol):
+    """Sends POSTs to one HTTPS host over keep-alive connections, for many threads: what
+    IoTPlatformClient needs of Pool, and all it needs."""
+
+    @property
+    def connections_opened(self) -> int:
+        """Connections opened so far."""
+
+    @property
+    def requests_sent(self) -> int:
+        """Requests sent so far."""
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> Reply:
+        """POST body to path with headers.
+
+        Raises:
+            ConnectFailed: nothing was sent.
+            ReplyLost: the request may have been sent and no complete reply came.
+            RequestRefused: the request cannot be written (a line break or non-ASCII in a header).
+        """
+
+    def close(self) -> None:
+        """Close the idle connections; a later post opens new ones."""
+
+
+class TransportFactory(Protocol):
+    """Pool's constructor, or another transport's: one host, a TLS context to connect with, timeouts in
+    seconds, at most `size` idle connections, and an optional http:// proxy URL to tunnel through."""
+
+    def __call__(self, host: str, port: int, context: ssl.SSLContext, *, connect_timeout: float,
+                 read_timeout: float, size: int, proxy: str | None = None) -> Transport: ...
 
 
 class _Head(NamedTuple):
     version: str
     status: int
-    headers: dict  # lower-cased names; a repeated header keeps its last value
+    headers: dict[str, str]  # lower-cased names; a repeated header keeps its last value
 
 
 class Connection:
     """One TLS connection, used by one thread at a time."""
 
-    def __init__(self, sock):
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._buffer = bytearray()
-        self._deadline = None  # monotonic time by which the reply must be complete; None: each read's own
+        self._deadline: float | None = None  # monotonic time by which the reply must be complete; None: each read's own
 
-    def close(self):
+    def close(self) -> None:
         self._sock.close()
 
-    def stale(self):
+    def stale(self) -> bool:
         """Whether the server closed (or wrote unasked) while this connection sat idle."""
-        if self._buffer or self._sock.pending():
+        if self._buffer or (isinstance(self._sock, ssl.SSLSocket) and self._sock.pending()):
             return True
         try:
             if hasattr(select, "poll"):  # select.select cannot watch descriptors above 1023
@@ -86,7 +127,7 @@ class Connection:
         except (OSError, ValueError):  # closed meanwhile
             return True
 
-    def exchange(self, request, timeout):
+    def exchange(self, request: bytes, timeout: float) -> tuple[Reply, bool]:
         """Send the request bytes; (Reply, whether the connection can be reused).
 
         timeout bounds the whole exchange, not each read: a server that trickles its reply (interim
@@ -118,7 +159,7 @@ class Connection:
             keep_alive = False
         return Reply(head.status, body), keep_alive
 
-    def _fill(self):
+    def _fill(self) -> None:
         if self._deadline is not None:
             left = self._deadline - time.monotonic()
             if left <= 0:
@@ -129,7 +170,7 @@ class Connection:
             raise ReplyLost("connection_lost", "the server closed the connection before replying in full")
         self._buffer += data
 
-    def _read_head(self):
+    def _read_head(self) -> _Head:
         while True:
             end = self._buffer.find(b"\r\n\r\n")
             if 0 <= end <= MAX_HEAD_BYTES:
@@ -143,7 +184,7 @@ class Connection:
         parts = status_line.split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
             raise ReplyLost("bad_reply", "the reply is not HTTP/1.x")
-        headers = {}
+        headers: dict[str, str] = {}
         for line in lines:
             name, colon, value = line.partition(":")
             if not colon:
@@ -158,14 +199,14 @@ class Connection:
                 headers[name] += ", " + value
         return _Head(parts[0], _int(parts[1], "status"), headers)
 
-    def _read_exactly(self, length):
+    def _read_exactly(self, length: int) -> bytes:
         while len(self._buffer) < length:
             self._fill()
         body = bytes(self._buffer[:length])
         del self._buffer[:length]
         return body
 
-    def _read_line(self):
+    def _read_line(self) -> bytes:
         while (end := self._buffer.find(b"\r\n")) < 0:
             if len(self._buffer) > MAX_HEAD_BYTES:
                 raise ReplyLost("bad_reply", "chunk header line is too long")
@@ -174,7 +215,7 @@ class Connection:
         del self._buffer[:end + 2]
         return line
 
-    def _read_chunked(self):
+    def _read_chunked(self) -> bytes:
         body = bytearray()
         while True:
             size_text = self._read_line().split(b";", 1)[0].strip().decode("latin-1")  # no chunk extensions
@@ -189,7 +230,7 @@ class Connection:
             if self._read_line():
                 raise ReplyLost("bad_reply", "malformed or oversized chunked reply")
 
-    def _read_to_end(self):
+    def _read_to_end(self) -> bytes:
         while len(self._buffer) <= MAX_BODY_BYTES:
             try:
                 self._fill()
@@ -204,7 +245,7 @@ _DECIMAL = re.compile(r"[0-9]{1,18}")
 _HEXADECIMAL = re.compile(r"[0-9A-Fa-f]{1,15}")
 
 
-def _int(text, what, hexadecimal=False):
+def _int(text: str, what: str, hexadecimal: bool = False) -> int:
     """A non-negative number as HTTP writes it (digits only: no sign, no underscore, no 0x)."""
     if not (_HEXADECIMAL if hexadecimal else _DECIMAL).fullmatch(text):
         raise ReplyLost("bad_reply", f"malformed {what} in the reply")
@@ -218,7 +259,8 @@ class Pool:
     proxy: an "http://[user:password@]host:port" URL to tunnel through with CONNECT, or None.
     """
 
-    def __init__(self, host, port, context, *, connect_timeout, read_timeout, size, proxy=None):
+    def __init__(self, host: str, port: int, context: ssl.SSLContext, *, connect_timeout: float,
+                 read_timeout: float, size: int, proxy: str | None = None) -> None:
         self._host, self._port = host, port
         self._context = context
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
@@ -231,12 +273,12 @@ class Pool:
         self._target = f"{literal}:{port}"
         self._host_header = literal if port == 443 else self._target
         self._lock = threading.Lock()
-        self._idle = []
+        self._idle: list[Connection] = []
         self._closed = False
         self.connections_opened = 0
         self.requests_sent = 0
 
-    def close(self):
+    def close(self) -> None:
         """Close the idle connections, and each one in use when its request ends; a later request
         opens the pool again."""
         with self._lock:
@@ -245,7 +287,7 @@ class Pool:
         for connection in idle:
             connection.close()
 
-    def post(self, path, body, headers):
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> Reply:
         """POST body to path with headers (a dict of str); a Reply, or ConnectFailed or ReplyLost."""
         request = self._request_bytes(path, body, headers)
         connection = self._take()
@@ -267,8 +309,8 @@ class Pool:
             connection.close()
         return reply
 
-    def _request_bytes(self, path, body, headers):
-        lines = [f"POST {urllib.parse.quote(path, safe=_PATH_SAFE)} HTTP/1.1", f"Host: {self._host_header}"]
+    def _request_bytes(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+        lines = [f"POST {urllib.parse.quote(path, safe=PATH_SAFE)} HTTP/1.1", f"Host: {self._host_header}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         lines.append(f"Content-Length: {len(body)}")
         head = "\r\n".join(lines)
@@ -279,7 +321,7 @@ class Pool:
         except UnicodeEncodeError:  # a non-ASCII host name or header value: HTTP/1.1 headers cannot hold it
             raise RequestRefused("a header holds characters other than ASCII") from None
 
-    def _take(self):
+    def _take(self) -> Connection:
         while True:
             with self._lock:
                 connection = self._idle.pop() if self._idle else None
@@ -289,14 +331,14 @@ class Pool:
                 return connection
             connection.close()
 
-    def _give(self, connection):
+    def _give(self, connection: Connection) -> None:
         with self._lock:
             if not self._closed and len(self._idle) < self._size:
                 self._idle.append(connection)
                 return
         connection.close()
 
-    def _open(self):
+    def _open(self) -> Connection:
         target = (self._proxy.host, self._proxy.port) if self._proxy else (self._host, self._port)
         try:
             sock = socket.create_connection(target, timeout=self._connect_timeout)
@@ -305,7 +347,7 @@ class Pool:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._proxy:
-                self._tunnel(sock)
+                self._tunnel(sock, self._proxy)
             sock = self._context.wrap_socket(sock, server_hostname=self._host)
         except ConnectFailed:
             sock.close()
@@ -319,12 +361,12 @@ class Pool:
         _LOG.debug("opened a connection to %s%s", self._target, " through the proxy" if self._proxy else "")
         return Connection(sock)
 
-    def _tunnel(self, sock):
+    def _tunnel(self, sock: socket.socket, proxy: "_Proxy") -> None:
         """Ask the proxy for a tunnel to the host (HTTP CONNECT); TLS then runs through it."""
         target = self._target
         lines = [f"CONNECT {target} HTTP/1.1", f"Host: {target}"]
-        if self._proxy.authorization:
-            lines.append(f"Proxy-Authorization: {self._proxy.authorization}")
+        if proxy.authorization:
+            lines.append(f"Proxy-Authorization: {proxy.authorization}")
         tunnel = Connection(sock)
         try:
             sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -336,7 +378,7 @@ class Pool:
 
 
 # RFC 3986 pchar: what a path may hold unencoded; anything else (non-ASCII topics, %) is percent-encoded.
-_PATH_SAFE = "/!$&'()*+,;=:@"
+PATH_SAFE = "/!$&'()*+,;=:@"
 
 
 class _Proxy(NamedTuple):
@@ -345,7 +387,7 @@ class _Proxy(NamedTuple):
     authorization: str  # a Proxy-Authorization value, or ""
 
 
-def _proxy_parts(url):
+def _proxy_parts(url: str) -> _Proxy:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme != "http":
         raise ValueError(f"only http:// proxies (HTTP CONNECT) are supported, not {parsed.scheme}://")
@@ -354,10 +396,10 @@ def _proxy_parts(url):
         user = urllib.parse.unquote(parsed.username)
         password = urllib.parse.unquote(parsed.password or "")
         authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-    return _Proxy(parsed.hostname, parsed.port or 80, authorization)
+    return _Proxy(parsed.hostname or "", parsed.port or 80, authorization)
 
 
-def _describe(error):
+def _describe(error: BaseException) -> str:
     """A short text for a socket error; never a header (a token travels in one)."""
     if isinstance(error, TimeoutError):
         return "timed out"

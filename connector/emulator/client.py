@@ -12,12 +12,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import IO, Any
 
 import requests
 
 from connector.protocol.device import Device
 
 from .admin import MAX_PAGE, PREFIX
+
+__all__ = ["Emulator", "EmulatorError"]
 
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,14 +34,30 @@ class EmulatorError(RuntimeError):
 class Emulator:
     """A running emulator; use as a context manager.
 
-    devices: a list of {productKey, deviceName, deviceSecret} dicts, or the path of a devices file.
-    products: a list of {productKey, topicCategories} declaring the topic categories of products
-    (see connector.emulator.products); products left out accept any /{pk}/{dn}/user/... topic.
+    Args:
+        devices: a list of {productKey, deviceName, deviceSecret} dicts, or the path of a devices file.
+        token_ttl: seconds a token stays valid (the platform's 7 days by default).
+        device_qps: messages per second a device may publish (the platform's 30 by default).
+        account_qps: requests per second for the whole account (the platform's 10,000 by default).
+        db: a SQLite file to keep accepted messages in, across restarts; in memory by default.
+        latency_ms: milliseconds added before each reply.
+        clock_offset: seconds the emulator's clock is ahead of this machine's (negative: behind).
+        host: the address to listen on.
+        port: the port to listen on; 0 picks a free one.
+        extra_args: more command-line arguments for python -m connector.emulator.
+        start_timeout: seconds to wait for it to accept connections.
+        products: a list of {productKey, topicCategories} declaring the topic categories of products
+            (see connector.emulator.products); products left out accept any /{pk}/{dn}/user/... topic.
+
+    Raises:
+        ValueError: products given with a devices file (they belong in the file).
     """
 
-    def __init__(self, devices, token_ttl=None, device_qps=None, account_qps=None, db=None,
-                 latency_ms=None, clock_offset=None, host="127.0.0.1", port=0, extra_args=(),
-                 start_timeout=30, products=None):
+    def __init__(self, devices: str | os.PathLike[str] | Iterable[dict[str, str]], token_ttl: float | None = None,
+                 device_qps: float | None = None, account_qps: float | None = None, db: str | None = None,
+                 latency_ms: float | None = None, clock_offset: float | None = None, host: str = "127.0.0.1",
+                 port: int = 0, extra_args: Sequence[str] = (), start_timeout: float = 30,
+                 products: list[dict[str, Any]] | None = None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="iot-emulator-")
         if isinstance(devices, (str, os.PathLike)):
             if products is not None:
@@ -44,7 +65,7 @@ class Emulator:
             self._devices_file = os.fspath(devices)
             with open(self._devices_file, encoding="utf-8") as f:
                 content = json.load(f)
-            self.devices = content.get("devices", []) if isinstance(content, dict) else content
+            self.devices: list[dict[str, str]] = content.get("devices", []) if isinstance(content, dict) else content
         else:
             self.devices = list(devices)
             self._devices_file = os.path.join(self._dir.name, "devices.json")
@@ -54,22 +75,25 @@ class Emulator:
                          "--db": db, "--latency-ms": latency_ms, "--clock-offset": clock_offset}
         self.host, self.port, self._extra_args = host, port, list(extra_args)
         self._start_timeout = start_timeout
-        self._process = None
-        self._stderr = None
-        self._session = None
-        self.endpoint = self.ca_file = self.console = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: IO[bytes] | None = None
+        self._session: requests.Session | None = None
+        self.endpoint: str | None = None  # "https://127.0.0.1:port" once started
+        self.ca_file: str | None = None  # the CA bundle that trusts it, once started
+        self.console: str | None = None  # the console's address, for a browser, once started
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Emulator({self.endpoint or 'not started'})"
 
-    def __enter__(self):
+    def __enter__(self) -> "Emulator":
         return self.start()
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         self.close()
 
     # -- process --------------------------------------------------------------------------------
-    def _command(self):
+    def _command(self) -> list[str]:
         command = [sys.executable, "-m", "connector.emulator", "--devices", self._devices_file,
                    "--host", self.host, "--port", str(self.port),
                    "--cert-dir", os.path.join(self._dir.name, "certs")]
@@ -78,8 +102,15 @@ class Emulator:
                 command += [flag, str(value)]
         return command + self._extra_args
 
-    def start(self):
-        """Start the subprocess and wait until it accepts connections."""
+    def start(self) -> "Emulator":
+        """Start the subprocess and wait until it accepts connections.
+
+        Returns:
+            This emulator, its endpoint, ca_file and console set.
+
+        Raises:
+            EmulatorError: it did not start; the message holds what it wrote to stderr.
+        """
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")])))
         self._stderr = open(os.path.join(self._dir.name, "stderr.log"), "ab")
         self._process = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=self._stderr, env=env)
@@ -91,7 +122,8 @@ class Emulator:
         self._session.trust_env = False  # a local admin API: no proxy from the environment, only ca_file
         return self
 
-    def _read_announcement(self):
+    def _read_announcement(self) -> bytes:
+        assert self._process is not None and self._process.stdout is not None
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
             ready, _, _ = select.select([self._process.stdout], [], [], 0.1)
@@ -105,16 +137,18 @@ class Emulator:
         raise EmulatorError(f"the emulator did not start (exit code {returncode}); "
                             f"stderr:\n{self.stderr()}")
 
-    def stderr(self):
+    def stderr(self) -> str:
         """What the emulator wrote to stderr so far (its log)."""
         with open(os.path.join(self._dir.name, "stderr.log"), encoding="utf-8", errors="replace") as f:
             return f.read()
 
     @property
-    def pid(self):
+    def pid(self) -> int | None:
+        """The subprocess's id while it runs."""
         return self._process.pid if self._process else None
 
-    def _finish(self):
+    def _finish(self) -> int:
+        assert self._process is not None and self._process.stdout is not None and self._stderr is not None
         self._process.stdout.close()
         self._stderr.close()
         if self._session is not None:
@@ -122,7 +156,7 @@ class Emulator:
         returncode, self._process = self._process.returncode, None
         return returncode
 
-    def stop(self, timeout=10):
+    def stop(self, timeout: float = 10) -> int | None:
         """SIGTERM and wait; returns the exit code (0 when it stopped cleanly)."""
         if self._process is None:
             return None
@@ -134,7 +168,7 @@ class Emulator:
             self._process.wait()
         return self._finish()
 
-    def kill(self):
+    def kill(self) -> int | None:
         """SIGKILL: no chance to flush or clean up, like a crash. Returns the exit code."""
         if self._process is None:
             return None
@@ -142,34 +176,47 @@ class Emulator:
         self._process.wait()
         return self._finish()
 
-    def restart(self):
+    def restart(self) -> "Emulator":
         """Start again on the same port with the same certificates and database."""
         self.kill()
         return self.start()
 
-    def close(self):
+    def close(self) -> None:
+        """Stop it and delete its certificates and files (a db file given by path stays)."""
         self.stop()
         self._dir.cleanup()
 
     # -- admin API ------------------------------------------------------------------------------
-    def _admin(self, method, path, body=None, params=None):
+    def _admin(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+        if self._session is None:
+            raise EmulatorError("the emulator is not running: start() it first")
         response = self._session.request(method, f"{self.endpoint}{PREFIX}{path}", json=body, params=params,
                                          verify=self.ca_file, timeout=60)
         if response.status_code != 200:
             raise EmulatorError(f"{method} {PREFIX}{path}: HTTP {response.status_code} {response.text}")
         return response.json()
 
-    def messages(self, device=None, topic=None, page_size=MAX_PAGE):
-        """Every stored message (oldest first) as dicts with messageId an int and payload as bytes.
+    def messages(self, device: Device | tuple[str, str] | str | None = None, topic: str | None = None,
+                 page_size: int = MAX_PAGE) -> list[dict[str, Any]]:
+        """Every stored message, oldest first.
 
-        device: a Device, a (productKey, deviceName) pair or "productKey/deviceName".
+        Args:
+            device: only this device's: a Device, a (productKey, deviceName) pair or "productKey/deviceName".
+            topic: only those sent to this topic.
+            page_size: messages per admin request.
+
+        Returns:
+            Dicts with messageId an int and payload as bytes, and the device, topic and receivedAt.
+
+        Raises:
+            EmulatorError: the admin API refused.
         """
-        params = {"limit": page_size}
+        params: dict[str, Any] = {"limit": page_size}
         if device is not None:
             params["device"] = device if isinstance(device, str) else str(Device(*device))
         if topic is not None:
             params["topic"] = topic
-        found = []
+        found: list[dict[str, Any]] = []
         while True:
             page = self._admin("GET", "/messages", params=params)
             for message in page["messages"]:
@@ -179,43 +226,49 @@ class Emulator:
                 return found
             params["after"] = page["next"]
 
-    def counters(self):
+    def counters(self) -> dict[str, Any]:
+        """Requests and replies counted by endpoint and code."""
         return self._admin("GET", "/counters")
 
-    def add_devices(self, devices):
+    def add_devices(self, devices: list[dict[str, str]]) -> Any:
+        """Register more {productKey, deviceName, deviceSecret} devices."""
         reply = self._admin("POST", "/devices", list(devices))
         self.devices.extend(devices)
         return reply
 
-    def products(self):
+    def products(self) -> list[dict[str, Any]]:
         """The declared products, each with the custom topics its devices may publish to."""
         return self._admin("GET", "/products")["products"]
 
-    def add_products(self, products):
+    def add_products(self, products: Iterable[dict[str, Any]]) -> Any:
         """Declare products' topic categories, as in the devices file; a product given again has
         its categories replaced."""
         return self._admin("POST", "/products", list(products))
 
-    def expire_tokens(self):
+    def expire_tokens(self) -> Any:
+        """Every token issued so far answers "token is expired" from now on."""
         return self._admin("POST", "/tokens/expire")
 
-    def faults(self):
+    def faults(self) -> dict[str, Any]:
+        """The fault configuration (see connector.emulator.faults)."""
         return self._admin("GET", "/faults")
 
-    def set_faults(self, **faults):
+    def set_faults(self, **faults: Any) -> Any:
         """Replace the fault configuration (see connector.emulator.faults); knobs left out are off."""
         return self._admin("POST", "/faults", faults)
 
-    def clear_faults(self):
+    def clear_faults(self) -> Any:
+        """Every fault off."""
         return self.set_faults()
 
-    def limits(self):
+    def limits(self) -> dict[str, Any]:
+        """device_qps, account_qps and token_ttl as they are now."""
         return self._admin("GET", "/limits")
 
-    def set_limits(self, **limits):
+    def set_limits(self, **limits: float) -> Any:
         """Change device_qps, account_qps or token_ttl (seconds) at once."""
         return self._admin("POST", "/limits", limits)
 
-    def reset(self):
+    def reset(self) -> Any:
         """No messages, no counts, no faults, limits as at start (devices and tokens stay)."""
         return self._admin("POST", "/reset")

@@ -73,7 +73,8 @@ class Products:
     def as_list(self):
         """The declared categories with publish permission, as the admin API shows them."""
         return [{"productKey": product_key,
-                 "publishTopics": sorted("/".join(("", product_key, "${deviceName}") + levels) for levels in publishable)}
+                 "publishTopics": sorted("/".join(("", product_key, "${deviceName}") + levels)
+                                         for levels in publishable)}
                 for product_key, publishable in sorted(self._publishable.items())]
 
     def may_publish(self, device, topic):

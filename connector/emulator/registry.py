@@ -8,8 +8,17 @@ from connector.protocol.limits import TOKEN_LIFETIME_SECONDS
 DEVICE_FIELDS = ("productKey", "deviceName", "deviceSecret")
 
 
-def make_devices(n, product_key="pkEmulator01", prefix="device"):
-    """n device dicts with deterministic names and fresh random secrets, for tests and benchmarks."""
+def make_devices(n: int, product_key: str = "pkEmulator01", prefix: str = "device") -> list[dict[str, str]]:
+    """Devices for tests and benchmarks, with deterministic names and fresh random secrets.
+
+    Args:
+        n: how many.
+        product_key: their productKey.
+        prefix: their deviceNames are the prefix and a five-digit number, from 00000.
+
+    Returns:
+        {productKey, deviceName, deviceSecret} dicts, as Emulator and the devices file take them.
+    """
     return [
         {"productKey": product_key, "deviceName": f"{prefix}{i:05d}", "deviceSecret": secrets.token_hex(16)}
         for i in range(n)

@@ -15,8 +15,13 @@ from aiohttp import web
 from connector.protocol import codes
 from connector.protocol.device import Device
 from connector.protocol.limits import (
-    AUTH_CONTENT_TYPE, AUTH_PATH, MAX_CLIENT_ID_CHARS, MAX_PAYLOAD_BYTES, PUBLISH_CONTENT_TYPE,
-    TIMESTAMP_VALIDITY_MS, TOPIC_PATH_PREFIX,
+    AUTH_CONTENT_TYPE,
+    AUTH_PATH,
+    MAX_CLIENT_ID_CHARS,
+    MAX_PAYLOAD_BYTES,
+    PUBLISH_CONTENT_TYPE,
+    TIMESTAMP_VALIDITY_MS,
+    TOPIC_PATH_PREFIX,
 )
 from connector.protocol.signing import DEFAULT_SIGN_METHOD, SIGN_METHODS, signature_matches
 from connector.protocol.topics import topic_problem

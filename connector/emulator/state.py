@@ -3,7 +3,9 @@ limits, faults, counters."""
 import collections
 
 from connector.protocol.limits import (
-    ACCOUNT_REQUESTS_PER_SECOND, DEVICE_MESSAGES_PER_SECOND, TOKEN_LIFETIME_SECONDS,
+    ACCOUNT_REQUESTS_PER_SECOND,
+    DEVICE_MESSAGES_PER_SECOND,
+    TOKEN_LIFETIME_SECONDS,
 )
 
 from .faults import Faults

@@ -36,7 +36,7 @@ def _new_key():
 
 
 def _build(subject, issuer, public_key, signing_key, extensions, days):
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)

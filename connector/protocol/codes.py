@@ -1,6 +1,12 @@
 """The platform's result codes, their official messages, and what a client should do about each."""
 import enum
 
+__all__ = [
+    "AUTH_CHECK_ERROR", "AUTH_CODES", "CHECK_TOKEN_ERROR", "COMMON_ERROR", "MESSAGES", "PARAM_ERROR",
+    "PUBLISH_MESSAGE_ERROR", "REQUEST_TOO_MANY", "SUCCESS", "TOKEN_EXPIRED", "TOKEN_NULL", "TOPIC_CODES",
+    "UPDATE_SESSION_ERROR", "Action", "action_for",
+]
+
 SUCCESS = 0
 COMMON_ERROR = 10000
 PARAM_ERROR = 10001
@@ -35,7 +41,7 @@ class Action(enum.Enum):
     PERMANENT = "permanent"  # sending again cannot help
 
 
-_ACTIONS = {
+_ACTIONS: dict[int | None, Action] = {
     COMMON_ERROR: Action.RETRY,
     UPDATE_SESSION_ERROR: Action.RETRY,
     PUBLISH_MESSAGE_ERROR: Action.RETRY,
@@ -48,8 +54,16 @@ _ACTIONS = {
 }
 
 
-def action_for(code):
-    """The action for a platform code; codes the platform may add later are treated as transient."""
+def action_for(code: int | None) -> Action:
+    """What to do after a platform code.
+
+    Args:
+        code: a platform result code; None (no platform reply) and codes the platform may add later
+            are treated as transient.
+
+    Returns:
+        The Action for the code.
+    """
     return _ACTIONS.get(code, Action.RETRY)
 
 # The codes each endpoint can answer (spec and docs/protocol.md), besides SUCCESS.

@@ -5,12 +5,17 @@ The spec limits a topic's bytes, not its levels: the thing-model history report
 """
 from .limits import MAX_TOPIC_BYTES
 
+__all__ = [
+    "InvalidTopic", "custom_topic_levels", "device_owns_system_topic", "device_owns_topic", "topic_problem",
+    "validate_topic",
+]
+
 
 class InvalidTopic(ValueError):
     """A topic the platform would refuse; the message says which rule it breaks."""
 
 
-def topic_problem(topic):
+def topic_problem(topic: object) -> str | None:
     """Why the topic cannot be published to, or None when its shape is valid."""
     if not isinstance(topic, str) or not topic:
         return "topic must be a non-empty string"
@@ -31,14 +36,18 @@ def topic_problem(topic):
     return None
 
 
-def validate_topic(topic):
-    """Raise InvalidTopic unless the topic's shape is valid."""
+def validate_topic(topic: object) -> None:
+    """Check a topic's shape.
+
+    Raises:
+        InvalidTopic: the topic breaks a rule; the message says which.
+    """
     problem = topic_problem(topic)
     if problem:
         raise InvalidTopic(f"{problem}: {topic!r}")
 
 
-def device_owns_topic(topic, product_key, device_name):
+def device_owns_topic(topic: str, product_key: str, device_name: str) -> bool:
     """Whether a directly connected device may publish to this topic over HTTP, as far as a client
     can tell: its system topics, and any of its custom topics (/pk/dn/...). Which custom topics work
     depends on the topic categories defined for its product, which only the platform knows."""
@@ -46,7 +55,7 @@ def device_owns_topic(topic, product_key, device_name):
             or custom_topic_levels(topic, product_key, device_name) is not None)
 
 
-def device_owns_system_topic(topic, product_key, device_name):
+def device_owns_system_topic(topic: str, product_key: str, device_name: str) -> bool:
     """Its thing-model topics (/sys/pk/dn/thing/...) and the system topics the platform's SDKs
     publish to right after /auth."""
     levels = topic[1:].split("/")
@@ -61,7 +70,7 @@ def device_owns_system_topic(topic, product_key, device_name):
     return levels in system_topics
 
 
-def custom_topic_levels(topic, product_key, device_name):
+def custom_topic_levels(topic: str, product_key: str, device_name: str) -> tuple[str, ...] | None:
     """The levels after /pk/dn of one of the device's custom topics, as a tuple; None for any other topic."""
     levels = topic[1:].split("/")
     if levels[:2] == [product_key, device_name] and len(levels) > 2:

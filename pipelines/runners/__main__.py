@@ -59,7 +59,8 @@ def run_cluster(args):
         return 1
     print(f"Flink {overview.get('flink-version', cluster.release)} at http://{cluster.master}: "
           f"{overview['taskmanagers']} TaskManagers ({len(cluster.live_taskmanagers())} started here alive), "
-          f"{overview['slots-available']}/{overview['slots-total']} slots free, {overview['jobs-running']} jobs running")
+          f"{overview['slots-available']}/{overview['slots-total']} slots free, "
+          f"{overview['jobs-running']} jobs running")
     return 0
 
 
