@@ -18,6 +18,7 @@ _HOMES = {
     "EncodeError": "connector.beam.encoders",
     "Encoder": "connector.beam.encoders",
     "get_encoder": "connector.beam.encoders",
+    "CredentialsProvider": "connector.beam.credentials",
     "FileCredentials": "connector.beam.credentials",
     "RetryPolicy": "connector.beam.publisher",
     "FailedRecord": "connector.beam.results",

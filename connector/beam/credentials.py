@@ -6,36 +6,47 @@ path Beam's FileSystems can open (local, gs://, s3://...), or any object with a 
 import csv
 import io
 import json
+from typing import Any, Protocol
 
 from apache_beam.io.filesystems import FileSystems
 
 from connector.protocol.device import Device
 
+__all__ = ["CredentialsProvider", "FileCredentials", "as_credentials", "parse_credentials", "read_table"]
+
 _FIELDS = ("productKey", "deviceName", "deviceSecret")
+
+
+class CredentialsProvider(Protocol):
+    """Where the sink's workers get device secrets: read at setup on each worker, never pickled."""
+
+    def secrets(self) -> dict[Device, str]:
+        """Device -> secret."""
+        ...
 
 
 class FileCredentials:
     """Secrets from a file; holds only the path, so pickling it reveals nothing."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"FileCredentials({self.path!r})"
 
-    def secrets(self):
+    def secrets(self) -> dict[Device, str]:
         """Device -> secret, read now (on the worker)."""
         return parse_credentials(read_table(self.path), self.path)
 
 
-def read_table(path):
+def read_table(path: str) -> list[Any]:
     """The rows of a JSON list of objects, or of a CSV table with a header, at any Beam path."""
     with FileSystems.open(path) as handle:
         text = handle.read().decode("utf-8-sig")
     return json.loads(text) if text.lstrip().startswith("[") else list(csv.DictReader(io.StringIO(text)))
 
 
-def parse_credentials(rows, source="credentials"):
+def parse_credentials(rows: list[Any], source: str = "credentials") -> dict[Device, str]:
     """Device -> secret from table rows, spaces around names and values trimmed; errors name the source
     and row, never a secret."""
     rows = [_trimmed(row) for row in rows]
@@ -58,7 +69,7 @@ def _trimmed(row):
             for name, value in row.items() if name is not None}
 
 
-def as_credentials(credentials):
+def as_credentials(credentials: "str | CredentialsProvider") -> CredentialsProvider:
     """A path becomes FileCredentials; a provider passes through; secrets given inline are refused."""
     if isinstance(credentials, str):
         return FileCredentials(credentials)

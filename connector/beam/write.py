@@ -4,28 +4,38 @@ records --Route--> (((productKey, deviceName), topic), record) --group--> pack -
    |                                                             |                          |
    +-- unroutable, bad topic ---------------------> failed <------+ unencodable, too large  + failed codes
 """
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import apache_beam as beam
 from apache_beam import typehints
 from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.pvalue import PCollection
 from apache_beam.transforms.display import DisplayDataItem
 
+from connector.protocol.device import Device
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
 from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
 
-from .credentials import as_credentials
-from .encoders import AvroEncoder, get_encoder
+from .credentials import CredentialsProvider, as_credentials
+from .encoders import AvroEncoder, Encoder, get_encoder
 from .metrics import SinkMetrics
-from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
+from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn, _PublishFn
 from .publisher import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
 from .routing import FieldRouter, RoutingError, default_topic, make_router
 from .schemas import as_dict, avro_schema_of
 
+__all__ = ["DEFAULT_MAX_BUFFERING_DELAY", "KeyByDevice", "Router", "Topic", "WriteToIoTPlatform"]
+
 # ((productKey, deviceName), topic): nested pairs, so every runner sees Beam's standard KV and string
 # coders (Prism cannot group on Python's coder for a 3-tuple).
 _Key = typehints.Tuple[typehints.Tuple[str, str], str]
+# A topic template ("/{productKey}/{deviceName}/user/{kind}") or a callable(record, device) giving the topic.
+Topic = str | Callable[[dict[str, Any], Device], str]
+# A callable(record) giving (Device or (productKey, deviceName), topic).
+Router = Callable[[dict[str, Any]], tuple[tuple[str, str], str]]
 # Streaming: how long a record may wait for its payload to fill before it is sent anyway.
 DEFAULT_MAX_BUFFERING_DELAY = 5.0
 
@@ -55,7 +65,7 @@ class _RouteFn(beam.DoFn):
         yield ((device.product_key, device.device_name), topic), record
 
 
-class KeyByDevice(beam.PTransform):
+class KeyByDevice(beam.PTransform[PCollection[Any], tuple[PCollection[Any], PCollection[FailedRecord]]]):
     """records -> (keyed, failed): (((productKey, deviceName), topic), record) pairs with Beam's
     deterministic key coder, and a FailedRecord for each record that cannot be routed.
 
@@ -72,53 +82,97 @@ class KeyByDevice(beam.PTransform):
         return _typed(routed.routed, typehints.KV[_Key, typehints.Any]), _typed(routed[FAILED], FailedRecord)
 
 
-class WriteToIoTPlatform(beam.PTransform):
-    """Publish records to IoT Platform over its HTTPS device channel.
+class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformResult]):
+    """A PTransform that publishes records to Alibaba Cloud IoT Platform over its HTTPS device channel.
 
-    Records of one device and topic are packed into payloads of at most `max_payload_bytes` and sent
-    with the device's own token. Returns a WriteToIoTPlatformResult: `.published` (one Receipt per
-    accepted message) and `.failed` (one FailedRecord per record not published, with the reason).
+    Each record is routed to a device (its productKey and deviceName fields, or a router) and a topic;
+    the records of one device and topic are encoded and packed into as few payloads of at most
+    `max_payload_bytes` as they fit in, and each payload is published with the device's own token.
+    Every record ends either in an accepted message or in `.failed` with the reason: nothing is dropped.
 
-    Records are dicts, or schema'd records (beam.Row, NamedTuples with RowCoder), which become dicts of
-    their fields as they enter: routers, topics, order_by, encoders and `.failed` see the dict.
+    Records are dicts, or schema'd records (`beam.Row`, NamedTuples with `RowCoder`), which become dicts
+    of their fields as they enter: routers, topics, `order_by`, encoders and `.failed` see the dict.
 
-    endpoint: "https://iot-as-http.cn-shanghai.aliyuncs.com", or an emulator's endpoint.
-    credentials: path of a JSON/CSV file of productKey, deviceName, deviceSecret (any Beam
-        filesystem), read on the workers; or an object with a secrets() method.
-    topic: template over productKey, deviceName and the record's fields, or callable(record, device);
-        None: the encoder's thing-model topic for the Alink encoders, else /{productKey}/{deviceName}/user/update.
-    encoder: "jsonl", "json-array", "avro", "raw", "alink-property", "alink-history", or an Encoder;
-        encoder_options go to it (e.g. schema= for avro; without one, avro takes the input's Beam schema).
-    router: callable(record) -> ((productKey, deviceName), topic), instead of the fields and topic.
-    order_by: (batch) a record field to order each device's records by before packing, within
-        sort_buffer_bytes of encoded records at a time; a record whose value cannot be ordered with
-        the others fails as "unorderable".
-    streaming: None follows the pipeline (unbounded input or --streaming); streaming buffers per
-        device in state and flushes on size, at window end and max_buffering_delay seconds after the
-        first record was buffered (None: only on size and at window end, which in the global window
-        means when the pipeline drains).
-    processing_clock: (streaming, for tests) callable giving the processing time in epoch seconds that
-        the buffering delay counts from; None: the wall clock. TestStream on the BundleBasedDirectRunner
-        keeps a processing clock of its own that starts at 0, which a DoFn cannot read: pass
-        `lambda: 0.0` there, and advance_processing_time past the delay flushes what was buffered.
-    max_in_flight: HTTP requests open at once per worker process (a device's payloads stay in order).
-    max_buffered_bytes: memory a worker process holds for payloads waiting for their device's pace
-        or a request slot, the records behind them counted; a bundle moves on to the next device
-        until this much is held.
-    device_messages_per_second: the pace kept per device (the platform allows 30).
-    retry: a RetryPolicy. insecure_skip_tls_verify: turn certificate checks off (never the default).
-    sign_method: how /auth is signed: "hmacsha1" (the default, documented by the spec), "hmacmd5" or
-        "hmacsha256".
+    In batch, records are grouped per device (GroupByKey). In streaming (unbounded input or
+    `--streaming`), each device's records are buffered in Beam state and flushed when the next record
+    would not fit, at the window's end, and `max_buffering_delay` seconds after the first was buffered.
+
+    Each worker process keeps one token per device, at most `max_in_flight` requests open and
+    `max_buffered_bytes` held, and publishes each device's payloads in order at the platform's pace.
+
+    Example::
+
+        result = (records
+                  | WriteToIoTPlatform("https://iot-as-http.cn-shanghai.aliyuncs.com",
+                                       "gs://my-bucket/credentials.csv", order_by="ts"))
+        result.published | beam.Map(lambda receipt: receipt.message_id) | ...
+        result.failed | ToRows() | beam.io.WriteToBigQuery("project:dataset.failed", ...)
+
+    Returns a `WriteToIoTPlatformResult`: `.published`, one `Receipt` per accepted message, and
+    `.failed`, one `FailedRecord` per record not published (`ToRows()` gives both Beam schemas).
     """
 
-    def __init__(self, endpoint, credentials, *, topic=None, encoder="jsonl", ca_file=None,
-                 max_payload_bytes=MAX_PAYLOAD_BYTES, encoder_options=None, product_key_field="productKey",
-                 device_name_field="deviceName", router=None, order_by=None, sort_buffer_bytes=64 << 20,
-                 streaming=None, max_buffering_delay=DEFAULT_MAX_BUFFERING_DELAY, max_in_flight=DEFAULT_MAX_IN_FLIGHT,
-                 max_buffered_bytes=DEFAULT_MAX_BUFFERED_BYTES, device_messages_per_second=DEVICE_MESSAGES_PER_SECOND,
-                 retry=RetryPolicy(),
-                 connect_timeout=5.0, read_timeout=30.0, insecure_skip_tls_verify=False,
-                 sign_method=CLIENT_SIGN_METHOD, processing_clock=None):
+    def __init__(self, endpoint: str, credentials: str | CredentialsProvider, *, topic: Topic | None = None,
+                 encoder: str | Encoder = "jsonl", ca_file: str | None = None,
+                 max_payload_bytes: int = MAX_PAYLOAD_BYTES, encoder_options: dict[str, Any] | None = None,
+                 product_key_field: str = "productKey", device_name_field: str = "deviceName",
+                 router: Router | None = None, order_by: str | None = None, sort_buffer_bytes: int = 64 << 20,
+                 streaming: bool | None = None, max_buffering_delay: float | None = DEFAULT_MAX_BUFFERING_DELAY,
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+                 device_messages_per_second: float = DEVICE_MESSAGES_PER_SECOND, retry: RetryPolicy = RetryPolicy(),
+                 connect_timeout: float = 5.0, read_timeout: float = 30.0, insecure_skip_tls_verify: bool = False,
+                 sign_method: str = CLIENT_SIGN_METHOD, processing_clock: Callable[[], float] | None = None) -> None:
+        """Configures the sink; nothing is read or sent until the pipeline runs.
+
+        Args:
+            endpoint: The platform's HTTPS endpoint, "https://iot-as-http.cn-shanghai.aliyuncs.com",
+                or an emulator's.
+            credentials: The path of a JSON or CSV file of productKey, deviceName, deviceSecret (any
+                Beam filesystem), read on the workers; or an object with a `secrets()` method giving
+                {Device: secret}. Never the secrets themselves: they would be pickled into the graph.
+            topic: A template over productKey, deviceName and the record's fields
+                ("/{productKey}/{deviceName}/user/{kind}"), or a callable(record, device) giving the
+                topic. None: the encoder's thing-model topic for the Alink encoders, else
+                /{productKey}/{deviceName}/user/update.
+            encoder: "jsonl", "json-array", "avro", "raw", "alink-property", "alink-history", or an
+                Encoder.
+            ca_file: A PEM file of CAs to trust instead of the system's (an emulator's `ca_file`).
+            max_payload_bytes: The largest payload, 1 to 131072 (the platform's limit).
+            encoder_options: Keyword arguments for the encoder (e.g. `schema` for avro; without one,
+                avro takes the input's Beam schema).
+            product_key_field: The record field holding the productKey.
+            device_name_field: The record field holding the deviceName.
+            router: A callable(record) -> (Device or (productKey, deviceName), topic), instead of the
+                fields and `topic`; it may raise RoutingError to fail the record with a reason.
+            order_by: (Batch) a field to order each device's records by before packing, within
+                `sort_buffer_bytes` of encoded records at a time; a record whose value cannot be
+                ordered with the others fails as "unorderable".
+            sort_buffer_bytes: How much of a device's encoded records `order_by` sorts at a time.
+            streaming: True or False to choose; None follows the pipeline.
+            max_buffering_delay: (Streaming) seconds a record may wait for its payload to fill; None:
+                flush only on size and at the window's end.
+            max_in_flight: HTTP requests open at once per worker process.
+            max_buffered_bytes: Memory a worker process holds for payloads waiting for their device's
+                pace or a request slot, the records behind them counted.
+            device_messages_per_second: The pace kept per device (the platform allows 30).
+            retry: How long to keep trying one payload (`RetryPolicy`).
+            connect_timeout: Seconds to open a connection.
+            read_timeout: Seconds for a whole reply; an attempt that runs out is retried as ambiguous.
+            insecure_skip_tls_verify: Turns certificate checks off. Never the default.
+            sign_method: How /auth is signed: "hmacsha1" (the default, documented by the spec),
+                "hmacmd5" or "hmacsha256".
+            processing_clock: (Streaming, for tests) a callable giving the processing time in epoch
+                seconds that the buffering delay counts from; None: the wall clock. TestStream on the
+                BundleBasedDirectRunner keeps a processing clock of its own that starts at 0, which a
+                DoFn cannot read: pass `lambda: 0.0` there, and advance_processing_time past the delay
+                flushes what was buffered.
+
+        Raises:
+            ValueError: `max_payload_bytes` out of range, an unknown `sign_method` or encoder, or an
+                endpoint holding a user name or password.
+            TypeError: `credentials` is neither a path nor a provider, or `topic` neither a template
+                nor a callable.
+        """
         super().__init__()
         if not 0 < max_payload_bytes <= MAX_PAYLOAD_BYTES:
             raise ValueError(f"max_payload_bytes must be 1 to {MAX_PAYLOAD_BYTES} (the platform's limit)")
@@ -165,9 +219,10 @@ class WriteToIoTPlatform(beam.PTransform):
         }
         return {key: DisplayDataItem(value, label=label) for key, (value, label) in items.items()}
 
-    def expand(self, records):
+    def expand(self, records: PCollection[Any]) -> WriteToIoTPlatformResult:
         encoder = self._encoder or AvroEncoder(avro_schema_of(records.element_type))
         keyed, unroutable = records | "Route" >> KeyByDevice(self._router)
+        publish_fn: _PublishFn
         if self._is_streaming(records):
             publish_fn = _BufferedPublishFn(self._config, encoder, self._max_payload_bytes,
                                             self._max_buffering_delay, self._processing_clock)
