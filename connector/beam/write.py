@@ -219,7 +219,7 @@ class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformRes
         }
         return {key: DisplayDataItem(value, label=label) for key, (value, label) in items.items()}
 
-    def expand(self, records: PCollection[Any]) -> WriteToIoTPlatformResult:
+    def expand(self, records: PCollection[Any]):  # no return annotation: Beam would take it for a type hint
         encoder = self._encoder or AvroEncoder(avro_schema_of(records.element_type))
         keyed, unroutable = records | "Route" >> KeyByDevice(self._router)
         publish_fn: _PublishFn
