@@ -59,3 +59,12 @@ def test_an_endpoint_with_a_user_or_password_is_refused_without_showing_it(crede
     with pytest.raises(ValueError, match="user name or password") as raised:
         connector.WriteToIoTPlatform("https://meter:s3cretValue@127.0.0.1:8443", credentials)
     assert "s3cretValue" not in str(raised.value)
+
+
+def test_applying_the_transform_warns_of_nothing(credentials, caplog):
+    # Beam reads expand's annotations as type hints: a result annotation made it warn at every run.
+    with caplog.at_level("WARNING"):
+        pipeline = beam.Pipeline(options=PipelineOptions(FN_API))
+        _ = pipeline | beam.Create([{"productKey": "a1", "deviceName": "d1"}]) | connector.WriteToIoTPlatform(
+            "https://127.0.0.1:1", credentials)
+    assert not [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
