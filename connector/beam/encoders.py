@@ -15,10 +15,17 @@ import math
 import os
 import random
 import uuid
+from collections.abc import Sequence
+from typing import Any
 
 import fastavro
 import orjson
 from fastavro.validation import ValidationError, validate
+
+from connector.protocol.device import Device
+
+__all__ = ["ENCODERS", "AlinkHistoryEncoder", "AlinkPropertyEncoder", "AvroEncoder", "EncodeError", "Encoder",
+           "JsonArrayEncoder", "JsonLinesEncoder", "RawEncoder", "get_encoder"]
 
 
 class EncodeError(ValueError):
@@ -26,26 +33,40 @@ class EncodeError(ValueError):
 
 
 class Encoder:
-    """Turns records into fragments, and fragments into one payload body."""
+    """Turns records into fragments, and fragments into one payload body.
 
-    name = None
-    topic = None  # the topic template its payloads are made for, when the format has one
-    max_records = None  # records per payload at most; None = as many as fit
-    separator = b""  # written between fragments in a payload
+    A custom encoder subclasses this, sets `name`, and implements `encode` and `decode` (and `overhead`
+    and `payload` when its payload is more than the fragments joined by `separator`).
+    """
 
-    def encode(self, record):
-        """One record's fragment; raises EncodeError."""
+    name: str | None = None
+    topic: str | None = None  # the topic template its payloads are made for, when the format has one
+    max_records: int | None = None  # records per payload at most; None = as many as fit
+    separator: bytes = b""  # written between fragments in a payload
+
+    def encode(self, record: Any) -> bytes:
+        """One record's fragment.
+
+        Args:
+            record: One input record (a dict for the built-in encoders but raw).
+
+        Returns:
+            The record's bytes as they go into a payload.
+
+        Raises:
+            EncodeError: The record cannot be encoded; the message says why, never a secret.
+        """
         raise NotImplementedError
 
-    def overhead(self, device):
+    def overhead(self, device: Device) -> int:
         """Upper bound of the bytes a payload adds besides fragments and separators."""
         return 0
 
-    def payload(self, device, fragments):
+    def payload(self, device: Device, fragments: Sequence[bytes]) -> bytes:
         """The body of one message holding these fragments."""
         return self.separator.join(fragments)
 
-    def decode(self, payload):
+    def decode(self, payload: bytes) -> list[Any]:
         """The records back from a payload (for tests, accounting and dead letters)."""
         raise NotImplementedError
 
@@ -170,9 +191,10 @@ class JsonArrayEncoder(JsonLinesEncoder):
 ALINK_ID_LIMIT = 2**32  # ids are strings holding 0..4294967295
 DEVICE_FIELDS = ("productKey", "deviceName")
 _MISSING = object()
+_ids: "itertools.count[int]"  # this process's Alink id counter, set by _restart_ids
 
 
-def _restart_ids():
+def _restart_ids() -> None:
     """Start this process's id counter at a random point (again in a forked child, so that it does not
     repeat its parent's ids)."""
     global _ids
@@ -207,7 +229,7 @@ class _AlinkEncoder(Encoder):
     """Shared by the thing-model encoders: a fragment is one record's properties object,
     {"name": {"value": v, "time": ms}, ...}; the payload wraps fragments in the Alink envelope."""
 
-    method = None
+    method: str | None = None
     time_required = False
 
     def __init__(self, time_field="time", properties=None, exclude=DEVICE_FIELDS):
@@ -403,8 +425,19 @@ ENCODERS = {
 }
 
 
-def get_encoder(spec, **options):
-    """An Encoder instance as it is, or a new encoder by name with options (e.g. avro's schema)."""
+def get_encoder(spec: "str | Encoder", **options: Any) -> Encoder:
+    """An Encoder instance as it is, or a new encoder by name with options.
+
+    Args:
+        spec: An Encoder, or the name of a built-in one (a key of ENCODERS).
+        **options: The named encoder's options (e.g. `schema` for avro).
+
+    Returns:
+        The encoder.
+
+    Raises:
+        ValueError: An unknown name, or options given with an instance.
+    """
     if isinstance(spec, Encoder):
         if options:
             raise ValueError(f"options {sorted(options)} given with an encoder instance would be ignored")

@@ -7,6 +7,8 @@ from typing import Any, NamedTuple, Optional
 
 from apache_beam import coders, pvalue
 
+__all__ = ["FailedRecord", "FailedRecordCoder", "Reason", "Receipt", "ReceiptCoder", "WriteToIoTPlatformResult"]
+
 
 class Reason:
     """Stable names for why a record was not published (the `reason` of a FailedRecord)."""
@@ -39,7 +41,7 @@ class Receipt(NamedTuple):
     record_count: int
     payload_bytes: int
 
-    def to_json_dict(self):
+    def to_json_dict(self) -> dict[str, Any]:
         """A dict for JSON consumers in other languages: message_id as text, which they cannot mangle."""
         return dict(self._asdict(), message_id=str(self.message_id))
 
@@ -98,8 +100,8 @@ class FailedRecordCoder(_NamedTupleCoder):
                                         coders.StrUtf8Coder(), coders.VarIntCoder()])
 
 
-coders.registry.register_coder(Receipt, ReceiptCoder)
-coders.registry.register_coder(FailedRecord, FailedRecordCoder)
+coders.registry.register_coder(Receipt, ReceiptCoder)  # type: ignore[attr-defined]
+coders.registry.register_coder(FailedRecord, FailedRecordCoder)  # type: ignore[attr-defined]
 
 
 class WriteToIoTPlatformResult(NamedTuple):
@@ -108,5 +110,5 @@ class WriteToIoTPlatformResult(NamedTuple):
     A NamedTuple so that Beam names the transform's outputs `published` and `failed` in the graph.
     """
 
-    published: pvalue.PCollection  # of Receipt
-    failed: pvalue.PCollection  # of FailedRecord
+    published: pvalue.PCollection[Receipt]
+    failed: pvalue.PCollection[FailedRecord]
