@@ -216,12 +216,14 @@ class Publisher:
         already being sent, or waiting to be sent again, ends as usual."""
         with self._changed:
             cancelled = {future for future in futures if future.cancel()}
+            if not cancelled:  # a bundle that ended: every bundle start asks, so no walk over the lanes
+                return
             freed = 0
             for lane in self._lanes.values():
-                if any(job.future in cancelled for job in lane.jobs):
-                    kept = collections.deque(job for job in lane.jobs if job.future not in cancelled)
-                    freed += sum(job.held_bytes for job in lane.jobs) - sum(job.held_bytes for job in kept)
-                    lane.jobs = kept  # an emptied lane is dropped when its turn comes
+                dropped = [job for job in lane.jobs if job.future in cancelled]
+                if dropped:
+                    lane.jobs = collections.deque(job for job in lane.jobs if job.future not in cancelled)
+                    freed += sum(job.held_bytes for job in dropped)  # an emptied lane goes when its turn comes
         if freed:
             self._budget.give(freed)
 
