@@ -80,9 +80,10 @@ class _PublishFn(beam.DoFn):
             except EncodeError as error:
                 yield self._failed(record, device, topic, Reason.UNENCODABLE, str(error), window, timestamp)
 
-    def _pack(self, packer, device, topic, pairs, window, timestamp):
-        """Pack (record, fragment) pairs, publishing each payload as it closes; failed outputs among
-        the pairs pass through, and a record too large for any payload fails."""
+    def _pack(self, packer, device, topic, pairs, window, timestamp, flush=True):
+        """Pack (record, fragment) pairs, publishing each payload as it closes (and the last, unless
+        flush is False); failed outputs among the pairs pass through, and a record too large for any
+        payload fails."""
         for item in pairs:
             if isinstance(item, pvalue.TaggedOutput):
                 yield item
@@ -95,7 +96,7 @@ class _PublishFn(beam.DoFn):
                 continue
             if payload is not None:
                 yield from self._submit(device, topic, payload, window, timestamp)
-        payload = packer.flush()
+        payload = packer.flush() if flush else None
         if payload is not None:
             yield from self._submit(device, topic, payload, window, timestamp)
 
@@ -193,11 +194,15 @@ class _GroupedPublishFn(_PublishFn):
     def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
         ((product_key, device_name), topic), records = element
         device = Device(product_key, device_name)
-        pairs = self._encoded(records, device, topic, window, timestamp)
+        pairs = self._pairs(records, device, topic, window, timestamp)
         if self._order_by is not None:
             pairs = self._sorted_in_buffers(pairs, device, topic, window, timestamp)
         packer = Packer(self._encoder, device, self._max_payload_bytes)
         yield from self._pack(packer, device, topic, pairs, window, timestamp)
+
+    def _pairs(self, records, device, topic, window, timestamp):
+        """The group's (record, fragment) pairs and failed outputs."""
+        return self._encoded(records, device, topic, window, timestamp)
 
     def _sorted_in_buffers(self, items, device, topic, window, timestamp):
         buffer, buffered_bytes = [], 0

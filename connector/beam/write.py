@@ -1,12 +1,14 @@
 """WriteToIoTPlatform: the PTransform users apply.
 
-records --Route--> (((productKey, deviceName), topic), record) --group--> pack --publish--> receipts
-   |                                                             |                          |
-   +-- unroutable, bad topic ---------------------> failed <------+ unencodable, too large  + failed codes
+batch:     records --route, encode--> chunks per ((productKey, deviceName), topic) --group--> pack --publish--> receipts
+streaming: records --route--> (((productKey, deviceName), topic), record) --state--> encode, pack --publish--> receipts
+   |                                    |                                                 |
+   +-- unroutable, bad topic, unencodable, too large (batch) ---> failed <----------------+ too large, failed codes
 """
 import apache_beam as beam
 from apache_beam import typehints
 from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.transforms.window import GlobalWindows
 
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
 from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
@@ -14,39 +16,17 @@ from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
 from .credentials import as_credentials
 from .encoders import get_encoder
 from .metrics import SinkMetrics
-from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn
+from .prepack import _ChunkedPublishFn, _RouteAndEncodeFn, _RouteAndEncodeInWindowsFn, _RouteFn
+from .publish_fns import FAILED, _BufferedPublishFn
 from .publisher import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
-from .routing import RoutingError, default_topic, make_router
+from .routing import default_topic, make_router
 
 # ((productKey, deviceName), topic): nested pairs, so every runner sees Beam's standard KV and string
 # coders (Prism cannot group on Python's coder for a 3-tuple).
 _Key = typehints.Tuple[typehints.Tuple[str, str], str]
 # Streaming: how long a record may wait for its payload to fill before it is sent anyway.
 DEFAULT_MAX_BUFFERING_DELAY = 5.0
-
-
-class _RouteFn(beam.DoFn):
-    """Keys each record by ((productKey, deviceName), topic); what cannot be routed fails here."""
-
-    def __init__(self, router):
-        self._router = router
-
-    def setup(self):
-        self._metrics = SinkMetrics()
-
-    def process(self, record):
-        self._metrics.records_in.inc()
-        try:
-            device, topic = self._router(record)
-        except RoutingError as error:
-            self._metrics.failed(error.reason)
-            device = error.device
-            yield beam.pvalue.TaggedOutput(FAILED, FailedRecord(
-                record, device and device.product_key, device and device.device_name, error.topic,
-                error.reason, None, str(error), 0))
-            return
-        yield ((device.product_key, device.device_name), topic), record
 
 
 class KeyByDevice(beam.PTransform):
@@ -134,16 +114,23 @@ class WriteToIoTPlatform(beam.PTransform):
                 "max_payload_bytes": self._max_payload_bytes, "max_in_flight": self._config.max_in_flight}
 
     def expand(self, records):
-        keyed, unroutable = records | "Route" >> KeyByDevice(self._router)
         if self._is_streaming(records):
+            keyed, unpublished = records | "Route" >> KeyByDevice(self._router)
             publish_fn = _BufferedPublishFn(self._config, self._encoder, self._max_payload_bytes,
                                             self._max_buffering_delay, self._processing_clock)
         else:
-            keyed = keyed | "GroupByDevice" >> beam.GroupByKey()
-            publish_fn = _GroupedPublishFn(self._config, self._encoder, self._max_payload_bytes,
+            # Records are encoded before the shuffle and cross it as byte chunks, a few per device.
+            in_global_window = isinstance(records.windowing.windowfn, GlobalWindows)
+            route_fn = (_RouteAndEncodeFn if in_global_window else _RouteAndEncodeInWindowsFn)(
+                self._router, self._encoder, self._max_payload_bytes)
+            routed = records | "RouteAndEncode" >> beam.ParDo(route_fn).with_outputs(FAILED, main="chunks")
+            keyed = (_typed(routed.chunks, typehints.KV[_Key, bytes])
+                     | "GroupByDevice" >> beam.GroupByKey())
+            unpublished = _typed(routed[FAILED], FailedRecord)
+            publish_fn = _ChunkedPublishFn(self._config, self._encoder, self._max_payload_bytes,
                                            self._order_by, self._sort_buffer_bytes)
         published = keyed | "PackAndPublish" >> beam.ParDo(publish_fn).with_outputs(FAILED, main="published")
-        failed = ((unroutable, _typed(published[FAILED], FailedRecord))
+        failed = ((unpublished, _typed(published[FAILED], FailedRecord))
                   | "Failed" >> beam.Flatten())
         return WriteToIoTPlatformResult(_typed(published.published, Receipt), _typed(failed, FailedRecord))
 

@@ -1,0 +1,244 @@
+"""Batch: route and encode before the shuffle, so the GroupByKey moves a few byte chunks per device
+instead of every record.
+
+Beam's per-element work around a GroupByKey (coding each record as a pickled dict, grouping it,
+decoding it) cost more than reading and encoding it. _RouteAndEncodeFn routes and encodes each record
+and keeps, per device, topic and window, its fragments and originals until they reach CHUNK_BYTES or
+the bundle ends; a chunk is one bytes value: the fragments and the originals pickled together. After
+the GroupByKey, _ChunkedPublishFn feeds every chunk's (record, fragment) pairs to one packer per device,
+so fragments from different bundles share payloads (the minimum number of messages), order_by sorts as
+it does for records, and a failed payload's records are the originals.
+"""
+import collections.abc
+import itertools
+import pickle
+import sys
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from connector.protocol.device import Device
+
+from .encoders import EncodeError
+from .metrics import SinkMetrics
+from .packing import Packer, Payload, RecordTooLarge
+from .publish_fns import FAILED, _GroupedPublishFn
+from .results import FailedRecord, Reason
+from .routing import RoutingError
+
+# A chunk closes at this many bytes of fragments; a bundle sends all it holds at BUNDLE_BYTES.
+CHUNK_BYTES = 256 << 10
+BUNDLE_BYTES = 8 << 20
+_GLOBAL_WINDOW = GlobalWindow()  # made once: making one costs more than routing a record
+_REF_BYTES = sys.getsizeof((None, 0))  # a (chunk originals, index) pair
+
+
+class _RouteFn(beam.DoFn):
+    """Keys each record by (Device, topic), Beam's standard coder for ((productKey, deviceName), topic);
+    what cannot be routed fails here."""
+
+    def __init__(self, router):
+        self._router = router
+
+    def setup(self):
+        self._metrics = SinkMetrics()
+
+    def process(self, record):
+        self._metrics.records_in.inc()
+        try:
+            key = self._router(record)  # (Device, topic): a Device is the (productKey, deviceName) pair
+        except RoutingError as error:
+            yield self._unroutable(record, error)
+            return
+        yield key, record
+
+    def _unroutable(self, record, error):
+        self._metrics.failed(error.reason)
+        device = error.device
+        return pvalue.TaggedOutput(FAILED, FailedRecord(
+            record, device and device.product_key, device and device.device_name, error.topic,
+            error.reason, None, str(error), 0))
+
+
+class _RouteAndEncodeFn(_RouteFn):
+    """Routes and encodes each record of the global window; emits (key, chunk) pairs, a chunk per
+    CHUNK_BYTES of fragments of one key, and the rest when the bundle ends or holds BUNDLE_BYTES.
+    A record too large for any payload fails here, so that it does not cross the shuffle.
+
+    Its process takes no window: Beam calls such a DoFn on a faster path, which matters per record.
+    """
+
+    def __init__(self, router, encoder, max_payload_bytes):
+        super().__init__(router)
+        self._encoder = encoder
+        self._max_payload_bytes = max_payload_bytes
+
+    def start_bundle(self):
+        self._open = {}  # window -> {key: _OpenChunk}
+        self._global = self._open[_GLOBAL_WINDOW] = {}
+        self._held = 0
+        self._records_in = 0  # counted per bundle: a counter's inc per record costs as much as routing
+
+    def process(self, record):
+        return self._add(record, self._global, _GLOBAL_WINDOW)
+
+    def _add(self, record, chunks, window):
+        """Route, encode and hold one record; returns the outputs this gives, if any."""
+        self._records_in += 1
+        try:
+            key = self._router(record)
+        except RoutingError as error:
+            return (self._unroutable(record, error),)
+        chunk = chunks.get(key)
+        if chunk is None:
+            chunk = chunks[key] = _OpenChunk(self._encoder, key, self._max_payload_bytes)
+        try:
+            fragment = self._encoder.encode(record)
+            if len(fragment) > chunk.max_fragment_bytes:
+                raise chunk.too_large(fragment)
+        except (EncodeError, RecordTooLarge) as error:
+            reason = Reason.UNENCODABLE if isinstance(error, EncodeError) else Reason.TOO_LARGE
+            self._metrics.failed(reason)
+            (product_key, device_name), topic = key
+            return (pvalue.TaggedOutput(FAILED, FailedRecord(record, product_key, device_name, topic, reason,
+                                                             None, str(error), 0)),)
+        chunk.records.append(record)
+        chunk.fragments.append(fragment)
+        chunk.size += len(fragment)
+        self._held += len(fragment)
+        if self._held >= BUNDLE_BYTES:
+            return self._close_all()
+        if chunk.size >= CHUNK_BYTES:
+            del chunks[key]
+            self._held -= chunk.size
+            return (chunk.closed(window),)
+        return None
+
+    def finish_bundle(self):
+        self._metrics.records_in.inc(self._records_in)
+        self._records_in = 0
+        return self._close_all()
+
+    def _close_all(self):
+        closed = [chunk.closed(window) for window, chunks in self._open.items() for chunk in chunks.values()
+                  if chunk.records]
+        for chunks in self._open.values():
+            chunks.clear()
+        self._open = {_GLOBAL_WINDOW: self._global}
+        self._held = 0
+        return closed
+
+
+class _RouteAndEncodeInWindowsFn(_RouteAndEncodeFn):
+    """The same for records in windows other than the global one, each window's chunks apart."""
+
+    def process(self, record, window=beam.DoFn.WindowParam):
+        chunks = self._open.get(window)
+        if chunks is None:
+            chunks = self._open[window] = {}
+        return self._add(record, chunks, window)
+
+
+class _OpenChunk:
+    """One key's records and fragments in a bundle, until they close as a chunk."""
+
+    __slots__ = ("key", "records", "fragments", "size", "max_fragment_bytes", "too_large")
+
+    def __init__(self, encoder, key, max_payload_bytes):
+        self.key = key
+        self.records, self.fragments, self.size = [], [], 0
+        packer = Packer(encoder, key[0], max_payload_bytes)
+        self.max_fragment_bytes, self.too_large = packer.max_fragment_bytes, packer.too_large
+
+    def closed(self, window):
+        # At the window's end, where the GroupByKey puts its output anyway.
+        return WindowedValue((self.key, encode_chunk(self.records, self.fragments)), window.max_timestamp(),
+                             (window,))
+
+
+def encode_chunk(records, fragments):
+    """One bytes value holding records and their fragments, in order. The records are pickled, as
+    Beam's coder pickles what it has no coder for."""
+    return pickle.dumps((pickle.dumps(records, pickle.HIGHEST_PROTOCOL), fragments), pickle.HIGHEST_PROTOCOL)
+
+
+def decode_chunk(chunk):
+    """(records, fragments) of a chunk, as encode_chunk took them; records is an _Originals, which
+    unpickles them only when asked."""
+    originals, fragments = pickle.loads(chunk)
+    return _Originals(originals, len(fragments)), fragments
+
+
+class _Originals:
+    """A chunk's records, kept as the bytes that crossed the shuffle until a failure needs them."""
+
+    __slots__ = ("_pickled", "_records", "record_bytes")
+
+    def __init__(self, pickled, count):
+        self._pickled = pickled
+        self._records = None
+        self.record_bytes = len(pickled) // max(count, 1)  # each record's share of the memory held
+
+    def __getitem__(self, index):
+        if self._records is None:
+            self._records, self._pickled = pickle.loads(self._pickled), None
+        return self._records[index]
+
+
+class _LazyRecords(collections.abc.Sequence):
+    """A payload's records as (chunk originals, index) pairs, each looked up when it is read."""
+
+    def __init__(self, refs):
+        self._refs = refs
+
+    def __len__(self):
+        return len(self._refs)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [originals[i] for originals, i in self._refs[index]]
+        originals, i = self._refs[index]
+        return originals[i]
+
+    def held_bytes(self):
+        return sys.getsizeof(self._refs) + sum(_REF_BYTES + originals.record_bytes for originals, _ in self._refs)
+
+
+class _ChunkPayload(Payload):
+    """A payload whose records are _LazyRecords."""
+
+    def held_bytes(self):
+        return len(self.body) + self.records.held_bytes()
+
+
+class _ChunkedPublishFn(_GroupedPublishFn):
+    """Packs and publishes one device+topic's chunks as they stream by from the GroupByKey, a chunk
+    at a time (record by record when order_by sorts them)."""
+
+    def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        if self._order_by is not None:
+            yield from super().process(element, window, timestamp)
+            return
+        ((product_key, device_name), topic), chunks = element
+        device = Device(product_key, device_name)
+        for payload in self._payloads(Packer(self._encoder, device, self._max_payload_bytes), chunks):
+            yield from self._submit(device, topic, _ChunkPayload(payload.body, _LazyRecords(payload.records)),
+                                    window, timestamp)
+
+    @staticmethod
+    def _payloads(packer, chunks):
+        """The payloads of the chunks' fragments, as full as the packer makes them, whatever the chunks;
+        their records are (chunk originals, index) pairs."""
+        for chunk in chunks:
+            originals, fragments = decode_chunk(chunk)
+            yield from packer.extend(list(zip(itertools.repeat(originals), range(len(fragments)))), fragments)
+        payload = packer.flush()
+        if payload is not None:
+            yield payload
+
+    def _pairs(self, chunks, device, topic, window, timestamp):
+        for chunk in chunks:
+            originals, fragments = decode_chunk(chunk)
+            yield from ((originals[i], fragment) for i, fragment in enumerate(fragments))
