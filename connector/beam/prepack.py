@@ -3,11 +3,11 @@ instead of every record.
 
 Beam's per-element work around a GroupByKey (coding each record as a pickled dict, grouping it,
 decoding it) cost more than reading and encoding it. _RouteAndEncodeFn routes and encodes each record
-and keeps, per device, topic and window, its fragments and originals until they reach CHUNK_BYTES or
-the bundle ends; a chunk is one bytes value: the fragments and the originals pickled together. After
-the GroupByKey, _ChunkedPublishFn feeds every chunk's (record, fragment) pairs to one packer per device,
-so fragments from different bundles share payloads (the minimum number of messages), order_by sorts as
-it does for records, and a failed payload's records are the originals.
+and keeps, per device, topic and window, its fragments and records until they reach CHUNK_BYTES or the
+bundle ends; a chunk is one bytes value: the fragments, and the records pickled. After the GroupByKey,
+_ChunkedPublishFn feeds the fragments of all of a device's chunks to one packer, so fragments from
+different bundles share payloads (the fewest messages), and a payload's records stay pickled until a
+failure needs them: a failed record is the original. With order_by, records are sorted as before.
 """
 import collections.abc
 import itertools
@@ -32,7 +32,7 @@ from .routing import RoutingError
 CHUNK_BYTES = 256 << 10
 BUNDLE_BYTES = 8 << 20
 _GLOBAL_WINDOW = GlobalWindow()  # made once: making one costs more than routing a record
-_REF_BYTES = sys.getsizeof((None, 0))  # a (chunk originals, index) pair
+_SEGMENT_BYTES = sys.getsizeof((None, 0, 0))  # a (chunk originals, start, stop) triple
 
 
 class _RouteFn(beam.DoFn):
@@ -174,12 +174,16 @@ def decode_chunk(chunk):
 class _Originals:
     """A chunk's records, kept as the bytes that crossed the shuffle until a failure needs them."""
 
-    __slots__ = ("_pickled", "_records", "record_bytes")
+    __slots__ = ("_pickled", "_records", "_count", "record_bytes")
 
     def __init__(self, pickled, count):
         self._pickled = pickled
         self._records = None
+        self._count = count
         self.record_bytes = len(pickled) // max(count, 1)  # each record's share of the memory held
+
+    def __len__(self):
+        return self._count
 
     def __getitem__(self, index):
         if self._records is None:
@@ -188,22 +192,24 @@ class _Originals:
 
 
 class _LazyRecords(collections.abc.Sequence):
-    """A payload's records as (chunk originals, index) pairs, each looked up when it is read."""
+    """A payload's records as (chunk originals, start, stop) segments, each looked up when it is read:
+    no object per record, for the memory held and the garbage collector to go through."""
 
-    def __init__(self, refs):
-        self._refs = refs
+    def __init__(self, segments):
+        self._segments = segments
 
     def __len__(self):
-        return len(self._refs)
+        return sum(stop - start for _, start, stop in self._segments)
 
     def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [originals[i] for originals, i in self._refs[index]]
-        originals, i = self._refs[index]
-        return originals[i]
+        records = [originals[i] for originals, start, stop in self._segments for i in range(start, stop)]
+        return records[index]
+
+    def __iter__(self):
+        return (originals[i] for originals, start, stop in self._segments for i in range(start, stop))
 
     def held_bytes(self):
-        return sys.getsizeof(self._refs) + sum(_REF_BYTES + originals.record_bytes for originals, _ in self._refs)
+        return sum(_SEGMENT_BYTES + originals.record_bytes * (stop - start) for originals, start, stop in self._segments)
 
 
 class _ChunkPayload(Payload):
@@ -211,6 +217,16 @@ class _ChunkPayload(Payload):
 
     def held_bytes(self):
         return len(self.body) + self.records.held_bytes()
+
+
+def _located(payload, reach):
+    """The payload with its records (places in the group) as segments of the chunks in reach; the
+    chunks it ends leave reach, as the payloads after it start later."""
+    first, end = payload.records[0], payload.records[-1] + 1
+    segments = [(originals, max(first, at) - at, min(end, at + len(originals)) - at)
+                for at, originals in reach if at < end and at + len(originals) > first]
+    reach[:] = [(at, originals) for at, originals in reach if at + len(originals) > end]
+    return _ChunkPayload(payload.body, _LazyRecords(segments))
 
 
 class _ChunkedPublishFn(_GroupedPublishFn):
@@ -224,19 +240,23 @@ class _ChunkedPublishFn(_GroupedPublishFn):
         ((product_key, device_name), topic), chunks = element
         device = Device(product_key, device_name)
         for payload in self._payloads(Packer(self._encoder, device, self._max_payload_bytes), chunks):
-            yield from self._submit(device, topic, _ChunkPayload(payload.body, _LazyRecords(payload.records)),
-                                    window, timestamp)
+            yield from self._submit(device, topic, payload, window, timestamp)
 
     @staticmethod
     def _payloads(packer, chunks):
-        """The payloads of the chunks' fragments, as full as the packer makes them, whatever the chunks;
-        their records are (chunk originals, index) pairs."""
+        """The chunks' fragments packed as full as the packer makes them, whatever the chunks, as
+        _ChunkPayloads. The packer holds each record as its place in the group."""
+        reach, place = [], 0  # the chunks the open payload may reach back to: (place of the first, originals)
         for chunk in chunks:
             originals, fragments = decode_chunk(chunk)
-            yield from packer.extend(list(zip(itertools.repeat(originals), range(len(fragments)))), fragments)
+            reach.append((place, originals))
+            closed = packer.extend(range(place, place + len(fragments)), fragments)
+            place += len(fragments)
+            for payload in closed:
+                yield _located(payload, reach)
         payload = packer.flush()
         if payload is not None:
-            yield payload
+            yield _located(payload, reach)
 
     def _pairs(self, chunks, device, topic, window, timestamp):
         for chunk in chunks:
