@@ -2,7 +2,9 @@
 and fragments from many chunks must still fill payloads and keep order_by's order."""
 import json
 
+import apache_beam as beam
 import pytest
+from apache_beam.transforms import window
 
 from connector.beam import prepack
 from connector.beam.encoders import get_encoder
@@ -63,3 +65,25 @@ def test_a_failed_payload_reports_each_record_as_it_was_given(small_chunks, clea
     failed = sorted((f.record for f in run.failed), key=lambda r: r["seq"])
     assert failed == records  # tuples and int keys too, which a JSON round trip would change
     assert all(type(r["pair"]) is tuple for r in failed)
+
+
+class _InMinuteWindows(beam.PTransform):
+    """Batch records stamped with their "time" (seconds) in one-minute windows."""
+
+    def __init__(self, records):
+        super().__init__()
+        self._records = records
+
+    def expand(self, begin):
+        return (begin | beam.Create(self._records, reshuffle=False)
+                | beam.Map(lambda r: window.TimestampedValue(r, r["time"]))
+                | beam.WindowInto(window.FixedWindows(60)))
+
+
+def test_windows_other_than_the_global_one_are_chunked_and_packed_apart(clean_emulator, devices, credentials,
+                                                                        tmp_path):
+    records = [dict(r, time=r["seq"] % 2 * 60 + 1) for r in _readings(devices[0], 40)]  # two windows
+    run = run_write(None, clean_emulator, credentials, tmp_path, source=_InMinuteWindows(records))
+    assert not run.failed and sum(r.record_count for r in run.receipts) == 40
+    payloads = _payloads(clean_emulator, devices[0])
+    assert sorted({json.loads(line)["time"] for line in p.splitlines()} for p in payloads) == [{1}, {61}]
