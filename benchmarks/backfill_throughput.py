@@ -7,6 +7,11 @@ readings spread at random over the devices, 4 deflate files). Each scenario runs
 child process (FnApiRunner, pinned), so its peak RSS and CPU seconds are its own. Every scenario runs
 --repeat times (default 2), interleaved, and the fastest run is reported (the machine may be shared):
 
+  read       the floor: read the Avro files and count the records (nothing else a backfill could skip)
+  read-encode  the floor with encoding: read, and encode each record with the connector's jsonl encoder
+             (orjson), without routing or grouping
+  baseline   (with --baseline DIR) the connector scenario on another checkout's code, e.g. the commit
+             before a change (`git worktree add DIR REV`), interleaved with the others
   ceiling    the same pipeline without publishing: read Avro, route (the connector's route step and
              key coder), group per device, encode and pack (the connector's Encoder and packing.pack),
              drop the payloads
@@ -31,7 +36,8 @@ what is measured; the connector keeps its default per-device pace (30 messages/s
 is printed. Figures: records/s (records over the pipeline's run, from run() to done), messages and
 their share of the minimum (per device ceil(encoded bytes / 131,072), summed), payload bytes, /auth
 calls, retries, peak RSS (sum over the scenario's process tree, sampled every 50 ms), CPU seconds of
-the pipeline's processes and of the emulator (psutil).
+the pipeline's processes (and per record, in µs) and of the emulator (psutil); and every scenario's
+records/s as a share of each floor, of the best runs and round by round.
 """
 import argparse
 import contextlib
@@ -50,7 +56,8 @@ import psutil
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND as RATE, MAX_PAYLOAD_BYTES
 from pipelines.options import LOCAL_RUNNER
 
-SCENARIOS = ("ceiling", "connector", "naive", "far", "multi", "memory", "flink", "flink-cluster", "prism")
+SCENARIOS = ("read", "read-encode", "ceiling", "connector", "naive", "far", "multi", "memory",
+             "flink", "flink-cluster", "prism")
 PRODUCT_KEY = "a1BenchFleet"
 START_MS = 1_704_067_200_000
 SCHEMA = {
@@ -171,6 +178,36 @@ def _ceiling_pipeline(records):
     _ = keyed | "GroupByDevice" >> beam.GroupByKey() | "PackOnly" >> beam.ParDo(PackOnly())
 
 
+def _floor_pipeline(records, encode):
+    """The floors: count every record, encoding it first with the jsonl encoder when asked. Counts are
+    kept per bundle, as a metric's inc per record would cost about as much as encoding."""
+    import apache_beam as beam
+
+    from connector.beam.encoders import get_encoder
+
+    class Count(beam.DoFn):
+        def __init__(self):
+            self.encoder = get_encoder("jsonl") if encode else None
+
+        def setup(self):
+            self.records = beam.metrics.Metrics.counter("bench", "records")
+            self.payload_bytes = beam.metrics.Metrics.counter("bench", "payload_bytes")
+
+        def start_bundle(self):
+            self.counts = [0, 0]
+
+        def process(self, record):
+            self.counts[0] += 1
+            if self.encoder is not None:
+                self.counts[1] += len(self.encoder.encode(record))
+
+        def finish_bundle(self):
+            self.records.inc(self.counts[0])
+            self.payload_bytes.inc(self.counts[1])
+
+    _ = records | "Count" >> beam.ParDo(Count())
+
+
 def naive_fn(endpoint, ca_file, credentials):
     import apache_beam as beam
     import requests
@@ -234,7 +271,9 @@ def run_child(args):
         beam_args = [*beam_args, f"--flink_master={args.flink_master}"]
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
     records = pipeline | "Read" >> ReadInputFiles(args.input, "avro")
-    if args.child == "ceiling":
+    if args.child in ("read", "read-encode"):
+        _floor_pipeline(records, encode=args.child == "read-encode")
+    elif args.child == "ceiling":
         _ceiling_pipeline(records)
     elif args.child == "naive":
         _ = records | "NaivePublish" >> beam.ParDo(naive_fn(args.endpoint, args.ca_file, args.credentials))
@@ -315,11 +354,13 @@ def _tree_sampler(root):
     return state
 
 
-def run_scenario(name, child_args, emulator):
+def run_scenario(name, child_args, emulator, source=None):
+    """Run one scenario's child process; source: another checkout whose code the child runs instead."""
     command = [sys.executable, "-m", "benchmarks.backfill_throughput", "--child", name] + child_args
+    where = {} if source is None else {"cwd": source, "env": {**os.environ, "PYTHONPATH": source}}
     emulator_process = psutil.Process(emulator.pid)
     emulator_cpu = sum(emulator_process.cpu_times()[:2])
-    child = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **where)
     sampler = _tree_sampler(child)
     out, err = child.communicate()
     sampler["stop"].set()
@@ -353,6 +394,8 @@ def main(argv=None):
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--repeat", type=int, default=2, help="runs per scenario (the fastest counts)")
     parser.add_argument("--json", default="backfill_throughput.json", help="where to write the figures")
+    parser.add_argument("--baseline", help="another checkout (a directory): adds a scenario `baseline`, the "
+                                           "connector scenario run with that checkout's code, to compare with")
     parser.add_argument("--data", help="directory to write the data set to and keep (default: a temporary "
                                        "one, removed at the end)")
     # child-process options
@@ -383,29 +426,32 @@ def main(argv=None):
     with Emulator(fleet, device_qps=limit, account_qps=limit) as emulator, cluster:
         common = ["--input", pattern, "--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file,
                   "--credentials", os.path.join(args.data or workdir, "credentials.json")]
-        runs = []  # (label, scenario, records, child args)
+        runs = []  # (label, scenario, records, child args, checkout to run instead of this one)
         for name in scenarios:
             if name == "naive":
                 naive_input = subset(pattern, os.path.join(workdir, "naive"), args.naive_records)
-                runs.append((name, name, args.naive_records, common + ["--input", naive_input]))
+                runs.append((name, name, args.naive_records, common + ["--input", naive_input], None))
             elif name == "memory":
-                runs += [(f"memory_{n}", name, n, common + ["--records", str(n)]) for n in memory_n]
+                runs += [(f"memory_{n}", name, n, common + ["--records", str(n)], None) for n in memory_n]
             elif name == "flink-cluster":
-                runs.append((name, name, args.records, common + ["--flink-master", cluster.master]))
+                runs.append((name, name, args.records, common + ["--flink-master", cluster.master], None))
             else:
-                runs.append((name, name, args.records, common))
+                runs.append((name, name, args.records, common, None))
+        if args.baseline:
+            runs.append(("baseline", "connector", args.records, common, os.path.abspath(args.baseline)))
         # The machine may be shared: every scenario runs --repeat times, interleaved; the fastest run counts.
         for round_ in range(args.repeat):
-            for label, name, n, child_args in runs:
+            for label, name, n, child_args, source in runs:
                 emulator.reset()
                 if name == "far":
                     emulator.set_faults(latency_ms=50)
                 print(f"running {label} (round {round_ + 1} of {args.repeat}) ...", file=sys.stderr, flush=True)
-                figures = run_scenario(name, child_args, emulator)
+                figures = run_scenario(name, child_args, emulator, source)
                 counters = figures["counters"]
                 figures["emulator_messages"] = emulator.counters().get("messages")
                 figures["records"] = n
                 figures["records_per_s"] = round(n / figures["seconds"])
+                figures["cpu_us_per_record"] = round(figures["cpu_seconds"] / n * 1e6, 1)
                 if name in ("ceiling", "connector", "far", *OTHER_RUNNERS):
                     figures["messages_share_of_minimum"] = round(counters.get("messages", 0) / minimum, 4)
                 best = report["scenarios"].get(label)
@@ -419,6 +465,8 @@ def main(argv=None):
     ratios = {}
     if "connector" in s and "ceiling" in s:
         ratios["connector/ceiling"] = round(s["connector"]["records_per_s"] / s["ceiling"]["records_per_s"], 3)
+    if "connector" in s and "baseline" in s:
+        ratios["connector/baseline"] = round(s["connector"]["records_per_s"] / s["baseline"]["records_per_s"], 3)
     if "connector" in s and "naive" in s:
         ratios["connector/naive"] = round(s["connector"]["records_per_s"] / s["naive"]["records_per_s"], 1)
     if "connector" in s and "far" in s:
@@ -427,6 +475,7 @@ def main(argv=None):
         if "connector" in s and name in s:
             ratios[f"{name}/connector"] = round(s[name]["records_per_s"] / s["connector"]["records_per_s"], 3)
     report["ratios"] = ratios
+    report["floors"] = floors(s)
     per_device_records = RATE * MAX_PAYLOAD_BYTES / (encoded_bytes / args.records + 1)
     report["pacing_note"] = (
         f"the connector paces each device at 30 messages/s (the platform's limit): at most "
@@ -441,9 +490,26 @@ def main(argv=None):
     print(f"\nfigures written to {args.json}; total {time.monotonic() - started:.0f}s", file=sys.stderr)
 
 
+def floors(scenarios):
+    """Each scenario's records/s as a share of the floors (read; read-encode): of the best runs, and
+    round by round (a round's runs follow one another, so they share the machine's load)."""
+    shares = {}
+    for floor in ("read", "read-encode"):
+        if floor not in scenarios:
+            continue
+        base = scenarios[floor]
+        for name, f in scenarios.items():
+            if name == floor or f["records"] != base["records"]:
+                continue
+            shares[f"{name}/{floor}"] = {
+                "best": round(f["records_per_s"] / base["records_per_s"], 3),
+                "by_round": [round(a / b, 3) for a, b in zip(f["all_records_per_s"], base["all_records_per_s"])]}
+    return shares
+
+
 def print_table(report):
     columns = ("records/s", "seconds", "messages", "share of min", "MB", "auth", "retries", "peak RSS MB",
-               "CPU s", "emulator CPU s")
+               "CPU s", "CPU us/record", "emulator CPU s")
     print(f"\n{report['records']:,} records, {report['devices']:,} devices; emulator device_qps and account_qps "
           f"{report['emulator_device_qps']:,} (its throttling is not measured); {report['cpus']} CPUs")
     print(f"{'scenario':<16}" + "".join(f"{c:>15}" for c in columns))
@@ -452,7 +518,8 @@ def print_table(report):
         row = (f"{f['records_per_s']:,}", f"{f['seconds']:.2f}", f"{c.get('messages', 0):,}",
                f"{f['messages_share_of_minimum']:.3f}" if "messages_share_of_minimum" in f else "-",
                f"{c.get('payload_bytes', 0) / 1e6:.1f}", f"{c.get('auth_calls', 0):,}", f"{c.get('retries', 0):,}",
-               f"{f['peak_rss_mb']:.0f}", f"{f['cpu_seconds']:.1f}", f"{f['emulator_cpu_seconds']:.1f}")
+               f"{f['peak_rss_mb']:.0f}", f"{f['cpu_seconds']:.1f}", f"{f['cpu_us_per_record']:.1f}",
+               f"{f['emulator_cpu_seconds']:.1f}")
         print(f"{name:<16}" + "".join(f"{v:>15}" for v in row))
         if "stage_rss_peak" in f:
             grown = (f["stage_rss_peak"] - f["stage_rss_baseline"]) / 2**20
@@ -468,6 +535,8 @@ def print_table(report):
                                                for name, f in report["scenarios"].items()))
     for name, value in report["ratios"].items():
         print(f"{name:<20}{value}")
+    for name, share in report["floors"].items():
+        print(f"{name:<24}{share['best']} (round by round: {', '.join(map(str, share['by_round']))})")
     print(report["pacing_note"])
 
 

@@ -170,3 +170,35 @@ def test_a_body_over_the_limit_is_reported_as_a_bug():
     packer.add("a", b"x" * 10)
     with pytest.raises(AssertionError, match="bug"):
         packer.flush()
+
+
+@pytest.mark.parametrize("name", sorted(CASES) + ["alink-property"])
+def test_extend_closes_the_payloads_add_would_close_one_record_at_a_time(name):
+    """extend() takes a chunk from the shuffle at once; chunks cut anywhere must pack as records do."""
+    make_encoder, make_record, _ = CASES.get(name, (lambda: get_encoder(name), _history_record, None))
+    encoder = make_encoder()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(workload=workloads(encoder.overhead(DEVICE)), cuts=st.lists(st.integers(0, 25), max_size=5))
+    def check(workload, cuts):
+        limit, texts = workload
+        records = [make_record(i, text) for i, text in enumerate(texts)]
+        fragments = [encoder.encode(r) for r in records]
+        max_fragment_bytes = Packer(encoder, DEVICE, limit).max_fragment_bytes
+        fitting = [(r, f) for r, f in zip(records, fragments) if len(f) <= max_fragment_bytes]
+        one_by_one = Packer(encoder, DEVICE, limit)
+        expected = [p for p in (one_by_one.add(r, f) for r, f in fitting) if p is not None] + [one_by_one.flush()]
+        chunked = Packer(encoder, DEVICE, limit)
+        got, bounds = [], sorted({0, len(fitting), *(min(c, len(fitting)) for c in cuts)})
+        for start, stop in zip(bounds, bounds[1:]):
+            chunk = fitting[start:stop]
+            got += chunked.extend([r for r, _ in chunk], [f for _, f in chunk])
+        got.append(chunked.flush())
+        contents = lambda payloads: [(p.records, encoder.decode(p.body)) for p in payloads if p]  # noqa: E731 (Alink ids differ)
+        assert contents(got) == contents(expected) and [p is None for p in got] == [p is None for p in expected]
+        if len(fitting) < len(records):  # a chunk with a record too large: refused whole, nothing added
+            with pytest.raises(RecordTooLarge):
+                chunked.extend(records, fragments)
+            assert chunked.flush() is None
+
+    check()

@@ -4,6 +4,8 @@ Greedy and in arrival order: a payload closes when the next fragment would push 
 the encoder's record cap is reached). Sizes are counted from fragment lengths and the encoder's
 envelope bound, so a record is encoded once and a body is built only when its payload closes.
 """
+import bisect
+import itertools
 import math
 import sys
 from typing import NamedTuple
@@ -60,6 +62,7 @@ class Packer:
         self._separator = len(encoder.separator)
         # Each fragment is counted with one separator; the last one's is never written, hence the +.
         self._room = max_payload_bytes - overhead + self._separator
+        self.max_fragment_bytes = self._room - self._separator  # the longest fragment a payload holds
         self._max_records = math.inf if encoder.max_records is None else encoder.max_records
         self._records = []
         self._fragments = []
@@ -77,6 +80,28 @@ class Packer:
         self._used += size
         return closed
 
+    def extend(self, records, fragments):
+        """Add records and their fragments (a chunk from the shuffle) at once: the payloads add() would
+        close one by one, found by bisecting the running sum of sizes instead of a call per record.
+        Raises RecordTooLarge, adding none, when any of them cannot fit even alone."""
+        separator = self._separator
+        sizes = [len(fragment) + separator for fragment in fragments]
+        if sizes and max(sizes) > self._room:
+            raise self.too_large(fragments[sizes.index(max(sizes))])
+        ends = list(itertools.accumulate(sizes, initial=0))  # ends[i]: size of the first i fragments
+        closed, start = [], 0
+        while start < len(sizes):
+            room = ends[start] + self._room - self._used
+            stop = min(bisect.bisect_right(ends, room) - 1, start + self._max_records - len(self._records))
+            if stop == start:  # the next fragment does not fit in the open payload
+                closed.append(self.flush())
+                continue
+            self._records.extend(records[start:stop])
+            self._fragments.extend(fragments[start:stop])
+            self._used += ends[stop] - ends[start]
+            start = stop
+        return closed
+
     def would_close(self, held_records, held_fragment_bytes, fragment):
         """Whether adding fragment to an open payload of held_records fragments (held_fragment_bytes in
         all) closes that payload first: add()'s rule, for a caller that keeps the open payload
@@ -88,11 +113,15 @@ class Packer:
         """The room a fragment takes, its separator included; RecordTooLarge when it can never fit."""
         size = len(fragment) + self._separator
         if size > self._room:
-            raise RecordTooLarge(
-                f"a record encodes to {len(fragment)} bytes, more than the {self._room - self._separator} "
-                f"bytes a payload of at most {self.max_payload_bytes} bytes holds besides the "
-                f"{self.encoder.name} envelope ({self._overhead} bytes)")
+            raise self.too_large(fragment)
         return size
+
+    def too_large(self, fragment):
+        """The RecordTooLarge for a fragment longer than max_fragment_bytes."""
+        return RecordTooLarge(
+            f"a record encodes to {len(fragment)} bytes, more than the {self.max_fragment_bytes} "
+            f"bytes a payload of at most {self.max_payload_bytes} bytes holds besides the "
+            f"{self.encoder.name} envelope ({self._overhead} bytes)")
 
     def _closes(self, used, held_records, size):
         return held_records > 0 and (used + size > self._room or held_records >= self._max_records)

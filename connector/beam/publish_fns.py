@@ -194,11 +194,15 @@ class _GroupedPublishFn(_PublishFn):
     def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
         ((product_key, device_name), topic), records = element
         device = Device(product_key, device_name)
-        pairs = self._encoded(records, device, topic, window, timestamp)
+        pairs = self._pairs(records, device, topic, window, timestamp)
         if self._order_by is not None:
             pairs = self._sorted_in_buffers(pairs, device, topic, window, timestamp)
         packer = Packer(self._encoder, device, self._max_payload_bytes)
         yield from self._pack(packer, device, topic, pairs, window, timestamp)
+
+    def _pairs(self, records, device, topic, window, timestamp):
+        """The group's (record, fragment) pairs and failed outputs."""
+        return self._encoded(records, device, topic, window, timestamp)
 
     def _sorted_in_buffers(self, items, device, topic, window, timestamp):
         buffer, buffered_bytes = [], 0

@@ -43,7 +43,7 @@ class FieldRouter:
             self._device_only_topic = False
         else:
             raise TypeError("topic must be a template string or a callable (record, device) -> topic")
-        self._topics = {}
+        self._routes = {}  # device -> (device, topic), when the topic depends on the device alone
 
     def __call__(self, record):
         if not isinstance(record, dict):
@@ -56,12 +56,14 @@ class FieldRouter:
             raise RoutingError(Reason.UNROUTABLE,
                                f"fields {self.product_key_field!r} and {self.device_name_field!r} must be "
                                f"non-empty strings, got {product_key!r} and {device_name!r}")
-        device = Device(product_key, device_name)
         if self._device_only_topic:
-            topic = self._topics.get(device)
-            if topic is None:
-                topic = self._topics[device] = self._topic_for(record, device)
-            return device, topic
+            # A Device is the (productKey, deviceName) pair: the plain pair finds it, one lookup a record.
+            route = self._routes.get((product_key, device_name))
+            if route is None:
+                device = Device(product_key, device_name)
+                route = self._routes[device] = device, self._topic_for(record, device)
+            return route
+        device = Device(product_key, device_name)
         return device, self._topic_for(record, device)
 
     def _topic_for(self, record, device):

@@ -1,8 +1,9 @@
 """WriteToIoTPlatform: the PTransform users apply.
 
-records --Route--> (((productKey, deviceName), topic), record) --group--> pack --publish--> receipts
-   |                                                             |                          |
-   +-- unroutable, bad topic ---------------------> failed <------+ unencodable, too large  + failed codes
+batch:     records --route, encode--> chunks per ((productKey, deviceName), topic) --group--> pack --publish--> receipts
+streaming: records --route--> (((productKey, deviceName), topic), record) --state--> encode, pack --publish--> receipts
+   |                                    |                                                 |
+   +-- unroutable, bad topic, unencodable, too large (batch) ---> failed <----------------+ too large, failed codes
 """
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ from apache_beam import typehints
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.display import DisplayDataItem
+from apache_beam.transforms.window import GlobalWindows
 
 from connector.protocol.device import Device
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
@@ -20,12 +22,12 @@ from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
 
 from .credentials import CredentialsProvider, as_credentials
 from .encoders import AvroEncoder, Encoder, get_encoder
-from .metrics import SinkMetrics
-from .publish_fns import FAILED, _BufferedPublishFn, _GroupedPublishFn, _PublishFn
+from .prepack import _ChunkedPublishFn, _RouteAndEncodeFn, _RouteAndEncodeInWindowsFn, _RouteFn
+from .publish_fns import FAILED, _BufferedPublishFn, _PublishFn
 from .publisher import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
-from .routing import FieldRouter, RoutingError, default_topic, make_router
-from .schemas import as_dict, avro_schema_of
+from .routing import FieldRouter, default_topic, make_router
+from .schemas import avro_schema_of
 
 __all__ = ["DEFAULT_MAX_BUFFERING_DELAY", "KeyByDevice", "Router", "Topic", "WriteToIoTPlatform"]
 
@@ -38,31 +40,6 @@ Topic = str | Callable[[dict[str, Any], Device], str]
 Router = Callable[[dict[str, Any]], tuple[tuple[str, str], str]]
 # Streaming: how long a record may wait for its payload to fill before it is sent anyway.
 DEFAULT_MAX_BUFFERING_DELAY = 5.0
-
-
-class _RouteFn(beam.DoFn):
-    """Keys each record by ((productKey, deviceName), topic); what cannot be routed fails here."""
-
-    def __init__(self, router):
-        self._router = router
-
-    def setup(self):
-        self._metrics = SinkMetrics()
-
-    def process(self, record):
-        self._metrics.records_in.inc()
-        if not isinstance(record, dict):
-            record = as_dict(record)
-        try:
-            device, topic = self._router(record)
-        except RoutingError as error:
-            self._metrics.failed(error.reason)
-            device = error.device
-            yield beam.pvalue.TaggedOutput(FAILED, FailedRecord(
-                record, device and device.product_key, device and device.device_name, error.topic,
-                error.reason, None, str(error), 0))
-            return
-        yield ((device.product_key, device.device_name), topic), record
 
 
 class KeyByDevice(beam.PTransform[PCollection[Any], tuple[PCollection[Any], PCollection[FailedRecord]]]):
@@ -221,17 +198,24 @@ class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformRes
 
     def expand(self, records: PCollection[Any]):  # no return annotation: Beam would take it for a type hint
         encoder = self._encoder or AvroEncoder(avro_schema_of(records.element_type))
-        keyed, unroutable = records | "Route" >> KeyByDevice(self._router)
         publish_fn: _PublishFn
         if self._is_streaming(records):
+            keyed, unpublished = records | "Route" >> KeyByDevice(self._router)
             publish_fn = _BufferedPublishFn(self._config, encoder, self._max_payload_bytes,
                                             self._max_buffering_delay, self._processing_clock)
         else:
-            keyed = keyed | "GroupByDevice" >> beam.GroupByKey()
-            publish_fn = _GroupedPublishFn(self._config, encoder, self._max_payload_bytes,
+            # Records are encoded before the shuffle and cross it as byte chunks, a few per device.
+            in_global_window = isinstance(records.windowing.windowfn, GlobalWindows)
+            route_fn = (_RouteAndEncodeFn if in_global_window else _RouteAndEncodeInWindowsFn)(
+                self._router, encoder, self._max_payload_bytes)
+            routed = records | "RouteAndEncode" >> beam.ParDo(route_fn).with_outputs(FAILED, main="chunks")
+            keyed = (_typed(routed.chunks, typehints.KV[_Key, bytes])
+                     | "GroupByDevice" >> beam.GroupByKey())
+            unpublished = _typed(routed[FAILED], FailedRecord)
+            publish_fn = _ChunkedPublishFn(self._config, encoder, self._max_payload_bytes,
                                            self._order_by, self._sort_buffer_bytes)
         published = keyed | "PackAndPublish" >> beam.ParDo(publish_fn).with_outputs(FAILED, main="published")
-        failed = ((unroutable, _typed(published[FAILED], FailedRecord))
+        failed = ((unpublished, _typed(published[FAILED], FailedRecord))
                   | "Failed" >> beam.Flatten())
         return WriteToIoTPlatformResult(_handed_over(published.published, Receipt, "Published"),
                                         _handed_over(failed, FailedRecord, "FailedRecords"))

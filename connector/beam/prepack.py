@@ -1,0 +1,269 @@
+"""Batch: route and encode before the shuffle, so the GroupByKey moves a few byte chunks per device
+instead of every record.
+
+Beam's per-element work around a GroupByKey (coding each record as a pickled dict, grouping it,
+decoding it) cost more than reading and encoding it. _RouteAndEncodeFn routes and encodes each record
+and keeps, per device, topic and window, its fragments and records until they reach CHUNK_BYTES or the
+bundle ends; a chunk is one bytes value: the fragments, and the records pickled. After the GroupByKey,
+_ChunkedPublishFn feeds the fragments of all of a device's chunks to one packer, so fragments from
+different bundles share payloads (the fewest messages), and a payload's records stay pickled until a
+failure needs them: a failed record is the original. With order_by, records are sorted as before.
+"""
+import collections.abc
+import pickle
+import sys
+
+import apache_beam as beam
+from apache_beam import pvalue
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from connector.protocol.device import Device
+
+from .encoders import EncodeError
+from .metrics import SinkMetrics
+from .packing import Packer, Payload, RecordTooLarge
+from .publish_fns import FAILED, _GroupedPublishFn
+from .results import FailedRecord, Reason
+from .routing import RoutingError
+from .schemas import as_dict
+
+# A chunk closes at this many bytes of fragments; a bundle sends all it holds at BUNDLE_BYTES.
+CHUNK_BYTES = 256 << 10
+BUNDLE_BYTES = 8 << 20
+_GLOBAL_WINDOW = GlobalWindow()  # made once: making one costs more than routing a record
+_SEGMENT_BYTES = sys.getsizeof((None, 0, 0))  # a (chunk originals, start, stop) triple
+
+
+class _RouteFn(beam.DoFn):
+    """Keys each record by (Device, topic), Beam's standard coder for ((productKey, deviceName), topic);
+    what cannot be routed fails here."""
+
+    def __init__(self, router):
+        self._router = router
+
+    def setup(self):
+        self._metrics = SinkMetrics()
+
+    def process(self, record):
+        self._metrics.records_in.inc()
+        if not isinstance(record, dict):
+            record = as_dict(record)
+        try:
+            key = self._router(record)  # (Device, topic): a Device is the (productKey, deviceName) pair
+        except RoutingError as error:
+            yield self._unroutable(record, error)
+            return
+        yield key, record
+
+    def _unroutable(self, record, error):
+        self._metrics.failed(error.reason)
+        device = error.device
+        return pvalue.TaggedOutput(FAILED, FailedRecord(
+            record, device and device.product_key, device and device.device_name, error.topic,
+            error.reason, None, str(error), 0))
+
+
+class _RouteAndEncodeFn(_RouteFn):
+    """Routes and encodes each record of the global window; emits (key, chunk) pairs, a chunk per
+    CHUNK_BYTES of fragments of one key, and the rest when the bundle ends or holds BUNDLE_BYTES.
+    A record too large for any payload fails here, so that it does not cross the shuffle.
+
+    Its process takes no window: Beam calls such a DoFn on a faster path, which matters per record.
+    """
+
+    def __init__(self, router, encoder, max_payload_bytes):
+        super().__init__(router)
+        self._encoder = encoder
+        self._max_payload_bytes = max_payload_bytes
+
+    def start_bundle(self):
+        self._open = {}  # window -> {key: _OpenChunk}
+        self._global = self._open[_GLOBAL_WINDOW] = {}
+        self._held = 0
+        self._records_in = 0  # counted per bundle: a counter's inc per record costs as much as routing
+
+    def process(self, record):
+        return self._add(record, self._global, _GLOBAL_WINDOW)
+
+    def _add(self, record, chunks, window):
+        """Route, encode and hold one record; returns the outputs this gives, if any."""
+        self._records_in += 1
+        if not isinstance(record, dict):
+            record = as_dict(record)
+        try:
+            key = self._router(record)
+        except RoutingError as error:
+            return (self._unroutable(record, error),)
+        chunk = chunks.get(key)
+        if chunk is None:
+            chunk = chunks[key] = _OpenChunk(self._encoder, key, self._max_payload_bytes)
+        try:
+            fragment = self._encoder.encode(record)
+            if len(fragment) > chunk.max_fragment_bytes:
+                raise chunk.too_large(fragment)
+        except (EncodeError, RecordTooLarge) as error:
+            reason = Reason.UNENCODABLE if isinstance(error, EncodeError) else Reason.TOO_LARGE
+            self._metrics.failed(reason)
+            (product_key, device_name), topic = key
+            return (pvalue.TaggedOutput(FAILED, FailedRecord(record, product_key, device_name, topic, reason,
+                                                             None, str(error), 0)),)
+        chunk.records.append(record)
+        chunk.fragments.append(fragment)
+        chunk.size += len(fragment)
+        self._held += len(fragment)
+        if self._held >= BUNDLE_BYTES:
+            return self._close_all()
+        if chunk.size >= CHUNK_BYTES:
+            del chunks[key]
+            self._held -= chunk.size
+            return (chunk.closed(window),)
+        return None
+
+    def finish_bundle(self):
+        self._metrics.records_in.inc(self._records_in)
+        self._records_in = 0
+        return self._close_all()
+
+    def _close_all(self):
+        closed = [chunk.closed(window) for window, chunks in self._open.items() for chunk in chunks.values()
+                  if chunk.records]
+        for chunks in self._open.values():
+            chunks.clear()
+        self._open = {_GLOBAL_WINDOW: self._global}
+        self._held = 0
+        return closed
+
+
+class _RouteAndEncodeInWindowsFn(_RouteAndEncodeFn):
+    """The same for records in windows other than the global one, each window's chunks apart."""
+
+    def process(self, record, window=beam.DoFn.WindowParam):
+        chunks = self._open.get(window)
+        if chunks is None:
+            chunks = self._open[window] = {}
+        return self._add(record, chunks, window)
+
+
+class _OpenChunk:
+    """One key's records and fragments in a bundle, until they close as a chunk."""
+
+    __slots__ = ("key", "records", "fragments", "size", "max_fragment_bytes", "too_large")
+
+    def __init__(self, encoder, key, max_payload_bytes):
+        self.key = key
+        self.records, self.fragments, self.size = [], [], 0
+        packer = Packer(encoder, key[0], max_payload_bytes)
+        self.max_fragment_bytes, self.too_large = packer.max_fragment_bytes, packer.too_large
+
+    def closed(self, window):
+        # At the window's end, where the GroupByKey puts its output anyway.
+        return WindowedValue((self.key, encode_chunk(self.records, self.fragments)), window.max_timestamp(),
+                             (window,))
+
+
+def encode_chunk(records, fragments):
+    """One bytes value holding records and their fragments, in order. The records are pickled, as
+    Beam's coder pickles what it has no coder for."""
+    return pickle.dumps((pickle.dumps(records, pickle.HIGHEST_PROTOCOL), fragments), pickle.HIGHEST_PROTOCOL)
+
+
+def decode_chunk(chunk):
+    """(records, fragments) of a chunk, as encode_chunk took them; records is an _Originals, which
+    unpickles them only when asked."""
+    originals, fragments = pickle.loads(chunk)
+    return _Originals(originals, len(fragments)), fragments
+
+
+class _Originals:
+    """A chunk's records, kept as the bytes that crossed the shuffle until a failure needs them."""
+
+    __slots__ = ("_pickled", "_records", "_count", "record_bytes")
+
+    def __init__(self, pickled, count):
+        self._pickled = pickled
+        self._records = None
+        self._count = count
+        self.record_bytes = len(pickled) // max(count, 1)  # each record's share of the memory held
+
+    def __len__(self):
+        return self._count
+
+    def __getitem__(self, index):
+        if self._records is None:
+            self._records, self._pickled = pickle.loads(self._pickled), None
+        return self._records[index]
+
+
+class _LazyRecords(collections.abc.Sequence):
+    """A payload's records as (chunk originals, start, stop) segments, each looked up when it is read:
+    no object per record, for the memory held and the garbage collector to go through."""
+
+    def __init__(self, segments):
+        self._segments = segments
+
+    def __len__(self):
+        return sum(stop - start for _, start, stop in self._segments)
+
+    def __getitem__(self, index):
+        records = [originals[i] for originals, start, stop in self._segments for i in range(start, stop)]
+        return records[index]
+
+    def __iter__(self):
+        return (originals[i] for originals, start, stop in self._segments for i in range(start, stop))
+
+    def held_bytes(self):
+        return sum(_SEGMENT_BYTES + originals.record_bytes * (stop - start)
+                   for originals, start, stop in self._segments)
+
+
+class _ChunkPayload(Payload):
+    """A payload whose records are _LazyRecords."""
+
+    def held_bytes(self):
+        return len(self.body) + self.records.held_bytes()
+
+
+def _located(payload, reach):
+    """The payload with its records (places in the group) as segments of the chunks in reach; the
+    chunks it ends leave reach, as the payloads after it start later."""
+    first, end = payload.records[0], payload.records[-1] + 1
+    segments = [(originals, max(first, at) - at, min(end, at + len(originals)) - at)
+                for at, originals in reach if at < end and at + len(originals) > first]
+    reach[:] = [(at, originals) for at, originals in reach if at + len(originals) > end]
+    return _ChunkPayload(payload.body, _LazyRecords(segments))
+
+
+class _ChunkedPublishFn(_GroupedPublishFn):
+    """Packs and publishes one device+topic's chunks as they stream by from the GroupByKey, a chunk
+    at a time (record by record when order_by sorts them)."""
+
+    def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+        if self._order_by is not None:
+            yield from super().process(element, window, timestamp)
+            return
+        ((product_key, device_name), topic), chunks = element
+        device = Device(product_key, device_name)
+        for payload in self._payloads(Packer(self._encoder, device, self._max_payload_bytes), chunks):
+            yield from self._submit(device, topic, payload, window, timestamp)
+
+    @staticmethod
+    def _payloads(packer, chunks):
+        """The chunks' fragments packed as full as the packer makes them, whatever the chunks, as
+        _ChunkPayloads. The packer holds each record as its place in the group."""
+        reach, place = [], 0  # the chunks the open payload may reach back to: (place of the first, originals)
+        for chunk in chunks:
+            originals, fragments = decode_chunk(chunk)
+            reach.append((place, originals))
+            closed = packer.extend(range(place, place + len(fragments)), fragments)
+            place += len(fragments)
+            for payload in closed:
+                yield _located(payload, reach)
+        payload = packer.flush()
+        if payload is not None:
+            yield _located(payload, reach)
+
+    def _pairs(self, chunks, device, topic, window, timestamp):
+        for chunk in chunks:
+            originals, fragments = decode_chunk(chunk)
+            yield from ((originals[i], fragment) for i, fragment in enumerate(fragments))

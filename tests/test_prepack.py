@@ -1,0 +1,88 @@
+"""Batch records cross the shuffle as byte chunks: what crosses must give back every record as it was,
+and fragments from many chunks must still fill payloads and keep order_by's order."""
+import json
+
+import apache_beam as beam
+import pytest
+from apache_beam.transforms import window
+
+from connector.beam import prepack
+from connector.beam.encoders import get_encoder
+from write_support import run_write, write_credentials
+
+
+@pytest.fixture
+def credentials(tmp_path, devices):
+    return write_credentials(tmp_path / "credentials.json", devices)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of about five records, so each device's records cross the shuffle in many of them."""
+    monkeypatch.setattr(prepack, "CHUNK_BYTES", 500)
+
+
+def _readings(device, count):
+    """Records whose fragments are all the same length (four-digit seq and time)."""
+    return [{"productKey": device["productKey"], "deviceName": device["deviceName"], "seq": 1000 + i,
+             "time": 9000 - i, "note": "x" * 60} for i in range(count)]
+
+
+def _payloads(emulator, device):
+    messages = emulator.messages(device=(device["productKey"], device["deviceName"]))
+    return [m["payload"] for m in sorted(messages, key=lambda m: m["messageId"])]
+
+
+def test_fragments_of_many_chunks_are_packed_again_into_the_fewest_messages(
+        small_chunks, clean_emulator, devices, credentials, tmp_path):
+    records = [r for d in devices[:2] for r in _readings(d, 300)]
+    fragment = len(get_encoder("jsonl").encode(records[0]))
+    run = run_write(records, clean_emulator, credentials, tmp_path, max_payload_bytes=4000)
+    assert not run.failed
+    per_payload = (4000 + 1) // (fragment + 1)  # jsonl: fragments and the newlines between them
+    for device in devices[:2]:
+        payloads = _payloads(clean_emulator, device)
+        assert len(payloads) == -(-300 // per_payload)  # not one message (or more) per chunk
+        assert sorted(json.loads(line)["seq"] for p in payloads for line in p.splitlines()) == \
+            [r["seq"] for r in _readings(device, 300)]
+
+
+def test_order_by_orders_a_device_whose_records_came_in_many_chunks(
+        small_chunks, clean_emulator, devices, credentials, tmp_path):
+    records = _readings(devices[0], 400)
+    shuffled = sorted(records, key=lambda r: (r["seq"] * 7919) % 400)
+    run_write(shuffled, clean_emulator, credentials, tmp_path, order_by="time")
+    times = [json.loads(line)["time"] for p in _payloads(clean_emulator, devices[0]) for line in p.splitlines()]
+    assert times == sorted(r["time"] for r in records)
+
+
+def test_a_failed_payload_reports_each_record_as_it_was_given(small_chunks, clean_emulator, devices, tmp_path):
+    wrong = [dict(d, deviceSecret="not-the-secret") for d in devices[:1]]
+    records = [dict(r, pair=(r["seq"], "a"), nested={1: [2.5, None]}) for r in _readings(devices[0], 40)]
+    run = run_write(records, clean_emulator, write_credentials(tmp_path / "wrong.json", wrong), tmp_path)
+    assert run.failed_reasons() == {"auth_failed": 40}
+    failed = sorted((f.record for f in run.failed), key=lambda r: r["seq"])
+    assert failed == records  # tuples and int keys too, which a JSON round trip would change
+    assert all(type(r["pair"]) is tuple for r in failed)
+
+
+class _InMinuteWindows(beam.PTransform):
+    """Batch records stamped with their "time" (seconds) in one-minute windows."""
+
+    def __init__(self, records):
+        super().__init__()
+        self._records = records
+
+    def expand(self, begin):
+        return (begin | beam.Create(self._records, reshuffle=False)
+                | beam.Map(lambda r: window.TimestampedValue(r, r["time"]))
+                | beam.WindowInto(window.FixedWindows(60)))
+
+
+def test_windows_other_than_the_global_one_are_chunked_and_packed_apart(clean_emulator, devices, credentials,
+                                                                        tmp_path):
+    records = [dict(r, time=r["seq"] % 2 * 60 + 1) for r in _readings(devices[0], 40)]  # two windows
+    run = run_write(None, clean_emulator, credentials, tmp_path, source=_InMinuteWindows(records))
+    assert not run.failed and sum(r.record_count for r in run.receipts) == 40
+    payloads = _payloads(clean_emulator, devices[0])
+    assert sorted({json.loads(line)["time"] for line in p.splitlines()} for p in payloads) == [{1}, {61}]
