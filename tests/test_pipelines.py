@@ -491,6 +491,32 @@ def test_csv_input_with_typed_columns(sample, emulator, tmp_path):
                                    for r in readings()]
 
 
+def test_csv_values_that_do_not_parse_as_their_type_go_to_the_dead_letters(sample, emulator, tmp_path, capsys):
+    path = tmp_path / "readings.csv"
+    good = readings(3)
+    empty_ts = dict(readings(4)[3], ts="")  # empty is null, as in undeclared columns
+    not_float = dict(good[0], temperature="abc", label="bad-1")
+    not_int = dict(good[1], ts="1.5", label="bad-2")
+    with open(path, "w", newline="") as out:
+        writer = csv.DictWriter(out, ["productKey", "deviceName", "ts", "temperature", "label"])
+        writer.writeheader()
+        writer.writerows([good[0], not_float, good[1], not_int, good[2], empty_ts])
+    dead_letter = tmp_path / "failed"
+    assert backfill.run(["--input", str(path), *sink_args(sample, emulator, dead_letter),
+                         "--csv-types", "ts=int,temperature=float,label=str", *LOCAL]) == 0
+    sent = published(emulator)[0]
+    assert sorted(map(key, sent)) == sorted(map(key, good + [dict(empty_ts, ts=None)]))
+    failed = sorted(dead_letters.read_all(str(dead_letter)), key=lambda row: row["message"])
+    assert [row["reason"] for row in failed] == [Reason.INVALID_RECORD] * 2
+    assert [dead_letters.original_record(row) for row in failed] == [not_float, not_int]
+    assert [row["message"] for row in failed] == [
+        f"{path} line 3: column 'temperature': 'abc' is not float (see --csv-types)",
+        f"{path} line 5: column 'ts': '1.5' is not int (see --csv-types)"]
+    out = capsys.readouterr().out
+    assert f"records read{6:>26,}" in out and f"records published{4:>21,}" in out
+    assert f"{'  invalid_record':<22}{2:>16}" in out and "--csv-types" in out  # the hint names the option
+
+
 def test_jsonl_and_parquet_input(sample, emulator, tmp_path):
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in readings(2)))

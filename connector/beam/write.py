@@ -41,7 +41,11 @@ DEFAULT_MAX_BUFFERING_DELAY = 5.0
 
 
 class _RouteFn(beam.DoFn):
-    """Keys each record by ((productKey, deviceName), topic); what cannot be routed fails here."""
+    """Keys each record by ((productKey, deviceName), topic); what cannot be routed fails here.
+
+    A FailedRecord among the records (a reader's input it could not read, e.g. a CSV value that is not
+    its column's type) goes to failed as it is, counted with the rest.
+    """
 
     def __init__(self, router):
         self._router = router
@@ -52,6 +56,10 @@ class _RouteFn(beam.DoFn):
     def process(self, record):
         self._metrics.records_in.inc()
         if not isinstance(record, dict):
+            if isinstance(record, FailedRecord):
+                self._metrics.failed(record.reason)
+                yield beam.pvalue.TaggedOutput(FAILED, record)
+                return
             record = as_dict(record)
         try:
             device, topic = self._router(record)
@@ -91,7 +99,8 @@ class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformRes
     Every record ends either in an accepted message or in `.failed` with the reason: nothing is dropped.
 
     Records are dicts, or schema'd records (`beam.Row`, NamedTuples with `RowCoder`), which become dicts
-    of their fields as they enter: routers, topics, `order_by`, encoders and `.failed` see the dict.
+    of their fields as they enter: routers, topics, `order_by`, encoders and `.failed` see the dict. A
+    `FailedRecord` among them (input a reader could not read) goes to `.failed` as it is, counted.
 
     In batch, records are grouped per device (GroupByKey). In streaming (unbounded input or
     `--streaming`), each device's records are buffered in Beam state and flushed when the next record
