@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 
 from conftest import reset_around
-from connector import Reason, get_encoder
+from connector import FailedRecord, Reason, get_encoder
 from connector.emulator import Emulator
 from pipelines import backfill, dead_letters, dry_run, options, replay, sample_data, stream
 from pipelines.runners.tools import free_port
@@ -195,6 +195,20 @@ def test_replay_sends_dead_letters_once_the_credentials_are_fixed(sample, emulat
     assert_accounted(read_input(sample.input_pattern), sent_all, dead_letters.read_all(str(again)), still_bad)
     assert len(sent_all) - len(sent_first) == (sample.expected_failures[Reason.AUTH_FAILED]
                                                + sample.expected_failures[Reason.UNKNOWN_DEVICE])
+
+
+def test_dead_letters_keep_records_as_replay_sends_them_again(tmp_path):
+    records = [{"ts": 1, "deviceName": "dn", "temperature": float("inf"), "note": "é"}, b"\x00raw",
+               bytearray(b"\x00raw"), memoryview(b"\x00raw")]
+    path = tmp_path / "failed.avro"
+    with open(path, "wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(dead_letters.SCHEMA), [dead_letters.to_avro(
+            FailedRecord(record, None, None, None, Reason.UNKNOWN_DEVICE, None, "no secret", 0))
+            for record in records])
+    rows = dead_letters.read_all(str(tmp_path / "failed"))
+    assert [dead_letters.original_record(row) for row in rows] == [records[0]] + [b"\x00raw"] * 3
+    assert rows[0]["record"] == '{"deviceName":"dn","note":"é","temperature":Infinity,"ts":1}'  # as FailedRow
+    assert [row["record"] for row in rows[1:]] == [json.dumps(str(b"\x00raw"))] * 3  # documented: its str()
 
 
 def test_streaming_relay_with_test_stream(sample, emulator, tmp_path):
