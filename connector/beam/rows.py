@@ -14,6 +14,7 @@ from apache_beam import coders
 from apache_beam.typehints.row_type import RowTypeConstraint
 
 from .results import FailedRecord, Receipt
+from .write import _same
 
 
 class FailedRow(NamedTuple):
@@ -59,7 +60,7 @@ class ToRows(beam.PTransform):
 
     def expand(self, pcoll):
         if pcoll.element_type is Receipt:
-            return pcoll | "ReceiptRows" >> beam.Map(lambda receipt: receipt).with_output_types(
+            return pcoll | "ReceiptRows" >> beam.Map(_same).with_output_types(
                 RowTypeConstraint.from_user_type(Receipt))
         if pcoll.element_type is FailedRecord:
             return pcoll | "FailedRows" >> beam.Map(FailedRow.of).with_output_types(FailedRow)
