@@ -531,6 +531,23 @@ def test_csv_values_that_do_not_parse_as_their_type_go_to_the_dead_letters(sampl
     assert f"{'  invalid_record':<22}{2:>16}" in out and "--csv-types" in out  # the hint names the option
 
 
+def test_csv_missing_values_are_null_and_bool_takes_only_its_words(sample, emulator, tmp_path):
+    path = tmp_path / "readings.csv"
+    rows = [{**r, "ok": ok} for r, ok in zip(readings(4), ["Yes", "0", "maybe", None])]
+    with open(path, "w", newline="") as out:
+        out.write("productKey,deviceName,ts,temperature,label,ok\n")
+        for row in rows:  # the last row is short: its "ok" field is missing
+            out.write(",".join(str(value) for value in row.values() if value is not None) + "\n")
+    dead_letter = tmp_path / "failed"
+    assert backfill.run(["--input", str(path), *sink_args(sample, emulator, dead_letter),
+                         "--csv-types", "ok=bool,label=str", *LOCAL]) == 0
+    assert sorted(map(key, published(emulator)[0])) == sorted(map(key, [
+        dict(rows[0], ok=True), dict(rows[1], ok=False), rows[3]]))
+    [failed] = dead_letters.read_all(str(dead_letter))
+    assert dead_letters.original_record(failed) == rows[2] and failed["reason"] == Reason.INVALID_RECORD
+    assert "line 4: column 'ok': 'maybe' is not bool" in failed["message"]
+
+
 def test_jsonl_and_parquet_input(sample, emulator, tmp_path):
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in readings(2)))
