@@ -1,10 +1,11 @@
 """Failed records as Avro with one fixed schema, whatever the input was, so that any tool can read
 them and `pipelines.replay` can send them again.
 
-The original record is kept as JSON text (NaN and Infinity written as JSON's common extension, so a
-record that failed for holding one comes back as it was; values JSON has no type for, such as bytes,
-are written as their str()). A record that is bytes (a raw record, a Pub/Sub message that is not JSON)
-is also kept exactly, in record_bytes.
+The original record is kept as connector.FailedRow keeps it (connector.beam.rows.original): JSON text
+with sorted keys, NaN and Infinity written as JSON's common extension, so a record that failed for
+holding one comes back as it was; values JSON has no type for, such as dates, as their str(). A
+record that is bytes (a raw record, a Pub/Sub message that is not JSON; bytearray and memoryview too)
+is kept exactly in record_bytes, and its str() in record.
 """
 import io
 import json
@@ -13,6 +14,8 @@ import uuid
 import apache_beam as beam
 import fastavro
 from apache_beam.io.filesystems import FileSystems
+
+from connector.beam.rows import original, record_json
 
 from .input_files import ReadInputFiles
 
@@ -38,16 +41,17 @@ _PARSED = fastavro.parse_schema(SCHEMA)
 
 def to_avro(failed):
     """A FailedRecord as a dict of the dead-letter schema."""
-    return {"record": json.dumps(failed.record, default=str, ensure_ascii=False),
+    text, raw = original(failed.record)
+    return {"record": record_json(str(raw)) if text is None else text,
             "product_key": failed.product_key, "device_name": failed.device_name, "topic": failed.topic,
             "reason": failed.reason, "code": failed.code, "message": failed.message, "attempts": failed.attempts,
-            "record_bytes": failed.record if isinstance(failed.record, bytes) else None}
+            "record_bytes": raw}
 
 
 def original_record(dead_letter):
     """The record as it was given to the sink (dead letters written before record_bytes have none)."""
-    original = dead_letter.get("record_bytes")
-    return json.loads(dead_letter["record"]) if original is None else original
+    raw = dead_letter.get("record_bytes")
+    return json.loads(dead_letter["record"]) if raw is None else raw
 
 
 class WriteDeadLetters(beam.PTransform):

@@ -2,8 +2,10 @@
 as one PCollection of dicts, with Beam's file IOs.
 
 The format is guessed from each pattern's extension unless given. CSV values are text unless the column
-is declared (--csv-types) or the value is written as a JSON number; a JSON line that is not valid JSON
-stays a string, which the sink fails as invalid_record: nothing is lost.
+is declared (--csv-types) or the value is written as a JSON number; an empty or missing value is null.
+Bad input fails as invalid_record in the sink, and the rest goes on: a JSON line that is not valid JSON
+stays a string, and a CSV row with a value that is not its column's type becomes a FailedRecord, its
+values kept (those that did not parse as their text).
 """
 import csv
 import io
@@ -14,11 +16,23 @@ import re
 import apache_beam as beam
 from apache_beam.io import fileio
 
+from connector import FailedRecord, Reason
+
 FORMATS = ("avro", "parquet", "csv", "jsonl")
 EXTENSIONS = {".avro": "avro", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
               ".ndjson": "jsonl", ".json": "jsonl"}
 DEFAULT_FORMAT = "avro"  # for an extension not above, as before other formats were read
-CSV_TYPES = {"int": int, "float": float, "str": str, "bool": lambda text: text.lower() in ("true", "1", "yes")}
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _bool(text):
+    try:
+        return _BOOLS[text.lower()]
+    except KeyError:
+        raise ValueError(f"{text!r} is not one of {', '.join(_BOOLS)}") from None
+
+
+CSV_TYPES = {"int": int, "float": float, "str": str, "bool": _bool}
 _JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 
 
@@ -38,24 +52,34 @@ def parse_csv_types(text):
 
 
 def _csv_value(text, type_name):
+    if text is None or text == "":  # None: the row has fewer fields than the header
+        return None
     if type_name is not None:
         return CSV_TYPES[type_name](text)
-    if text == "":
-        return None
     if _JSON_NUMBER.fullmatch(text):  # as JSON would read it: "007" and "1." stay text
         return float(text) if any(c in text for c in ".eE") else int(text)
     return text
 
 
 def _csv_records(readable_file, types):
-    """The rows of one CSV file (with a header line) as dicts of typed values."""
+    """The rows of one CSV file (with a header line) as dicts of typed values; a row with a value that
+    is not its column's type as a FailedRecord (invalid_record) naming them, the others typed."""
     with readable_file.open() as handle:
         rows = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""))
-        for number, row in enumerate(rows, 2):
-            try:
-                yield {column: _csv_value(text, types.get(column)) for column, text in row.items()}
-            except ValueError as error:
-                raise ValueError(f"{readable_file.metadata.path} line {number}: {error} (see --csv-types)") from None
+        for row in rows:
+            record, problems = {}, []
+            for column, text in row.items():
+                try:
+                    record[column] = _csv_value(text, types.get(column))
+                except ValueError:
+                    record[column] = text
+                    problems.append(f"column {column!r}: {text!r} is not {types[column]}")
+            if not problems:
+                yield record
+                continue
+            yield FailedRecord(record, None, None, None, Reason.INVALID_RECORD, None,
+                               f"{readable_file.metadata.path} line {rows.line_num}: {'; '.join(problems)} "
+                               "(see --csv-types)", 0)
 
 
 def _json_or_text(line):

@@ -10,7 +10,8 @@ from connector.beam.metrics import NAMESPACE
 
 # What to check first, per reason; the dead-letter messages give the details.
 HINTS = {
-    Reason.INVALID_RECORD: "records that are not objects with named fields (check --input-format)",
+    Reason.INVALID_RECORD: "records that are not objects with named fields (check --input-format), or CSV "
+                           "values that are not their --csv-types type",
     Reason.UNROUTABLE: "records lack the device fields (or their id is not in --device-map)",
     Reason.INVALID_TOPIC: "--topic makes a topic the platform refuses (a field's value empty or holding "
                           "'/', '+' or '#', or the topic too long)",

@@ -21,7 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 
 from conftest import reset_around
-from connector import Reason, get_encoder
+from connector import FailedRecord, Reason, get_encoder
 from connector.emulator import Emulator
 from pipelines import backfill, dead_letters, dry_run, options, replay, sample_data, stream
 from pipelines.runners.tools import free_port
@@ -195,6 +195,20 @@ def test_replay_sends_dead_letters_once_the_credentials_are_fixed(sample, emulat
     assert_accounted(read_input(sample.input_pattern), sent_all, dead_letters.read_all(str(again)), still_bad)
     assert len(sent_all) - len(sent_first) == (sample.expected_failures[Reason.AUTH_FAILED]
                                                + sample.expected_failures[Reason.UNKNOWN_DEVICE])
+
+
+def test_dead_letters_keep_records_as_replay_sends_them_again(tmp_path):
+    records = [{"ts": 1, "deviceName": "dn", "temperature": float("inf"), "note": "é"}, b"\x00raw",
+               bytearray(b"\x00raw"), memoryview(b"\x00raw")]
+    path = tmp_path / "failed.avro"
+    with open(path, "wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(dead_letters.SCHEMA), [dead_letters.to_avro(
+            FailedRecord(record, None, None, None, Reason.UNKNOWN_DEVICE, None, "no secret", 0))
+            for record in records])
+    rows = dead_letters.read_all(str(tmp_path / "failed"))
+    assert [dead_letters.original_record(row) for row in rows] == [records[0]] + [b"\x00raw"] * 3
+    assert rows[0]["record"] == '{"deviceName":"dn","note":"é","temperature":Infinity,"ts":1}'  # as FailedRow
+    assert [row["record"] for row in rows[1:]] == [json.dumps(str(b"\x00raw"))] * 3  # documented: its str()
 
 
 def test_streaming_relay_with_test_stream(sample, emulator, tmp_path):
@@ -489,6 +503,49 @@ def test_csv_input_with_typed_columns(sample, emulator, tmp_path):
                          "--csv-types", "label=int,temperature=str", *LOCAL]) == 0
     assert published(emulator)[0] == [dict(r, label=int(r["label"]), temperature=str(r["temperature"]))
                                    for r in readings()]
+
+
+def test_csv_values_that_do_not_parse_as_their_type_go_to_the_dead_letters(sample, emulator, tmp_path, capsys):
+    path = tmp_path / "readings.csv"
+    good = readings(3)
+    empty_ts = dict(readings(4)[3], ts="")  # empty is null, as in undeclared columns
+    not_float = dict(good[0], temperature="abc", label="bad-1")
+    not_int = dict(good[1], ts="1.5", label="bad-2")
+    with open(path, "w", newline="") as out:
+        writer = csv.DictWriter(out, ["productKey", "deviceName", "ts", "temperature", "label"])
+        writer.writeheader()
+        writer.writerows([good[0], not_float, good[1], not_int, good[2], empty_ts])
+    dead_letter = tmp_path / "failed"
+    assert backfill.run(["--input", str(path), *sink_args(sample, emulator, dead_letter),
+                         "--csv-types", "ts=int,temperature=float,label=str", *LOCAL]) == 0
+    sent = published(emulator)[0]
+    assert sorted(map(key, sent)) == sorted(map(key, good + [dict(empty_ts, ts=None)]))
+    failed = sorted(dead_letters.read_all(str(dead_letter)), key=lambda row: row["message"])
+    assert [row["reason"] for row in failed] == [Reason.INVALID_RECORD] * 2
+    assert [dead_letters.original_record(row) for row in failed] == [not_float, not_int]
+    assert [row["message"] for row in failed] == [
+        f"{path} line 3: column 'temperature': 'abc' is not float (see --csv-types)",
+        f"{path} line 5: column 'ts': '1.5' is not int (see --csv-types)"]
+    out = capsys.readouterr().out
+    assert f"records read{6:>26,}" in out and f"records published{4:>21,}" in out
+    assert f"{'  invalid_record':<22}{2:>16}" in out and "--csv-types" in out  # the hint names the option
+
+
+def test_csv_missing_values_are_null_and_bool_takes_only_its_words(sample, emulator, tmp_path):
+    path = tmp_path / "readings.csv"
+    rows = [{**r, "ok": ok} for r, ok in zip(readings(4), ["Yes", "0", "maybe", None])]
+    with open(path, "w", newline="") as out:
+        out.write("productKey,deviceName,ts,temperature,label,ok\n")
+        for row in rows:  # the last row is short: its "ok" field is missing
+            out.write(",".join(str(value) for value in row.values() if value is not None) + "\n")
+    dead_letter = tmp_path / "failed"
+    assert backfill.run(["--input", str(path), *sink_args(sample, emulator, dead_letter),
+                         "--csv-types", "ok=bool,label=str", *LOCAL]) == 0
+    assert sorted(map(key, published(emulator)[0])) == sorted(map(key, [
+        dict(rows[0], ok=True), dict(rows[1], ok=False), rows[3]]))
+    [failed] = dead_letters.read_all(str(dead_letter))
+    assert dead_letters.original_record(failed) == rows[2] and failed["reason"] == Reason.INVALID_RECORD
+    assert "line 4: column 'ok': 'maybe' is not bool" in failed["message"]
 
 
 def test_jsonl_and_parquet_input(sample, emulator, tmp_path):

@@ -48,13 +48,24 @@ class _RouteFn(beam.DoFn):
     def process(self, record):
         self._metrics.records_in.inc()
         if not isinstance(record, dict):
-            record = as_dict(record)
+            record = self._entered(record)
+            if isinstance(record, pvalue.TaggedOutput):
+                yield record
+                return
         try:
             key = self._router(record)  # (Device, topic): a Device is the (productKey, deviceName) pair
         except RoutingError as error:
             yield self._unroutable(record, error)
             return
         yield key, record
+
+    def _entered(self, record):
+        """A record that is not a dict as one (beam.Row, NamedTuple); a FailedRecord among the records (input
+        a reader could not read, e.g. a CSV value that is not its column's type) as its failed output, counted."""
+        if isinstance(record, FailedRecord):
+            self._metrics.failed(record.reason)
+            return pvalue.TaggedOutput(FAILED, record)
+        return as_dict(record)
 
     def _unroutable(self, record, error):
         self._metrics.failed(error.reason)
@@ -90,7 +101,9 @@ class _RouteAndEncodeFn(_RouteFn):
         """Route, encode and hold one record; returns the outputs this gives, if any."""
         self._records_in += 1
         if not isinstance(record, dict):
-            record = as_dict(record)
+            record = self._entered(record)
+            if isinstance(record, pvalue.TaggedOutput):
+                return (record,)
         try:
             key = self._router(record)
         except RoutingError as error:

@@ -3,7 +3,8 @@
 Receipts already have a Beam schema (WriteToParquet takes `.published` as it is); ToRows gives them
 RowCoder, which cross-language transforms (Beam SQL) need. A FailedRecord holds the input record as
 any Python object, which no schema can type: ToRows turns it into a FailedRow, the record as JSON text
-(or as bytes, for the raw encoder's records). FailedRecord itself stays as it was.
+(or as bytes, for the raw encoder's records). FailedRecord itself stays as it was. The pipelines' dead
+letters keep the record by the same rule (`original`).
 """
 import json
 from typing import NamedTuple, Optional
@@ -13,12 +14,13 @@ from apache_beam import coders
 from apache_beam.typehints.row_type import RowTypeConstraint
 
 from .results import FailedRecord, Receipt
+from .write import _same
 
 
 class FailedRow(NamedTuple):
     """A FailedRecord with a Beam schema: the record as JSON text, or as bytes when it was bytes."""
 
-    record_json: Optional[str]  # values JSON cannot hold are written as their repr
+    record_json: Optional[str]  # see record_json
     record_bytes: Optional[bytes]
     product_key: Optional[str]
     device_name: Optional[str]
@@ -30,19 +32,27 @@ class FailedRow(NamedTuple):
 
     @classmethod
     def of(cls, failed):
-        record = failed.record
-        is_bytes = isinstance(record, (bytes, bytearray, memoryview))
-        return cls(None if is_bytes else record_json(record), bytes(record) if is_bytes else None,
-                   failed.product_key, failed.device_name, failed.topic, failed.reason, failed.code,
-                   failed.message, failed.attempts)
+        return cls(*original(failed.record), failed.product_key, failed.device_name, failed.topic, failed.reason,
+                   failed.code, failed.message, failed.attempts)
 
 
 coders.registry.register_coder(FailedRow, coders.RowCoder)
 
 
+def original(record):
+    """A failed record as (JSON text, None), or as (None, its bytes) when it is bytes, bytearray or
+    memoryview: kept so that it can be published again as it was."""
+    if isinstance(record, (bytes, bytearray, memoryview)):
+        return None, bytes(record)
+    return record_json(record), None
+
+
 def record_json(record):
-    """A record as compact JSON text with sorted keys; what JSON cannot hold is written as its repr."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+    """A record as compact JSON text with sorted keys: the same text whichever runner the record went
+    through (the deterministic coder of `.failed` sorts a dict's keys where a runner encodes it). NaN and
+    Infinity as JSON's common extension, so they read back as they were; values JSON has no type for
+    (dates, decimals, bytes inside a record) as their str(), text a user can fix and replay."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 class ToRows(beam.PTransform):
@@ -50,7 +60,7 @@ class ToRows(beam.PTransform):
 
     def expand(self, pcoll):
         if pcoll.element_type is Receipt:
-            return pcoll | "ReceiptRows" >> beam.Map(lambda receipt: receipt).with_output_types(
+            return pcoll | "ReceiptRows" >> beam.Map(_same).with_output_types(
                 RowTypeConstraint.from_user_type(Receipt))
         if pcoll.element_type is FailedRecord:
             return pcoll | "FailedRows" >> beam.Map(FailedRow.of).with_output_types(FailedRow)

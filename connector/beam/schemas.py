@@ -16,11 +16,10 @@ def _is_schema_row(value):
 
 def as_dict(record):
     """A beam.Row or NamedTuple as a dict (nested rows too); anything else as it is."""
-    if isinstance(record, beam.Row):
-        return {name: _plain(value) for name, value in record.as_dict().items()}
-    if isinstance(record, tuple) and hasattr(record, "_fields"):
-        return {name: _plain(value) for name, value in zip(record._fields, record)}
-    return record
+    if not _is_schema_row(record):
+        return record
+    fields = record.as_dict().items() if isinstance(record, beam.Row) else zip(record._fields, record)
+    return {name: _plain(value) for name, value in fields}
 
 
 def _plain(value):

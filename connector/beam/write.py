@@ -68,7 +68,8 @@ class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformRes
     Every record ends either in an accepted message or in `.failed` with the reason: nothing is dropped.
 
     Records are dicts, or schema'd records (`beam.Row`, NamedTuples with `RowCoder`), which become dicts
-    of their fields as they enter: routers, topics, `order_by`, encoders and `.failed` see the dict.
+    of their fields as they enter: routers, topics, `order_by`, encoders and `.failed` see the dict. A
+    `FailedRecord` among them (input a reader could not read) goes to `.failed` as it is, counted.
 
     In batch, records are grouped per device (GroupByKey). In streaming (unbounded input or
     `--streaming`), each device's records are buffered in Beam state and flushed when the next record
