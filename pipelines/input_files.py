@@ -5,7 +5,8 @@ The format is guessed from each pattern's extension unless given. CSV values are
 is declared (--csv-types) or the value is written as a JSON number; an empty or missing value is null.
 Bad input fails as invalid_record in the sink, and the rest goes on: a JSON line that is not valid JSON
 stays a string, and a CSV row with a value that is not its column's type becomes a FailedRecord, its
-values kept (those that did not parse as their text).
+values kept (those that did not parse as their text); so does a row with more values than the header
+has columns, its extra values kept under "_extra_values".
 """
 import csv
 import io
@@ -22,6 +23,7 @@ FORMATS = ("avro", "parquet", "csv", "jsonl")
 EXTENSIONS = {".avro": "avro", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
               ".ndjson": "jsonl", ".json": "jsonl"}
 DEFAULT_FORMAT = "avro"  # for an extension not above, as before other formats were read
+EXTRA_VALUES = "_extra_values"  # a failed CSV row's values past its header's columns, under this key
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -63,23 +65,29 @@ def _csv_value(text, type_name):
 
 def _csv_records(readable_file, types):
     """The rows of one CSV file (with a header line) as dicts of typed values; a row with a value that
-    is not its column's type as a FailedRecord (invalid_record) naming them, the others typed."""
+    is not its column's type, or with more values than the header has columns, as a FailedRecord
+    (invalid_record) saying so."""
     with readable_file.open() as handle:
         rows = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""))
         for row in rows:
-            record, problems = {}, []
+            record, not_their_type = {}, []
+            extra = row.pop(None, None)  # the values past the header's columns, if the row has more
             for column, text in row.items():
                 try:
                     record[column] = _csv_value(text, types.get(column))
                 except ValueError:
                     record[column] = text
-                    problems.append(f"column {column!r}: {text!r} is not {types[column]}")
-            if not problems:
+                    not_their_type.append(f"column {column!r}: {text!r} is not {types[column]}")
+            if extra is None and not not_their_type:
                 yield record
                 continue
+            problems = [f"{len(extra)} values more than the header's {len(rows.fieldnames)} columns"] if extra else []
+            if extra:
+                record[EXTRA_VALUES] = extra
+            if not_their_type:
+                problems.append("; ".join(not_their_type) + " (see --csv-types)")
             yield FailedRecord(record, None, None, None, Reason.INVALID_RECORD, None,
-                               f"{readable_file.metadata.path} line {rows.line_num}: {'; '.join(problems)} "
-                               "(see --csv-types)", 0)
+                               f"{readable_file.metadata.path} line {rows.line_num}: {'; '.join(problems)}", 0)
 
 
 def _json_or_text(line):

@@ -548,6 +548,22 @@ def test_csv_missing_values_are_null_and_bool_takes_only_its_words(sample, emula
     assert "line 4: column 'ok': 'maybe' is not bool" in failed["message"]
 
 
+def test_a_csv_row_longer_than_its_header_goes_to_the_dead_letters(sample, emulator, tmp_path):
+    path = tmp_path / "readings.csv"
+    good = readings(2)
+    with open(path, "w", newline="") as out:
+        out.write("productKey,deviceName,ts,temperature,label\n")
+        for extra, row in zip(["", ",7,x"], good):
+            out.write(",".join(str(value) for value in row.values()) + extra + "\n")
+    dead_letter = tmp_path / "failed"
+    assert backfill.run(["--input", str(path), *sink_args(sample, emulator, dead_letter), *LOCAL]) == 0
+    assert published(emulator)[0] == good[:1]
+    [failed] = dead_letters.read_all(str(dead_letter))
+    assert failed["reason"] == Reason.INVALID_RECORD
+    assert dead_letters.original_record(failed) == dict(good[1], _extra_values=["7", "x"])
+    assert failed["message"] == f"{path} line 3: 2 values more than the header's 5 columns"
+
+
 def test_jsonl_and_parquet_input(sample, emulator, tmp_path):
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in readings(2)))
