@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from . import flink_cluster, flink_dist, flink_job_server, prism
+from . import beam_jars, flink_cluster, flink_dist, flink_job_server, prism
 from .flink_cluster import ClusterError, FlinkCluster
 from .tools import MissingTool
 
@@ -72,7 +72,7 @@ def main(argv=None):
                 fetch()
             return 0
         return run_cluster(args)
-    except (MissingTool, ClusterError, flink_job_server.FetchError, flink_dist.FetchError, prism.FetchError) as error:
+    except (MissingTool, ClusterError, beam_jars.FetchError, flink_dist.FetchError, prism.FetchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
