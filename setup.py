@@ -11,7 +11,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["connector", "connector.*", "pipelines", "pipelines.*"]),
     # The emulator's console: its page, styles and scripts are served from the installed package.
     # py.typed: the connector's annotations are its users' too (PEP 561).
-    package_data={"connector": ["py.typed"], "connector.emulator": ["console/*"]},
+    # pipelines.runners: the Java source fetch sql compiles into Beam SQL's expansion service.
+    package_data={"connector": ["py.typed"], "connector.emulator": ["console/*"], "pipelines.runners": ["java/*.java"]},
     python_requires=">=3.11",
     install_requires=[
         "apache-beam>=2.62",

@@ -11,7 +11,7 @@ import pytest
 from connector import FailedRecord, FileCredentials, get_encoder
 from connector.emulator.accounting import account
 from pipelines import dead_letters, fleet, stream
-from pipelines.runners import flink_job_server, prism, tools
+from pipelines.runners import flink_job_server, prism, sql_expansion, tools
 
 REQUIRED = os.environ.get("IOT_RUNNER_TESTS") == "required"
 JSONL = get_encoder("jsonl")
@@ -31,6 +31,13 @@ def require_flink():
                     "Flink: job server not fetched (python -m pipelines.runners fetch flink)")
     if tools.missing("java"):
         unavailable("Flink: java not on PATH")
+
+
+def require_sql():
+    """Beam SQL on embedded Flink: the Flink job server and Beam SQL's expansion service."""
+    require_flink()
+    if not os.path.exists(sql_expansion.jar_path()):
+        unavailable("Beam SQL: expansion service not fetched (python -m pipelines.runners fetch sql)")
 
 
 def require_prism():

@@ -64,12 +64,14 @@ def _sink(pcoll, name, out, in_memory):
 
 
 class Run:
-    """What one pipeline run gave: receipts, failed records, and the sink's counters."""
+    """What one pipeline run gave: receipts, failed records, the sink's counters, and what steps of the
+    test's own gave (by name)."""
 
-    def __init__(self, receipts, failed, counters):
+    def __init__(self, receipts, failed, counters, more=None):
         self.receipts = receipts
         self.failed = failed
         self.counters = counters
+        self.more = more or {}
 
     def failed_reasons(self):
         reasons = {}
@@ -78,8 +80,9 @@ class Run:
         return reasons
 
 
-def run_write(records, emulator, credentials, tmp_path, options=FN_API, source=None, **write_options):
-    """Run records (or a `source` PTransform) through WriteToIoTPlatform against the emulator."""
+def run_write(records, emulator, credentials, tmp_path, options=FN_API, source=None, more=None, **write_options):
+    """Run records (or a `source` PTransform) through WriteToIoTPlatform against the emulator. `more`, a
+    function of the sink's result, adds steps of the test's own and returns their outputs by name."""
     write_options.setdefault("ca_file", emulator.ca_file)
     out = os.path.join(str(tmp_path), "out")
     pipeline = beam.Pipeline(options=PipelineOptions(list(options)))
@@ -89,6 +92,7 @@ def run_write(records, emulator, credentials, tmp_path, options=FN_API, source=N
     in_memory = "--streaming" in options
     receipts = _sink(result.published, "Receipts", out, in_memory)
     failed = _sink(result.failed, "Failed", out, in_memory)
+    extra = {name: _sink(pcoll, name, out, in_memory) for name, pcoll in (more(result) if more else {}).items()}
     outcome = pipeline.run()
     outcome.wait_until_finish()
     counters = {}
@@ -99,4 +103,4 @@ def run_write(records, emulator, credentials, tmp_path, options=FN_API, source=N
                 counters[name] = counters.get(name, 0) + counter.committed
     except (NotImplementedError, AttributeError):
         pass
-    return Run(receipts(), failed(), counters)
+    return Run(receipts(), failed(), counters, {name: read() for name, read in extra.items()})

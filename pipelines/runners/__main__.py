@@ -1,7 +1,8 @@
-"""python -m pipelines.runners: fetch what Beam's Flink and Prism runners need; run a Flink session cluster.
+"""python -m pipelines.runners: fetch what Beam's runners and Beam SQL need; run a Flink session cluster.
 
-  fetch [flink|prism|all]       the Flink job server jar (Maven) and Flink's distribution (PyPI);
-                                Prism (go install of Beam's Go module); all: both. Idempotent.
+  fetch [flink|prism|sql|all]   the Flink job server jar (Maven) and Flink's distribution (PyPI);
+                                Prism (go install of Beam's Go module); Beam SQL's expansion service
+                                jar (Maven); all: the three. Idempotent.
   flink-cluster start [--taskmanagers N] [--rest-port P] [--workdir D]
   flink-cluster stop|status [--workdir D]
 """
@@ -9,7 +10,7 @@ import argparse
 import os
 import sys
 
-from . import flink_cluster, flink_dist, flink_job_server, prism
+from . import beam_jars, flink_cluster, flink_dist, flink_job_server, prism, sql_expansion
 from .flink_cluster import ClusterError, FlinkCluster
 from .tools import MissingTool
 
@@ -19,7 +20,8 @@ def fetch_flink():
     flink_dist.fetch(flink_job_server.flink_release(jar))
 
 
-FETCHERS = {"flink": [fetch_flink], "prism": [prism.fetch], "all": [fetch_flink, prism.fetch]}
+FETCHERS = {"flink": [fetch_flink], "prism": [prism.fetch], "sql": [sql_expansion.fetch],
+            "all": [fetch_flink, prism.fetch, sql_expansion.fetch]}
 
 
 def make_parser():
@@ -72,7 +74,7 @@ def main(argv=None):
                 fetch()
             return 0
         return run_cluster(args)
-    except (MissingTool, ClusterError, flink_job_server.FetchError, flink_dist.FetchError, prism.FetchError) as error:
+    except (MissingTool, ClusterError, beam_jars.FetchError, flink_dist.FetchError, prism.FetchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
