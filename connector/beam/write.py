@@ -16,7 +16,6 @@ from apache_beam.pvalue import PCollection
 from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.transforms.window import GlobalWindows
 
-from connector.protocol.device import Device
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
 from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
 
@@ -26,7 +25,7 @@ from .prepack import _ChunkedPublishFn, _RouteAndEncodeFn, _RouteAndEncodeInWind
 from .publish_fns import FAILED, _BufferedPublishFn, _PublishFn
 from .publisher import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
-from .routing import FieldRouter, default_topic, make_router
+from .routing import FieldRouter, Router, Topic, default_topic, make_router
 from .schemas import avro_schema_of
 
 __all__ = ["DEFAULT_MAX_BUFFERING_DELAY", "KeyByDevice", "Router", "Topic", "WriteToIoTPlatform"]
@@ -34,10 +33,6 @@ __all__ = ["DEFAULT_MAX_BUFFERING_DELAY", "KeyByDevice", "Router", "Topic", "Wri
 # ((productKey, deviceName), topic): nested pairs, so every runner sees Beam's standard KV and string
 # coders (Prism cannot group on Python's coder for a 3-tuple).
 _Key = typehints.Tuple[typehints.Tuple[str, str], str]
-# A topic template ("/{productKey}/{deviceName}/user/{kind}") or a callable(record, device) giving the topic.
-Topic = str | Callable[[dict[str, Any], Device], str]
-# A callable(record) giving (Device or (productKey, deviceName), topic).
-Router = Callable[[dict[str, Any]], tuple[tuple[str, str], str]]
 # Streaming: how long a record may wait for its payload to fill before it is sent anyway.
 DEFAULT_MAX_BUFFERING_DELAY = 5.0
 
