@@ -6,12 +6,14 @@ any Python object, which no schema can type: ToRows turns it into a FailedRow, t
 (or as bytes, for the raw encoder's records). FailedRecord itself stays as it was.
 """
 import json
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam import coders
+from apache_beam.pvalue import PCollection
 from apache_beam.typehints.row_type import RowTypeConstraint
 
+from .hints import not_type_hints
 from .results import FailedRecord, Receipt
 
 
@@ -29,7 +31,8 @@ class FailedRow(NamedTuple):
     attempts: int
 
     @classmethod
-    def of(cls, failed):
+    @not_type_hints  # ToRows maps FailedRecords with it
+    def of(cls, failed: FailedRecord) -> "FailedRow":
         record = failed.record
         is_bytes = isinstance(record, (bytes, bytearray, memoryview))
         return cls(None if is_bytes else record_json(record), bytes(record) if is_bytes else None,
@@ -37,22 +40,25 @@ class FailedRow(NamedTuple):
                    failed.message, failed.attempts)
 
 
-coders.registry.register_coder(FailedRow, coders.RowCoder)
+coders.registry.register_coder(FailedRow, coders.RowCoder)  # type: ignore[attr-defined]
 
 
-def record_json(record):
+def record_json(record: Any) -> str:
     """A record as compact JSON text with sorted keys; what JSON cannot hold is written as its repr."""
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
 
 
-class ToRows(beam.PTransform):
+class ToRows(beam.PTransform[PCollection[Any], PCollection[Any]]):
     """`.published` or `.failed` -> the same with Beam's RowCoder: Receipt rows, or FailedRows."""
 
-    def expand(self, pcoll):
+    @not_type_hints
+    def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
         if pcoll.element_type is Receipt:
-            return pcoll | "ReceiptRows" >> beam.Map(lambda receipt: receipt).with_output_types(
+            receipts: PCollection[Any] = pcoll | "ReceiptRows" >> beam.Map(lambda receipt: receipt).with_output_types(
                 RowTypeConstraint.from_user_type(Receipt))
+            return receipts
         if pcoll.element_type is FailedRecord:
-            return pcoll | "FailedRows" >> beam.Map(FailedRow.of).with_output_types(FailedRow)
+            failed: PCollection[Any] = pcoll | "FailedRows" >> beam.Map(FailedRow.of).with_output_types(FailedRow)
+            return failed
         raise TypeError(f"ToRows takes WriteToIoTPlatform's .published or .failed, not elements of type "
                         f"{pcoll.element_type}")
