@@ -217,12 +217,14 @@ def next_message_id() -> str:
     return str(next(_ids) % ALINK_ID_LIMIT)
 
 
-def _epoch_ms(value: Any, field: str) -> int:
+def _epoch_ms(value: object, field: str) -> int:
     """value, if it is epoch milliseconds: a non-negative int (a bool is an int to Python, not here)."""
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if is_int and value >= 0:
-        return value
-    problem = "is negative" if is_int else f"is a {type(value).__name__}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value >= 0:
+            return value
+        problem = "is negative"
+    else:
+        problem = f"is a {type(value).__name__}"
     raise EncodeError(f"time field {field!r} must be epoch milliseconds as a non-negative int; it {problem}")
 
 

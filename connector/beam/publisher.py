@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from connector.client.errors import InvalidRequest, IoTPlatformError, TransportError, UnknownDevice
 from connector.client.http import IoTPlatformClient
@@ -62,7 +62,7 @@ class PublisherConfig(NamedTuple):
 
     endpoint: str
     credentials: CredentialsProvider  # FileCredentials holds only a path
-    ca_file: Optional[str] = None
+    ca_file: str | None = None
     insecure_skip_tls_verify: bool = False
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -76,9 +76,9 @@ class PublisherConfig(NamedTuple):
 class Outcome(NamedTuple):
     """How one payload ended, with the counts the DoFn turns into metrics."""
 
-    message_id: Optional[int]  # set when accepted
-    error: Optional[IoTPlatformError]  # the last error when not accepted
-    reason: Optional[str]  # Reason name when not accepted
+    message_id: int | None  # set when accepted
+    error: IoTPlatformError | None  # the last error when not accepted
+    reason: str | None  # Reason name when not accepted
     attempts: int
     throttled_seconds: float
     latency_seconds: float  # of the accepted request

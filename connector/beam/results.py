@@ -70,7 +70,8 @@ class _NamedTupleCoder(coders.Coder, Generic[_Tuple]):
         self._tuple_coder = coders.TupleCoder(field_coders)
 
     def encode(self, value: _Tuple) -> bytes:
-        return self._tuple_coder.encode(tuple(value))
+        encoded: bytes = self._tuple_coder.encode(tuple(value))
+        return encoded
 
     def decode(self, encoded: bytes) -> _Tuple:
         return self._cls(*self._tuple_coder.decode(encoded))

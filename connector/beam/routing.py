@@ -117,7 +117,8 @@ def checked_topic(topic: Any, device: Device) -> str:
     if problem:
         raise RoutingError(Reason.INVALID_TOPIC, f"{problem}: {topic!r}", device,
                            topic if isinstance(topic, str) else None)
-    return topic
+    valid: str = topic  # topic_problem refuses anything but a str
+    return valid
 
 
 def default_topic(encoder: str | Encoder) -> str:
