@@ -4,9 +4,18 @@ import pytest
 from apache_beam.metrics.metric import Lineage
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.display import DisplayData
+from apache_beam.typehints.decorators import IOTypeHints
 
 import connector
 from connector.beam.credentials import as_credentials
+from connector.beam.encoders import JsonLinesEncoder
+from connector.beam.prepack import _ChunkedPublishFn, _RouteAndEncodeFn, _RouteAndEncodeInWindowsFn, _RouteFn
+from connector.beam.publish_fns import _BufferedPublishFn, _GroupedPublishFn
+from connector.beam.publisher import PublisherConfig
+from connector.beam.routing import FieldRouter
+from connector.beam.rows import FailedRow, ToRows
+from connector.beam.write import KeyByDevice, _same
+from connector.beam.yaml_provider import _error_row, _raise, write_to_iot_platform
 from test_write_batch import credentials, readings  # noqa: F401  (credentials is a fixture)
 from write_support import FN_API
 
@@ -68,3 +77,20 @@ def test_applying_the_transform_warns_of_nothing(credentials, caplog):
         _ = pipeline | beam.Create([{"productKey": "a1", "deviceName": "d1"}]) | connector.WriteToIoTPlatform(
             "https://127.0.0.1:1", credentials)
     assert not [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+
+
+def test_beam_takes_none_of_the_sinks_annotations_for_type_hints(credentials):
+    # process, expand and the functions given to Map are annotated for mypy: Beam would check them when
+    # the pipeline is built and choose coders by them, so hints.not_type_hints hides them from Beam.
+    config = PublisherConfig("https://127.0.0.1:1", as_credentials(credentials))
+    encoder, router = JsonLinesEncoder(), FieldRouter()
+    dofns = [_RouteFn(router), _RouteAndEncodeFn(router, encoder, 4096),
+             _RouteAndEncodeInWindowsFn(router, encoder, 4096), _GroupedPublishFn(config, encoder, 4096),
+             _ChunkedPublishFn(config, encoder, 4096), _BufferedPublishFn(config, encoder, 4096)]
+    transforms = [KeyByDevice(router), connector.WriteToIoTPlatform("https://127.0.0.1:1", credentials), ToRows(),
+                  write_to_iot_platform("https://127.0.0.1:1", credentials)]
+    for hinted in dofns + transforms:
+        hints = hinted.get_type_hints()
+        assert (hints.input_types, hints.output_types) == (None, None), type(hinted).__name__
+    for function in (_same, FailedRow.of, _raise, _error_row):
+        assert IOTypeHints.from_callable(function) is None, function.__qualname__

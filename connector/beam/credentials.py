@@ -54,7 +54,7 @@ def parse_credentials(rows: list[Any], source: str = "credentials") -> dict[Devi
         missing = ", ".join(field for field in _FIELDS if field not in rows[0])
         raise ValueError(f"{source}: no {missing} in the header: the first line must be the header "
                          f"{','.join(_FIELDS)} (a JSON file: a list of objects with those fields)")
-    secrets = {}
+    secrets: dict[Device, str] = {}
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict) or any(not isinstance(row.get(f), str) or not row.get(f) for f in _FIELDS):
             raise ValueError(f"{source}: row {number} needs non-empty text fields {', '.join(_FIELDS)}")
@@ -62,7 +62,7 @@ def parse_credentials(rows: list[Any], source: str = "credentials") -> dict[Devi
     return secrets
 
 
-def _trimmed(row):
+def _trimmed(row: Any) -> Any:
     if not isinstance(row, dict):
         return row
     return {str(name).strip(): value.strip() if isinstance(value, str) else value

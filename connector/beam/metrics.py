@@ -3,10 +3,13 @@
 Publishing threads return their counts in an Outcome rather than touching metrics, because Beam's
 metrics container belongs to the thread running the bundle.
 """
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from apache_beam.metrics import Metrics
-from apache_beam.metrics.metric import Lineage
+from apache_beam.metrics.metric import Lineage, Metrics
+from apache_beam.metrics.metricbase import Counter
+
+from .publisher import Outcome
 
 NAMESPACE = "WriteToIoTPlatform"
 # The system name of the sink in Beam's lineage: iotplatform:`host:port`.
@@ -18,8 +21,8 @@ THROTTLING_COUNTER = "cumulativeThrottlingSeconds"
 class SinkMetrics:
     """Counters and distributions for one DoFn instance."""
 
-    def __init__(self):
-        counter = lambda name: Metrics.counter(NAMESPACE, name)  # noqa: E731
+    def __init__(self) -> None:
+        counter: Callable[[str], Counter] = lambda name: Metrics.counter(NAMESPACE, name)  # noqa: E731
         self.records_in = counter("records_in")
         self.records_published = counter("records_published")
         self.records_failed = counter("records_failed")
@@ -33,16 +36,16 @@ class SinkMetrics:
         self._throttled_remainder = 0.0
         self.payload_size = Metrics.distribution(NAMESPACE, "payload_size_bytes")
         self.publish_latency = Metrics.distribution(NAMESPACE, "publish_latency_ms")
-        self._failed_by_reason = {}
+        self._failed_by_reason: dict[str, Counter] = {}
 
-    def failed(self, reason, count=1):
+    def failed(self, reason: str, count: int = 1) -> None:
         self.records_failed.inc(count)
         counter = self._failed_by_reason.get(reason)
         if counter is None:
             counter = self._failed_by_reason[reason] = Metrics.counter(NAMESPACE, f"failed_{reason}")
         counter.inc(count)
 
-    def outcome(self, outcome, payload_bytes, record_count):
+    def outcome(self, outcome: Outcome, payload_bytes: int, record_count: int) -> None:
         """Count one payload's end."""
         if outcome.attempts > 1:
             self.retries.inc(outcome.attempts - 1)
@@ -57,6 +60,7 @@ class SinkMetrics:
                 self._throttled_seconds.inc(whole)
                 self._throttled_remainder -= whole
         if outcome.message_id is None:
+            assert outcome.reason is not None  # a payload not accepted always has its reason
             self.failed(outcome.reason, record_count)
             return
         self.messages.inc()
@@ -66,6 +70,6 @@ class SinkMetrics:
         self.publish_latency.update(int(outcome.latency_seconds * 1000))
 
 
-def report_sink(endpoint):
+def report_sink(endpoint: str) -> None:
     """Report the endpoint as this pipeline's sink in Beam's lineage (what Dataflow shows in Dataplex)."""
     Lineage.sinks().add(LINEAGE_SYSTEM, urlsplit(endpoint).netloc)

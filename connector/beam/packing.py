@@ -6,18 +6,21 @@ envelope bound, so a record is encoded once and a body is built only when its pa
 """
 import bisect
 import itertools
-import math
 import sys
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple
 
+from connector.protocol.device import Device
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
+
+from .encoders import Encoder
 
 
 class Payload(NamedTuple):
     body: bytes
-    records: list  # the original records, in order
+    records: Sequence[Any]  # the original records, in order
 
-    def held_bytes(self):
+    def held_bytes(self) -> int:
         """An estimate of the memory this payload holds until it ends: its body and its records' Python
         objects, sized on a few of them (one device's records are alike). Objects records share (dict
         keys, say) are counted in each: it errs on the high side."""
@@ -30,7 +33,7 @@ class Payload(NamedTuple):
 _SAMPLED_RECORDS = 8
 
 
-def _deep_size(value):
+def _deep_size(value: object) -> int:
     """The bytes of a value and of what it contains (dicts, lists, tuples, sets)."""
     size = sys.getsizeof(value)
     if isinstance(value, dict):
@@ -47,7 +50,7 @@ class RecordTooLarge(ValueError):
 class Packer:
     """Packs one device's fragments into payloads; holds at most one open payload."""
 
-    def __init__(self, encoder, device, max_payload_bytes=MAX_PAYLOAD_BYTES):
+    def __init__(self, encoder: Encoder, device: Device, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         if max_payload_bytes > MAX_PAYLOAD_BYTES:
             raise ValueError(f"max_payload_bytes {max_payload_bytes} is above the platform's limit of "
                              f"{MAX_PAYLOAD_BYTES} bytes per message")
@@ -63,12 +66,12 @@ class Packer:
         # Each fragment is counted with one separator; the last one's is never written, hence the +.
         self._room = max_payload_bytes - overhead + self._separator
         self.max_fragment_bytes = self._room - self._separator  # the longest fragment a payload holds
-        self._max_records = math.inf if encoder.max_records is None else encoder.max_records
-        self._records = []
-        self._fragments = []
+        self._max_records = sys.maxsize if encoder.max_records is None else encoder.max_records
+        self._records: list[Any] = []
+        self._fragments: list[bytes] = []
         self._used = 0
 
-    def add(self, record, fragment):
+    def add(self, record: Any, fragment: bytes) -> Payload | None:
         """Add a record and its fragment; returns the payload this closed, if any.
 
         Raises RecordTooLarge, leaving the packer as it was, when the record cannot fit even alone.
@@ -80,7 +83,7 @@ class Packer:
         self._used += size
         return closed
 
-    def extend(self, records, fragments):
+    def extend(self, records: Sequence[Any], fragments: Sequence[bytes]) -> list[Payload]:
         """Add records and their fragments (a chunk from the shuffle) at once: the payloads add() would
         close one by one, found by bisecting the running sum of sizes instead of a call per record.
         Raises RecordTooLarge, adding none, when any of them cannot fit even alone."""
@@ -89,12 +92,13 @@ class Packer:
         if sizes and max(sizes) > self._room:
             raise self.too_large(fragments[sizes.index(max(sizes))])
         ends = list(itertools.accumulate(sizes, initial=0))  # ends[i]: size of the first i fragments
-        closed, start = [], 0
+        closed: list[Payload] = []
+        start = 0
         while start < len(sizes):
             room = ends[start] + self._room - self._used
             stop = min(bisect.bisect_right(ends, room) - 1, start + self._max_records - len(self._records))
             if stop == start:  # the next fragment does not fit in the open payload
-                closed.append(self.flush())
+                closed.append(self._close())
                 continue
             self._records.extend(records[start:stop])
             self._fragments.extend(fragments[start:stop])
@@ -102,34 +106,36 @@ class Packer:
             start = stop
         return closed
 
-    def would_close(self, held_records, held_fragment_bytes, fragment):
+    def would_close(self, held_records: int, held_fragment_bytes: int, fragment: bytes) -> bool:
         """Whether adding fragment to an open payload of held_records fragments (held_fragment_bytes in
         all) closes that payload first: add()'s rule, for a caller that keeps the open payload
         elsewhere (the streaming DoFn keeps it in Beam state). Raises RecordTooLarge as add() does."""
         used = held_fragment_bytes + self._separator * held_records
         return self._closes(used, held_records, self._size(fragment))
 
-    def _size(self, fragment):
+    def _size(self, fragment: bytes) -> int:
         """The room a fragment takes, its separator included; RecordTooLarge when it can never fit."""
         size = len(fragment) + self._separator
         if size > self._room:
             raise self.too_large(fragment)
         return size
 
-    def too_large(self, fragment):
+    def too_large(self, fragment: bytes) -> RecordTooLarge:
         """The RecordTooLarge for a fragment longer than max_fragment_bytes."""
         return RecordTooLarge(
             f"a record encodes to {len(fragment)} bytes, more than the {self.max_fragment_bytes} "
             f"bytes a payload of at most {self.max_payload_bytes} bytes holds besides the "
             f"{self.encoder.name} envelope ({self._overhead} bytes)")
 
-    def _closes(self, used, held_records, size):
+    def _closes(self, used: int, held_records: int, size: int) -> bool:
         return held_records > 0 and (used + size > self._room or held_records >= self._max_records)
 
-    def flush(self):
+    def flush(self) -> Payload | None:
         """Close and return the open payload, if any."""
-        if not self._records:
-            return None
+        return self._close() if self._records else None
+
+    def _close(self) -> Payload:
+        """Close the open payload, which holds records."""
         body = self.encoder.payload(self.device, self._fragments)
         if len(body) > self.max_payload_bytes:
             raise AssertionError(f"bug: the {self.encoder.name} encoder built a {len(body)}-byte body, above "
@@ -139,7 +145,8 @@ class Packer:
         return payload
 
 
-def pack(encoder, device, records_with_fragments, max_payload_bytes=MAX_PAYLOAD_BYTES):
+def pack(encoder: Encoder, device: Device, records_with_fragments: Iterable[tuple[Any, bytes]],
+         max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> Iterator[Payload | tuple[Any, RecordTooLarge]]:
     """Packs (record, fragment) pairs, streaming: yields each Payload as it closes, and (record,
     RecordTooLarge) for a record that cannot fit. Payload is a tuple too: tell them apart with
     isinstance(item, Payload). A too-large record is yielded when met, before the payload that holds

@@ -12,20 +12,24 @@ failure needs them: a failed record is the original. With order_by, records are 
 import collections.abc
 import pickle
 import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import apache_beam as beam
 from apache_beam import pvalue
-from apache_beam.transforms.window import GlobalWindow
+from apache_beam.transforms.window import BoundedWindow, GlobalWindow
+from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from connector.protocol.device import Device
 
-from .encoders import EncodeError
+from .encoders import EncodeError, Encoder
+from .hints import not_type_hints
 from .metrics import SinkMetrics
 from .packing import Packer, Payload, RecordTooLarge
-from .publish_fns import FAILED, _GroupedPublishFn
+from .publish_fns import FAILED, Key, Output, Pair, _GroupedPublishFn
 from .results import FailedRecord, Reason
-from .routing import RoutingError
+from .routing import CallableRouter, FieldRouter, RoutingError
 from .schemas import as_dict
 
 # A chunk closes at this many bytes of fragments; a bundle sends all it holds at BUNDLE_BYTES.
@@ -39,13 +43,14 @@ class _RouteFn(beam.DoFn):
     """Keys each record by (Device, topic), Beam's standard coder for ((productKey, deviceName), topic);
     what cannot be routed fails here."""
 
-    def __init__(self, router):
+    def __init__(self, router: FieldRouter | CallableRouter) -> None:
         self._router = router
 
-    def setup(self):
+    def setup(self) -> None:
         self._metrics = SinkMetrics()
 
-    def process(self, record):
+    @not_type_hints
+    def process(self, record: Any) -> Iterator[tuple[tuple[Device, str], Any] | pvalue.TaggedOutput]:
         self._metrics.records_in.inc()
         if not isinstance(record, dict):
             record = self._entered(record)
@@ -59,7 +64,7 @@ class _RouteFn(beam.DoFn):
             return
         yield key, record
 
-    def _entered(self, record):
+    def _entered(self, record: Any) -> Any:
         """A record that is not a dict as one (beam.Row, NamedTuple); a FailedRecord among the records (input
         a reader could not read, e.g. a CSV value that is not its column's type) as its failed output, counted."""
         if isinstance(record, FailedRecord):
@@ -67,7 +72,7 @@ class _RouteFn(beam.DoFn):
             return pvalue.TaggedOutput(FAILED, record)
         return as_dict(record)
 
-    def _unroutable(self, record, error):
+    def _unroutable(self, record: Any, error: RoutingError) -> pvalue.TaggedOutput:
         self._metrics.failed(error.reason)
         device = error.device
         return pvalue.TaggedOutput(FAILED, FailedRecord(
@@ -83,21 +88,25 @@ class _RouteAndEncodeFn(_RouteFn):
     Its process takes no window: Beam calls such a DoFn on a faster path, which matters per record.
     """
 
-    def __init__(self, router, encoder, max_payload_bytes):
+    def __init__(self, router: FieldRouter | CallableRouter, encoder: Encoder, max_payload_bytes: int) -> None:
         super().__init__(router)
         self._encoder = encoder
         self._max_payload_bytes = max_payload_bytes
 
-    def start_bundle(self):
-        self._open = {}  # window -> {key: _OpenChunk}
-        self._global = self._open[_GLOBAL_WINDOW] = {}
+    def start_bundle(self) -> None:
+        self._open: dict[BoundedWindow, dict[tuple[Device, str], _OpenChunk]] = {}  # window -> {key: chunk}
+        self._global: dict[tuple[Device, str], _OpenChunk] = {}
+        self._open[_GLOBAL_WINDOW] = self._global
         self._held = 0
         self._records_in = 0  # counted per bundle: a counter's inc per record costs as much as routing
 
-    def process(self, record):
+    @not_type_hints
+    def process(  # type: ignore[override]  # it outputs chunks where _RouteFn outputs keyed records
+            self, record: Any) -> Sequence[WindowedValue | pvalue.TaggedOutput] | None:
         return self._add(record, self._global, _GLOBAL_WINDOW)
 
-    def _add(self, record, chunks, window):
+    def _add(self, record: Any, chunks: dict[tuple[Device, str], "_OpenChunk"],
+             window: BoundedWindow) -> Sequence[WindowedValue | pvalue.TaggedOutput] | None:
         """Route, encode and hold one record; returns the outputs this gives, if any."""
         self._records_in += 1
         if not isinstance(record, dict):
@@ -133,12 +142,12 @@ class _RouteAndEncodeFn(_RouteFn):
             return (chunk.closed(window),)
         return None
 
-    def finish_bundle(self):
+    def finish_bundle(self) -> list[WindowedValue]:
         self._metrics.records_in.inc(self._records_in)
         self._records_in = 0
         return self._close_all()
 
-    def _close_all(self):
+    def _close_all(self) -> list[WindowedValue]:
         closed = [chunk.closed(window) for window, chunks in self._open.items() for chunk in chunks.values()
                   if chunk.records]
         for chunks in self._open.values():
@@ -151,7 +160,10 @@ class _RouteAndEncodeFn(_RouteFn):
 class _RouteAndEncodeInWindowsFn(_RouteAndEncodeFn):
     """The same for records in windows other than the global one, each window's chunks apart."""
 
-    def process(self, record, window=beam.DoFn.WindowParam):
+    @not_type_hints
+    def process(self, record: Any,  # type: ignore[override]  # it adds the window to its base's process
+                window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
+                ) -> Sequence[WindowedValue | pvalue.TaggedOutput] | None:
         chunks = self._open.get(window)
         if chunks is None:
             chunks = self._open[window] = {}
@@ -163,25 +175,27 @@ class _OpenChunk:
 
     __slots__ = ("key", "records", "fragments", "size", "max_fragment_bytes", "too_large")
 
-    def __init__(self, encoder, key, max_payload_bytes):
+    def __init__(self, encoder: Encoder, key: tuple[Device, str], max_payload_bytes: int) -> None:
         self.key = key
-        self.records, self.fragments, self.size = [], [], 0
+        self.records: list[Any] = []
+        self.fragments: list[bytes] = []
+        self.size = 0
         packer = Packer(encoder, key[0], max_payload_bytes)
         self.max_fragment_bytes, self.too_large = packer.max_fragment_bytes, packer.too_large
 
-    def closed(self, window):
+    def closed(self, window: BoundedWindow) -> WindowedValue:
         # At the window's end, where the GroupByKey puts its output anyway.
         return WindowedValue((self.key, encode_chunk(self.records, self.fragments)), window.max_timestamp(),
                              (window,))
 
 
-def encode_chunk(records, fragments):
+def encode_chunk(records: list[Any], fragments: list[bytes]) -> bytes:
     """One bytes value holding records and their fragments, in order. The records are pickled, as
     Beam's coder pickles what it has no coder for."""
     return pickle.dumps((pickle.dumps(records, pickle.HIGHEST_PROTOCOL), fragments), pickle.HIGHEST_PROTOCOL)
 
 
-def decode_chunk(chunk):
+def decode_chunk(chunk: bytes) -> tuple["_Originals", list[bytes]]:
     """(records, fragments) of a chunk, as encode_chunk took them; records is an _Originals, which
     unpickles them only when asked."""
     originals, fragments = pickle.loads(chunk)
@@ -193,39 +207,40 @@ class _Originals:
 
     __slots__ = ("_pickled", "_records", "_count", "record_bytes")
 
-    def __init__(self, pickled, count):
-        self._pickled = pickled
-        self._records = None
+    def __init__(self, pickled: bytes, count: int) -> None:
+        self._pickled: bytes | None = pickled
+        self._records: list[Any] | None = None
         self._count = count
         self.record_bytes = len(pickled) // max(count, 1)  # each record's share of the memory held
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._count
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int) -> Any:
         if self._records is None:
+            assert self._pickled is not None  # unpickled only once
             self._records, self._pickled = pickle.loads(self._pickled), None
         return self._records[index]
 
 
-class _LazyRecords(collections.abc.Sequence):
+class _LazyRecords(collections.abc.Sequence[Any]):
     """A payload's records as (chunk originals, start, stop) segments, each looked up when it is read:
     no object per record, for the memory held and the garbage collector to go through."""
 
-    def __init__(self, segments):
+    def __init__(self, segments: list[tuple[_Originals, int, int]]) -> None:
         self._segments = segments
 
-    def __len__(self):
+    def __len__(self) -> int:
         return sum(stop - start for _, start, stop in self._segments)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> Any:  # an int or a slice, as a Sequence's
         records = [originals[i] for originals, start, stop in self._segments for i in range(start, stop)]
         return records[index]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return (originals[i] for originals, start, stop in self._segments for i in range(start, stop))
 
-    def held_bytes(self):
+    def held_bytes(self) -> int:
         return sum(_SEGMENT_BYTES + originals.record_bytes * (stop - start)
                    for originals, start, stop in self._segments)
 
@@ -233,11 +248,13 @@ class _LazyRecords(collections.abc.Sequence):
 class _ChunkPayload(Payload):
     """A payload whose records are _LazyRecords."""
 
-    def held_bytes(self):
+    records: _LazyRecords
+
+    def held_bytes(self) -> int:
         return len(self.body) + self.records.held_bytes()
 
 
-def _located(payload, reach):
+def _located(payload: Payload, reach: list[tuple[int, _Originals]]) -> _ChunkPayload:
     """The payload with its records (places in the group) as segments of the chunks in reach; the
     chunks it ends leave reach, as the payloads after it start later."""
     first, end = payload.records[0], payload.records[-1] + 1
@@ -251,7 +268,11 @@ class _ChunkedPublishFn(_GroupedPublishFn):
     """Packs and publishes one device+topic's chunks as they stream by from the GroupByKey, a chunk
     at a time (record by record when order_by sorts them)."""
 
-    def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+    @not_type_hints
+    def process(self, element: tuple[Key, Iterable[bytes]],
+                window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
+                timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
+                ) -> Iterator[Output]:
         if self._order_by is not None:
             yield from super().process(element, window, timestamp)
             return
@@ -261,10 +282,12 @@ class _ChunkedPublishFn(_GroupedPublishFn):
             yield from self._submit(device, topic, payload, window, timestamp)
 
     @staticmethod
-    def _payloads(packer, chunks):
+    def _payloads(packer: Packer, chunks: Iterable[bytes]) -> Iterator[_ChunkPayload]:
         """The chunks' fragments packed as full as the packer makes them, whatever the chunks, as
         _ChunkPayloads. The packer holds each record as its place in the group."""
-        reach, place = [], 0  # the chunks the open payload may reach back to: (place of the first, originals)
+        # the chunks the open payload may reach back to: (place of the first, originals)
+        reach: list[tuple[int, _Originals]] = []
+        place = 0
         for chunk in chunks:
             originals, fragments = decode_chunk(chunk)
             reach.append((place, originals))
@@ -272,11 +295,12 @@ class _ChunkedPublishFn(_GroupedPublishFn):
             place += len(fragments)
             for payload in closed:
                 yield _located(payload, reach)
-        payload = packer.flush()
-        if payload is not None:
-            yield _located(payload, reach)
+        last = packer.flush()
+        if last is not None:
+            yield _located(last, reach)
 
-    def _pairs(self, chunks, device, topic, window, timestamp):
+    def _pairs(self, chunks: Iterable[bytes], device: Device, topic: str, window: BoundedWindow,
+               timestamp: Timestamp) -> Iterator[Pair]:
         for chunk in chunks:
             originals, fragments = decode_chunk(chunk)
             yield from ((originals[i], fragment) for i, fragment in enumerate(fragments))

@@ -9,30 +9,46 @@ import collections
 import queue
 import threading
 import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any, cast
 
 import apache_beam as beam
 from apache_beam import coders, pvalue
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import BagRuntimeState, CombiningValueRuntimeState, RuntimeTimer
+from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils import shared
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from connector.protocol.device import Device
 
-from .encoders import EncodeError
+from .encoders import EncodeError, Encoder
+from .hints import not_type_hints
 from .metrics import SinkMetrics, report_sink
-from .packing import Packer, RecordTooLarge
-from .publisher import Publisher
+from .packing import Packer, Payload, RecordTooLarge
+from .publisher import Outcome, Publisher, PublisherConfig
 from .results import FailedRecord, Reason, Receipt
 
 FAILED = "failed"
+# What the publish DoFns yield: receipts, and failed records tagged FAILED, in the windows they came from.
+Output = WindowedValue | pvalue.TaggedOutput
+# ((productKey, deviceName), topic), as the records are keyed.
+Key = tuple[tuple[str, str], str]
+# (record, fragment): a record and its encoding; failed outputs travel among them as TaggedOutputs.
+Pair = tuple[Any, bytes]
+# What a payload in flight came from: (device, topic, payload, window, timestamp).
+_Context = tuple[Device, str, Payload, BoundedWindow, Timestamp]
+# Beam passes the window, timestamp, key, state and timers in place of the DoFn parameters' defaults
+# (its markers), which mypy takes for the parameters' values: hence the type: ignore[assignment]s.
 
 
 class _PublishFn(beam.DoFn):
     """Base: submits payloads to the process's Publisher and emits what became of them."""
 
-    def __init__(self, config, encoder, max_payload_bytes):
+    def __init__(self, config: PublisherConfig, encoder: Encoder, max_payload_bytes: int) -> None:
         self._config = config
         self._encoder = encoder
         self._max_payload_bytes = max_payload_bytes
@@ -40,14 +56,14 @@ class _PublishFn(beam.DoFn):
         # process; nothing of the config (the credentials provider may hold secrets) is in it.
         self._shared_handle = shared.Shared()
 
-    def setup(self):
+    def setup(self) -> None:
         # One Publisher per process, whatever the number of DoFn instances: one /auth per device.
-        self._publisher = self._shared_handle.acquire(lambda: Publisher(self._config))
+        self._publisher: Publisher = self._shared_handle.acquire(lambda: Publisher(self._config))
         self._publisher.retain()
         self._metrics = SinkMetrics()
-        self._bundle = None
+        self._bundle: _Bundle | None = None
 
-    def start_bundle(self):
+    def start_bundle(self) -> None:
         # A bundle still unfinished when the next starts was given up on by the runner, which retries
         # it: this copy's last one, or one another copy left on this thread (a runner runs a bundle on
         # one thread; the direct runner retries with a fresh copy and no teardown).
@@ -56,23 +72,25 @@ class _PublishFn(beam.DoFn):
         self._bundle = _THREAD_BUNDLES.unfinished[self._publisher] = _Bundle()
         report_sink(self._config.endpoint)
 
-    def finish_bundle(self):
+    def finish_bundle(self) -> Iterator[Output]:
         bundle = self._bundle
+        assert bundle is not None  # started by start_bundle
         while bundle.outstanding:
             yield from self._emit(*bundle.finished.get())
         self._bundle = None
 
-    def teardown(self):
+    def teardown(self) -> None:
         self._give_up(self._bundle)
         self._bundle = None
         self._publisher.release()
 
-    def _give_up(self, bundle):
+    def _give_up(self, bundle: "_Bundle | None") -> None:
         """Cancel what a bundle has not sent yet (nothing, once it has finished)."""
         if bundle is not None:
             self._publisher.cancel(bundle.outstanding)
 
-    def _encoded(self, records, device, topic, window, timestamp):
+    def _encoded(self, records: Iterable[Any], device: Device, topic: str, window: BoundedWindow,
+                 timestamp: Timestamp) -> Iterator[Pair | pvalue.TaggedOutput]:
         """(record, fragment) pairs; a record the encoder refuses comes out as a failed output instead."""
         encode = self._encoder.encode
         for record in records:
@@ -81,7 +99,8 @@ class _PublishFn(beam.DoFn):
             except EncodeError as error:
                 yield self._failed(record, device, topic, Reason.UNENCODABLE, str(error), window, timestamp)
 
-    def _pack(self, packer, device, topic, pairs, window, timestamp):
+    def _pack(self, packer: Packer, device: Device, topic: str, pairs: Iterable[Pair | pvalue.TaggedOutput],
+              window: BoundedWindow, timestamp: Timestamp) -> Iterator[Output]:
         """Pack (record, fragment) pairs, publishing each payload as it closes; failed outputs among
         the pairs pass through, and a record too large for any payload fails."""
         for item in pairs:
@@ -100,17 +119,20 @@ class _PublishFn(beam.DoFn):
         if payload is not None:
             yield from self._submit(device, topic, payload, window, timestamp)
 
-    def _submit(self, device, topic, payload, window, timestamp):
+    def _submit(self, device: Device, topic: str, payload: Payload, window: BoundedWindow,
+                timestamp: Timestamp) -> Iterator[Output]:
         """Hand a payload to the Publisher; yields outputs of payloads that have ended meanwhile."""
         future = self._publisher.submit(device, topic, payload.body, payload.held_bytes())
         context = (device, topic, payload, window, timestamp)
         bundle = self._bundle  # this bundle's, even if the payload ends after the runner gave up on it
+        assert bundle is not None  # started by start_bundle
         bundle.outstanding.add(future)
         future.add_done_callback(lambda done: bundle.finished.put((done, context)))
         yield from self._ready()
 
-    def _ready(self):
+    def _ready(self) -> Iterator[Output]:
         """Outputs of every payload that has ended, without waiting."""
+        assert self._bundle is not None  # started by start_bundle
         while True:
             try:
                 done, context = self._bundle.finished.get_nowait()
@@ -118,7 +140,8 @@ class _PublishFn(beam.DoFn):
                 return
             yield from self._emit(done, context)
 
-    def _emit(self, done, context):
+    def _emit(self, done: Future[Outcome], context: _Context) -> Iterator[Output]:
+        assert self._bundle is not None  # started by start_bundle
         self._bundle.outstanding.discard(done)
         device, topic, payload, window, timestamp = context
         outcome = done.result()
@@ -131,13 +154,15 @@ class _PublishFn(beam.DoFn):
                               len(payload.records), len(payload.body))
             yield WindowedValue(receipt, timestamp, (window,))
             return
-        error = outcome.error
+        error, reason = outcome.error, outcome.reason
+        assert error is not None and reason is not None  # a payload not accepted always has both
         for record in payload.records:
-            failed = FailedRecord(record, device.product_key, device.device_name, topic, outcome.reason,
+            failed = FailedRecord(record, device.product_key, device.device_name, topic, reason,
                                   error.code, error.message, outcome.attempts)
             yield pvalue.TaggedOutput(FAILED, WindowedValue(failed, timestamp, (window,)))
 
-    def _failed(self, record, device, topic, reason, message, window, timestamp):
+    def _failed(self, record: Any, device: Device, topic: str, reason: str, message: str, window: BoundedWindow,
+                timestamp: Timestamp) -> pvalue.TaggedOutput:
         self._metrics.failed(reason)
         failed = FailedRecord(record, device.product_key, device.device_name, topic, reason, None, message, 0)
         return pvalue.TaggedOutput(FAILED, WindowedValue(failed, timestamp, (window,)))
@@ -147,34 +172,35 @@ class _Bundle:
     """The payloads a bundle has submitted and not yet emitted, and the queue their ends come to (from
     publishing threads) as (future, context)."""
 
-    def __init__(self):
-        self.outstanding = set()
-        self.finished = queue.SimpleQueue()
+    def __init__(self) -> None:
+        self.outstanding: set[Future[Outcome]] = set()
+        self.finished: queue.SimpleQueue[tuple[Future[Outcome], _Context]] = queue.SimpleQueue()
 
 
 class _ThreadBundles(threading.local):
     """Per thread: Publisher -> the bundle last started there for it."""
 
-    def __init__(self):
-        self.unfinished = weakref.WeakKeyDictionary()  # the Publisher may go once its sink is done
+    def __init__(self) -> None:
+        # the Publisher may go once its sink is done
+        self.unfinished: weakref.WeakKeyDictionary[Publisher, _Bundle] = weakref.WeakKeyDictionary()
 
 
 _THREAD_BUNDLES = _ThreadBundles()
 
 
-def _order_value(pair, field):
+def _order_value(pair: Pair, field: str) -> Any:
     return pair[0].get(field) if isinstance(pair[0], dict) else None
 
 
-def _sort_key(field):
+def _sort_key(field: str) -> Callable[[Pair], tuple[bool, Any]]:
     """Records without the field first, then by its value."""
-    def key(pair):
+    def key(pair: Pair) -> tuple[bool, Any]:
         value = _order_value(pair, field)
         return value is not None, value
     return key
 
 
-def _kind(value):
+def _kind(value: object) -> str:
     """What a value can be ordered with: numbers with numbers, else values of its own type."""
     return "number" if isinstance(value, (int, float)) else type(value).__name__
 
@@ -186,26 +212,34 @@ class _GroupedPublishFn(_PublishFn):
     encoded records): a device whose history is larger is sorted buffer by buffer.
     """
 
-    def __init__(self, config, encoder, max_payload_bytes, order_by=None, sort_buffer_bytes=64 << 20):
+    def __init__(self, config: PublisherConfig, encoder: Encoder, max_payload_bytes: int, order_by: str | None = None,
+                 sort_buffer_bytes: int = 64 << 20) -> None:
         super().__init__(config, encoder, max_payload_bytes)
         self._order_by = order_by
         self._sort_buffer_bytes = sort_buffer_bytes
 
-    def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
+    @not_type_hints
+    def process(self, element: tuple[Key, Iterable[Any]],
+                window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
+                timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
+                ) -> Iterator[Output]:
         ((product_key, device_name), topic), records = element
         device = Device(product_key, device_name)
-        pairs = self._pairs(records, device, topic, window, timestamp)
+        pairs: Iterable[Pair | pvalue.TaggedOutput] = self._pairs(records, device, topic, window, timestamp)
         if self._order_by is not None:
             pairs = self._sorted_in_buffers(pairs, device, topic, window, timestamp)
         packer = Packer(self._encoder, device, self._max_payload_bytes)
         yield from self._pack(packer, device, topic, pairs, window, timestamp)
 
-    def _pairs(self, records, device, topic, window, timestamp):
+    def _pairs(self, records: Iterable[Any], device: Device, topic: str, window: BoundedWindow,
+               timestamp: Timestamp) -> Iterator[Pair | pvalue.TaggedOutput]:
         """The group's (record, fragment) pairs and failed outputs."""
         return self._encoded(records, device, topic, window, timestamp)
 
-    def _sorted_in_buffers(self, items, device, topic, window, timestamp):
-        buffer, buffered_bytes = [], 0
+    def _sorted_in_buffers(self, items: Iterable[Pair | pvalue.TaggedOutput], device: Device, topic: str,
+                           window: BoundedWindow, timestamp: Timestamp) -> Iterator[Pair | pvalue.TaggedOutput]:
+        buffer: list[Pair] = []
+        buffered_bytes = 0
         for item in items:
             if isinstance(item, pvalue.TaggedOutput):
                 yield item
@@ -217,16 +251,19 @@ class _GroupedPublishFn(_PublishFn):
                 buffer, buffered_bytes = [], 0
         yield from self._sorted(buffer, device, topic, window, timestamp)
 
-    def _sorted(self, pairs, device, topic, window, timestamp):
+    def _sorted(self, pairs: list[Pair], device: Device, topic: str, window: BoundedWindow,
+                timestamp: Timestamp) -> Sequence[Pair | pvalue.TaggedOutput]:
         """The pairs in order_by order (stable). When their values cannot all be compared, those of the
         most common kind are ordered and every other record fails, saying why: none goes out of order."""
-        field, key = self._order_by, _sort_key(self._order_by)
+        field = self._order_by
+        assert field is not None  # sorting is for order_by only
+        key = _sort_key(field)
         try:
             return sorted(pairs, key=key)
         except TypeError:
             pass
         values = [_order_value(pair, field) for pair in pairs]
-        kind = collections.Counter(_kind(v) for v in values if v is not None).most_common(1)[0][0]
+        kind: str | None = collections.Counter(_kind(v) for v in values if v is not None).most_common(1)[0][0]
         orderable = [pair for pair, value in zip(pairs, values) if value is None or _kind(value) == kind]
         try:
             orderable.sort(key=key)
@@ -240,7 +277,7 @@ class _GroupedPublishFn(_PublishFn):
         return failed + orderable
 
 
-def _unorderable(field, value, kind):
+def _unorderable(field: str, value: object, kind: str | None) -> str:
     """Why a record's order_by value kept it from being published (its type, never the value)."""
     if kind is None:
         return f"order_by field {field!r} holds {type(value).__name__} values, which have no order"
@@ -251,29 +288,29 @@ def _unorderable(field, value, kind):
 class _SumInts(beam.CombineFn):
     """Sum with an int accumulator, as CombiningValueState's coder expects on every runner."""
 
-    def create_accumulator(self):
+    def create_accumulator(self) -> int:
         return 0
 
-    def add_input(self, total, value):
+    def add_input(self, total: int, value: int) -> int:
         return total + value
 
-    def merge_accumulators(self, totals):
+    def merge_accumulators(self, totals: Iterable[int]) -> int:
         return sum(totals)
 
-    def extract_output(self, total):
+    def extract_output(self, total: int) -> int:
         return total
 
 
 class _LatestMicros(_SumInts):
     """The latest timestamp in microseconds; before any, Beam's earliest (0 would clamp times before 1970)."""
 
-    def create_accumulator(self):
+    def create_accumulator(self) -> int:
         return MIN_TIMESTAMP.micros
 
-    def add_input(self, latest, value):
+    def add_input(self, latest: int, value: int) -> int:
         return max(latest, value)
 
-    def merge_accumulators(self, values):
+    def merge_accumulators(self, values: Iterable[int]) -> int:
         return max(values, default=MIN_TIMESTAMP.micros)
 
 
@@ -283,21 +320,31 @@ class _BufferedPublishFn(_PublishFn):
 
     BUFFER = userstate.BagStateSpec("buffer", coders.TupleCoder([coders.FastPrimitivesCoder(),
                                                                   coders.BytesCoder()]))
-    COUNT = userstate.CombiningValueStateSpec("count", coders.VarIntCoder(), _SumInts())
-    BYTES = userstate.CombiningValueStateSpec("bytes", coders.VarIntCoder(), _SumInts())
-    LATEST = userstate.CombiningValueStateSpec("latest_micros", coders.VarIntCoder(), _LatestMicros())
+    # Beam's CombineFn.__init__ is untyped, so mypy takes a CombineFn's construction for an untyped call.
+    COUNT = userstate.CombiningValueStateSpec("count", coders.VarIntCoder(), _SumInts())  # type: ignore[no-untyped-call]
+    BYTES = userstate.CombiningValueStateSpec("bytes", coders.VarIntCoder(), _SumInts())  # type: ignore[no-untyped-call]
+    LATEST = userstate.CombiningValueStateSpec(
+        "latest_micros", coders.VarIntCoder(), _LatestMicros())  # type: ignore[no-untyped-call]
     WINDOW_END = userstate.TimerSpec("window_end", TimeDomain.WATERMARK)
     DELAY = userstate.TimerSpec("delay", TimeDomain.REAL_TIME)
 
-    def __init__(self, config, encoder, max_payload_bytes, max_buffering_delay=None, clock=None):
+    def __init__(self, config: PublisherConfig, encoder: Encoder, max_payload_bytes: int,
+                 max_buffering_delay: float | None = None, clock: Callable[[], float] | None = None) -> None:
         super().__init__(config, encoder, max_payload_bytes)
         self._max_buffering_delay = max_buffering_delay
         self._clock = clock
 
-    def process(self, element, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam,
-                buffer=beam.DoFn.StateParam(BUFFER), count=beam.DoFn.StateParam(COUNT),
-                size=beam.DoFn.StateParam(BYTES), latest=beam.DoFn.StateParam(LATEST),
-                window_end=beam.DoFn.TimerParam(WINDOW_END), delay=beam.DoFn.TimerParam(DELAY)):
+    @not_type_hints
+    def process(self, element: tuple[Key, Any],
+                window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
+                timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
+                buffer: BagRuntimeState = beam.DoFn.StateParam(BUFFER),  # type: ignore[assignment]
+                count: CombiningValueRuntimeState = beam.DoFn.StateParam(COUNT),  # type: ignore[assignment]
+                size: CombiningValueRuntimeState = beam.DoFn.StateParam(BYTES),  # type: ignore[assignment]
+                latest: CombiningValueRuntimeState = beam.DoFn.StateParam(LATEST),  # type: ignore[assignment]
+                window_end: RuntimeTimer = beam.DoFn.TimerParam(WINDOW_END),  # type: ignore[assignment]
+                delay: RuntimeTimer = beam.DoFn.TimerParam(DELAY),  # type: ignore[assignment]
+                ) -> Iterator[Output]:
         ((product_key, device_name), topic), record = element
         device = Device(product_key, device_name)
         encoder = self._encoder
@@ -306,9 +353,10 @@ class _BufferedPublishFn(_PublishFn):
         except EncodeError as error:
             yield self._failed(record, device, topic, Reason.UNENCODABLE, str(error), window, timestamp)
             return
-        held = count.read()
+        # A CombiningValueState reads as its combined value, which Beam types as the Iterable of a bag's.
+        held, held_bytes = cast(int, count.read()), cast(int, size.read())
         try:  # the packer's own rules, so batch and streaming pack and refuse records alike
-            closes = Packer(encoder, device, self._max_payload_bytes).would_close(held, size.read(), fragment)
+            closes = Packer(encoder, device, self._max_payload_bytes).would_close(held, held_bytes, fragment)
         except RecordTooLarge as error:
             yield self._failed(record, device, topic, Reason.TOO_LARGE, str(error), window, timestamp)
             return
@@ -325,25 +373,35 @@ class _BufferedPublishFn(_PublishFn):
             delay.set(now + Duration.of(self._max_buffering_delay))
 
     @userstate.on_timer(WINDOW_END)
-    def on_window_end(self, key=beam.DoFn.KeyParam, window=beam.DoFn.WindowParam,
-                      buffer=beam.DoFn.StateParam(BUFFER), count=beam.DoFn.StateParam(COUNT),
-                      size=beam.DoFn.StateParam(BYTES), latest=beam.DoFn.StateParam(LATEST),
-                      delay=beam.DoFn.TimerParam(DELAY)):
+    def on_window_end(self, key: Key = beam.DoFn.KeyParam,  # type: ignore[assignment]
+                      window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
+                      buffer: BagRuntimeState = beam.DoFn.StateParam(BUFFER),  # type: ignore[assignment]
+                      count: CombiningValueRuntimeState = beam.DoFn.StateParam(COUNT),  # type: ignore[assignment]
+                      size: CombiningValueRuntimeState = beam.DoFn.StateParam(BYTES),  # type: ignore[assignment]
+                      latest: CombiningValueRuntimeState = beam.DoFn.StateParam(LATEST),  # type: ignore[assignment]
+                      delay: RuntimeTimer = beam.DoFn.TimerParam(DELAY),  # type: ignore[assignment]
+                      ) -> Iterator[Output]:
         # A processing-time timer holds the watermark at its record's time until it fires, and Flink
         # fires none once the input has ended: left set, it would keep the job from ever finishing.
         delay.clear()
         yield from self._flush(Device(*key[0]), key[1], window, buffer, count, size, latest)
 
     @userstate.on_timer(DELAY)
-    def on_delay(self, key=beam.DoFn.KeyParam, window=beam.DoFn.WindowParam,
-                 buffer=beam.DoFn.StateParam(BUFFER), count=beam.DoFn.StateParam(COUNT),
-                 size=beam.DoFn.StateParam(BYTES), latest=beam.DoFn.StateParam(LATEST)):
+    def on_delay(self, key: Key = beam.DoFn.KeyParam,  # type: ignore[assignment]
+                 window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
+                 buffer: BagRuntimeState = beam.DoFn.StateParam(BUFFER),  # type: ignore[assignment]
+                 count: CombiningValueRuntimeState = beam.DoFn.StateParam(COUNT),  # type: ignore[assignment]
+                 size: CombiningValueRuntimeState = beam.DoFn.StateParam(BYTES),  # type: ignore[assignment]
+                 latest: CombiningValueRuntimeState = beam.DoFn.StateParam(LATEST),  # type: ignore[assignment]
+                 ) -> Iterator[Output]:
         yield from self._flush(Device(*key[0]), key[1], window, buffer, count, size, latest)
 
-    def _flush(self, device, topic, window, buffer, count, size, latest):
+    def _flush(self, device: Device, topic: str, window: BoundedWindow, buffer: BagRuntimeState,
+               count: CombiningValueRuntimeState, size: CombiningValueRuntimeState,
+               latest: CombiningValueRuntimeState) -> Iterator[Output]:
         """Publish what is buffered (stamped with the latest record's time) and clear the state."""
         items = list(buffer.read())
-        timestamp = Timestamp(micros=latest.read())
+        timestamp = Timestamp(micros=cast(int, latest.read()))
         for state in (buffer, count, size, latest):
             state.clear()
         if not items:

@@ -11,17 +11,20 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 from connector.client.errors import InvalidRequest, IoTPlatformError, TransportError, UnknownDevice
 from connector.client.http import IoTPlatformClient
 from connector.client.tokens import TokenCache
 from connector.protocol import codes
 from connector.protocol.codes import Action
+from connector.protocol.device import Device
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND
 from connector.protocol.signing import CLIENT_SIGN_METHOD
 
+from .credentials import CredentialsProvider
 from .results import Reason
 
 _LOG = logging.getLogger(__name__)
@@ -42,9 +45,9 @@ class RetryPolicy(NamedTuple):
     max_backoff: float = 20.0
     throttled_backoff: float = 1.0  # first wait after a 40000
 
-    def backoff(self, attempt, action):
+    def backoff(self, attempt: int, action: Action | None) -> float:
         base = self.throttled_backoff if action is Action.THROTTLED else self.initial_backoff
-        return random.uniform(0.5, 1.0) * min(self.max_backoff, base * 2 ** (attempt - 1))
+        return random.uniform(0.5, 1.0) * min(self.max_backoff, base * 2.0 ** (attempt - 1))
 
 
 # Requests in flight hide the platform's round trip: 64 at 50 ms make about 1,280 requests a second.
@@ -58,8 +61,8 @@ class PublisherConfig(NamedTuple):
     """Everything a worker needs to publish; pickled into the graph, so it holds no secret."""
 
     endpoint: str
-    credentials: object  # a provider with secrets(); FileCredentials holds only a path
-    ca_file: Optional[str] = None
+    credentials: CredentialsProvider  # FileCredentials holds only a path
+    ca_file: str | None = None
     insecure_skip_tls_verify: bool = False
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -73,9 +76,9 @@ class PublisherConfig(NamedTuple):
 class Outcome(NamedTuple):
     """How one payload ended, with the counts the DoFn turns into metrics."""
 
-    message_id: Optional[int]  # set when accepted
-    error: Optional[IoTPlatformError]  # the last error when not accepted
-    reason: Optional[str]  # Reason name when not accepted
+    message_id: int | None  # set when accepted
+    error: IoTPlatformError | None  # the last error when not accepted
+    reason: str | None  # Reason name when not accepted
     attempts: int
     throttled_seconds: float
     latency_seconds: float  # of the accepted request
@@ -86,10 +89,10 @@ class MonotonicClock:
     """The scheduler's sense of time: monotonic seconds, and waiting on a condition for some of them.
     A test gives the Publisher another, to check pacing and backoff without waiting them out."""
 
-    def now(self):
+    def now(self) -> float:
         return time.monotonic()
 
-    def wait(self, condition, seconds):
+    def wait(self, condition: threading.Condition, seconds: float) -> bool:
         """condition.wait(seconds): until notified or the seconds have passed (the caller holds its lock)."""
         return condition.wait(seconds)
 
@@ -97,7 +100,7 @@ class MonotonicClock:
 MONOTONIC = MonotonicClock()
 
 
-def platform_client(config):
+def platform_client(config: PublisherConfig) -> IoTPlatformClient:
     """The IoTPlatformClient a publisher sends through, per its config."""
     return IoTPlatformClient(
         config.endpoint, ca_file=config.ca_file, insecure_skip_tls_verify=config.insecure_skip_tls_verify,
@@ -108,18 +111,18 @@ def platform_client(config):
 class _ByteBudget:
     """Bounds the bytes held for payloads submitted and not yet ended: the memory a publisher may hold."""
 
-    def __init__(self, limit):
+    def __init__(self, limit: int) -> None:
         self._limit = limit
         self._used = 0
         self._changed = threading.Condition()
 
-    def take(self, size):
+    def take(self, size: int) -> None:
         """Wait for room; a payload is always admitted when nothing else is held."""
         with self._changed:
             self._changed.wait_for(lambda: self._used == 0 or self._used + size <= self._limit)
             self._used += size
 
-    def give(self, size):
+    def give(self, size: int) -> None:
         with self._changed:
             self._used -= size
             self._changed.notify_all()
@@ -131,13 +134,14 @@ class _Job:
     __slots__ = ("topic", "payload", "held_bytes", "future", "started", "attempts", "unreached", "throttled",
                  "ambiguous_resends")
 
-    def __init__(self, topic, payload, held_bytes, future):
+    def __init__(self, topic: str, payload: bytes, held_bytes: int, future: Future[Outcome]) -> None:
         self.topic, self.payload, self.held_bytes, self.future = topic, payload, held_bytes, future
-        self.started = None  # monotonic time of the first attempt
+        self.started: float | None = None  # monotonic time of the first attempt
         self.attempts = self.unreached = self.ambiguous_resends = 0  # unreached: attempts that found no platform
         self.throttled = 0.0
 
-    def outcome(self, message_id=None, error=None, latency=0.0):
+    def outcome(self, message_id: int | None = None, error: IoTPlatformError | None = None,
+                latency: float = 0.0) -> Outcome:
         return Outcome(message_id, error, None if error is None else failure_reason(error), self.attempts,
                        self.throttled, latency, self.ambiguous_resends)
 
@@ -148,8 +152,8 @@ class _Lane:
 
     __slots__ = ("jobs", "next_send")
 
-    def __init__(self):
-        self.jobs = collections.deque()
+    def __init__(self) -> None:
+        self.jobs: collections.deque[_Job] = collections.deque()
         self.next_send = 0.0  # monotonic time before which the device must not send again
 
 
@@ -170,7 +174,9 @@ class Publisher:
     IDLE_SENDER_SECONDS = 5.0  # a sender with nothing to do for this long ends; submit() starts another
     _numbers = itertools.count(1)
 
-    def __init__(self, config, secrets=None, *, client_factory=platform_client, clock=MONOTONIC):
+    def __init__(self, config: PublisherConfig, secrets: dict[Device, str] | None = None, *,
+                 client_factory: Callable[[PublisherConfig], IoTPlatformClient] = platform_client,
+                 clock: MonotonicClock = MONOTONIC) -> None:
         self.config = config
         self.client = client_factory(config)
         self._time = clock
@@ -181,27 +187,29 @@ class Publisher:
         lock = threading.Lock()
         self._changed = threading.Condition(lock)  # what waiting senders wait on
         self._clock = threading.Condition(lock)  # what the timekeeper waits on
-        self._lanes = {}  # device -> _Lane
-        self._due = collections.deque()  # devices whose turn has come
-        self._timed = []  # heap of (time, sequence, device): devices whose turn comes at that time
+        self._lanes: dict[Device, _Lane] = {}
+        self._due: collections.deque[Device] = collections.deque()  # devices whose turn has come
+        # heap of (time, sequence, device): devices whose turn comes at that time
+        self._timed: list[tuple[float, int, Device]] = []
         self._sequence = itertools.count()
-        self._unreachable_since = None  # monotonic time of the first attempt that found no platform
-        self._unreached_warned = None  # monotonic time of the last warning that it cannot be reached
+        # monotonic time of the first attempt that found no platform
+        self._unreachable_since: float | None = None
+        self._unreached_warned: float | None = None  # monotonic time of the last warning that it cannot be reached
         self._senders = 0  # sender threads alive
         self._waiting = 0  # senders waiting for a device to become due
         self._timekeeper = False  # whether a sender is waiting for the earliest timed turn
         self._users = 0  # DoFn instances set up and not torn down
         self.thread_name = f"iot-publish-{next(self._numbers)}"  # its senders' name, to tell publishers apart
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Publisher({self.config.endpoint!r})"
 
-    def retain(self):
+    def retain(self) -> None:
         """A DoFn instance starts using this publisher."""
         with self._changed:
             self._users += 1
 
-    def release(self):
+    def release(self) -> None:
         """A DoFn instance is done with it; the last one closes the idle connections (a later one
         opens new ones)."""
         with self._changed:
@@ -210,7 +218,7 @@ class Publisher:
         if last:
             self.client.close()
 
-    def cancel(self, futures):
+    def cancel(self, futures: Iterable[Future[Outcome]]) -> None:
         """Drop the payloads of these futures that no attempt has sent yet: those of a bundle the runner
         gave up on, whose retry sends them again and which must not go ahead of the retry's. A payload
         already being sent, or waiting to be sent again, ends as usual."""
@@ -227,14 +235,14 @@ class Publisher:
         if freed:
             self._budget.give(freed)
 
-    def submit(self, device, topic, payload, held_bytes=None):
+    def submit(self, device: Device, topic: str, payload: bytes, held_bytes: int | None = None) -> Future[Outcome]:
         """Queue a payload; a Future of its Outcome. Blocks while max_buffered_bytes are held.
 
         held_bytes: the memory the payload keeps held until it ends, when more than its bytes (the
         records behind it, say)."""
         held_bytes = len(payload) if held_bytes is None else held_bytes
         self._budget.take(held_bytes)
-        future = Future()
+        future: Future[Outcome] = Future()
         job = _Job(topic, payload, held_bytes, future)
         try:
             with self._changed:
@@ -256,7 +264,7 @@ class Publisher:
             raise
         return future
 
-    def _wake(self):
+    def _wake(self) -> None:
         """Devices are due or the timekeeper's place is empty: wake a waiting sender (or the timekeeper),
         and start one more sender while more devices are due than senders wait, or nobody keeps time."""
         if self._waiting:
@@ -275,26 +283,27 @@ class Publisher:
                     raise
                 _LOG.warning("could not start another publishing thread; %d carry on", self._senders)
 
-    def _sender(self):
+    def _sender(self) -> None:
         while True:
             turn = self._next_turn()
             if turn is None:
                 return
             device, lane, job = turn
+            result: Outcome | float | None
             try:
                 result = self._attempt(device, job)
             except BaseException as error:  # a bug: the DoFn must see it rather than wait forever
                 job.future.set_exception(error)
                 result = None
-            ended = result is None or isinstance(result, Outcome)
-            if result is not None and ended:  # before the lane moves on: outcomes come out in order
+            if isinstance(result, Outcome):  # before the lane moves on: outcomes come out in order
                 job.future.set_result(result)
+            retry_after = None if result is None or isinstance(result, Outcome) else result  # None: it ended
             with self._changed:
-                if ended:
+                if retry_after is None:
                     lane.jobs.popleft()
                     when = lane.next_send
-                else:  # a retry after `result` seconds, at the head of the lane
-                    when = max(lane.next_send, self._time.now() + result)
+                else:  # a retry after `retry_after` seconds, at the head of the lane
+                    when = max(lane.next_send, self._time.now() + retry_after)
                 if when > self._time.now():
                     heapq.heappush(self._timed, (when, next(self._sequence), device))
                     if self._timekeeper and self._timed[0][2] == device:
@@ -303,10 +312,10 @@ class Publisher:
                     self._due.append(device)  # this sender takes it, or the next due one, next
                 else:
                     del self._lanes[device]
-            if ended:
+            if retry_after is None:
                 self._budget.give(job.held_bytes)
 
-    def _next_turn(self):
+    def _next_turn(self) -> tuple[Device, _Lane, _Job] | None:
         """(device, lane, job) whose turn has come, waiting for one; None when idle long enough to end.
 
         One waiting sender, the timekeeper, waits for the earliest timed turn; the others wait to be
@@ -342,7 +351,7 @@ class Publisher:
                 self._time.wait(self._changed, self.IDLE_SENDER_SECONDS - (now - idle_since))
                 self._waiting -= 1
 
-    def _attempt(self, device, job):
+    def _attempt(self, device: Device, job: _Job) -> Outcome | float:
         """One attempt at a payload: its Outcome when it has ended, else the seconds to wait before the
         next attempt. Re-authenticates and backs off per the retry policy."""
         policy = self.config.retry
@@ -383,7 +392,7 @@ class Publisher:
                 job.ambiguous_resends += 1
             return delay
 
-    def _warn_unreached(self, error, now):
+    def _warn_unreached(self, error: IoTPlatformError, now: float) -> None:
         """Says why nothing gets through while retries go on, at most every UNREACHED_WARNING_SECONDS."""
         if self._unreached_warned is None or now - self._unreached_warned >= UNREACHED_WARNING_SECONDS:
             self._unreached_warned = now
@@ -391,7 +400,7 @@ class Publisher:
                          self.config.retry.max_seconds, error.message)
 
 
-def failure_reason(error):
+def failure_reason(error: IoTPlatformError) -> str:
     """The Reason name for an error that ends a payload's attempts."""
     if isinstance(error, UnknownDevice):
         return Reason.UNKNOWN_DEVICE

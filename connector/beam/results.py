@@ -3,7 +3,7 @@
 Both are NamedTuples with deterministic coders, so they can be grouped, deduplicated, and written to
 Avro or BigQuery. Neither ever holds a secret or a token.
 """
-from typing import Any, NamedTuple, Optional
+from typing import Any, Generic, NamedTuple, Optional, TypeVar
 
 from apache_beam import coders, pvalue
 
@@ -59,40 +59,44 @@ class FailedRecord(NamedTuple):
     attempts: int  # publish attempts made (0 when nothing was sent)
 
 
-class _NamedTupleCoder(coders.Coder):
+_Tuple = TypeVar("_Tuple", Receipt, FailedRecord)
+
+
+class _NamedTupleCoder(coders.Coder, Generic[_Tuple]):
     """Encodes a NamedTuple field by field with a deterministic tuple coder."""
 
-    def __init__(self, cls, field_coders):
-        self._cls = cls
+    def __init__(self, cls: type[_Tuple], field_coders: list[coders.Coder]) -> None:
+        self._cls: type[_Tuple] = cls
         self._tuple_coder = coders.TupleCoder(field_coders)
 
-    def encode(self, value):
-        return self._tuple_coder.encode(tuple(value))
+    def encode(self, value: _Tuple) -> bytes:
+        encoded: bytes = self._tuple_coder.encode(tuple(value))
+        return encoded
 
-    def decode(self, encoded):
+    def decode(self, encoded: bytes) -> _Tuple:
         return self._cls(*self._tuple_coder.decode(encoded))
 
-    def is_deterministic(self):
+    def is_deterministic(self) -> bool:
         return self._tuple_coder.is_deterministic()
 
-    def to_type_hint(self):
+    def to_type_hint(self) -> type[_Tuple]:
         return self._cls
 
-    def __eq__(self, other):
-        return type(self) is type(other) and self._cls is other._cls
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._cls is getattr(other, "_cls", None)
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self._cls)
 
 
-class ReceiptCoder(_NamedTupleCoder):
-    def __init__(self):
+class ReceiptCoder(_NamedTupleCoder[Receipt]):
+    def __init__(self) -> None:
         text, number = coders.StrUtf8Coder(), coders.VarIntCoder()
         super().__init__(Receipt, [text, text, text, number, number, number])
 
 
-class FailedRecordCoder(_NamedTupleCoder):
-    def __init__(self):
+class FailedRecordCoder(_NamedTupleCoder[FailedRecord]):
+    def __init__(self) -> None:
         text = coders.NullableCoder(coders.StrUtf8Coder())
         record = coders.FastPrimitivesCoder().as_deterministic_coder("FailedRecord.record")
         super().__init__(FailedRecord, [record, text, text, text, coders.StrUtf8Coder(),

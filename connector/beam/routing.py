@@ -4,21 +4,27 @@ A router is any callable record -> (Device, topic). It raises RoutingError to se
 `failed` with a reason; anything else it raises is reported as unroutable too.
 """
 import string
+from collections.abc import Callable
+from typing import Any
 
 from connector.protocol.device import Device
 from connector.protocol.topics import device_owns_topic, topic_problem
 
-from .encoders import ENCODERS
+from .encoders import ENCODERS, Encoder
 from .results import Reason
 
 DEFAULT_TOPIC = "/{productKey}/{deviceName}/user/update"
 _DEVICE_FIELDS = {"productKey", "deviceName"}
+# A topic template ("/{productKey}/{deviceName}/user/{kind}") or a callable(record, device) giving the topic.
+Topic = str | Callable[[dict[str, Any], Device], str]
+# A callable(record) giving (Device or (productKey, deviceName), topic).
+Router = Callable[[dict[str, Any]], tuple[tuple[str, str], str]]
 
 
 class RoutingError(ValueError):
     """A record that cannot be routed; reason is a results.Reason name."""
 
-    def __init__(self, reason, message, device=None, topic=None):
+    def __init__(self, reason: str, message: str, device: Device | None = None, topic: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.device = device
@@ -32,7 +38,8 @@ class FieldRouter:
     depend only on the device are computed once per device.
     """
 
-    def __init__(self, product_key_field="productKey", device_name_field="deviceName", topic=DEFAULT_TOPIC):
+    def __init__(self, product_key_field: str = "productKey", device_name_field: str = "deviceName",
+                 topic: Topic = DEFAULT_TOPIC) -> None:
         self.product_key_field = product_key_field
         self.device_name_field = device_name_field
         self.topic = topic
@@ -43,9 +50,10 @@ class FieldRouter:
             self._device_only_topic = False
         else:
             raise TypeError("topic must be a template string or a callable (record, device) -> topic")
-        self._routes = {}  # device -> (device, topic), when the topic depends on the device alone
+        # device -> (device, topic), when the topic depends on the device alone
+        self._routes: dict[tuple[str, str], tuple[Device, str]] = {}
 
-    def __call__(self, record):
+    def __call__(self, record: Any) -> tuple[Device, str]:
         if not isinstance(record, dict):
             raise RoutingError(Reason.INVALID_RECORD,
                                f"a record must be a dict, beam.Row or NamedTuple to be routed by fields, "
@@ -66,7 +74,7 @@ class FieldRouter:
         device = Device(product_key, device_name)
         return device, self._topic_for(record, device)
 
-    def _topic_for(self, record, device):
+    def _topic_for(self, record: dict[str, Any], device: Device) -> str:
         try:
             if callable(self.topic):
                 topic = self.topic(record, device)
@@ -82,10 +90,10 @@ class FieldRouter:
 class CallableRouter:
     """Wraps a user's callable record -> (device, topic), checking what it returns."""
 
-    def __init__(self, route):
+    def __init__(self, route: Router) -> None:
         self.route = route
 
-    def __call__(self, record):
+    def __call__(self, record: Any) -> tuple[Device, str]:
         try:
             device, topic = self.route(record)
             device = Device(*device)
@@ -99,7 +107,7 @@ class CallableRouter:
         return device, checked_topic(topic, device)
 
 
-def checked_topic(topic, device):
+def checked_topic(topic: Any, device: Device) -> str:
     """The topic, or RoutingError(invalid_topic) when it breaks the platform's topic rules or is not
     the device's own (the platform answers 30001 for those, which no retry can mend)."""
     problem = topic_problem(topic)
@@ -109,19 +117,20 @@ def checked_topic(topic, device):
     if problem:
         raise RoutingError(Reason.INVALID_TOPIC, f"{problem}: {topic!r}", device,
                            topic if isinstance(topic, str) else None)
-    return topic
+    valid: str = topic  # topic_problem refuses anything but a str
+    return valid
 
 
-def default_topic(encoder):
+def default_topic(encoder: str | Encoder) -> str:
     """The topic template when none is given: the encoder's own (the Alink encoders report on their
     thing-model topic), else the platform's default publish topic. encoder: an Encoder or its name."""
-    if isinstance(encoder, str):
-        encoder = ENCODERS.get(encoder)
-    return getattr(encoder, "topic", None) or DEFAULT_TOPIC
+    found = ENCODERS.get(encoder) if isinstance(encoder, str) else encoder
+    topic: str | None = getattr(found, "topic", None)
+    return topic or DEFAULT_TOPIC
 
 
-def make_router(router=None, *, product_key_field="productKey", device_name_field="deviceName",
-                topic=DEFAULT_TOPIC):
+def make_router(router: Router | None = None, *, product_key_field: str = "productKey",
+                device_name_field: str = "deviceName", topic: Topic = DEFAULT_TOPIC) -> FieldRouter | CallableRouter:
     """The router WriteToIoTPlatform uses: the user's callable, or one over fields and a template.
 
     A FieldRouter (or a subclass) checks the device and topic it gives, so it is used as it is.

@@ -7,12 +7,14 @@ any Python object, which no schema can type: ToRows turns it into a FailedRow, t
 letters keep the record by the same rule (`original`).
 """
 import json
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam import coders
+from apache_beam.pvalue import PCollection
 from apache_beam.typehints.row_type import RowTypeConstraint
 
+from .hints import not_type_hints
 from .results import FailedRecord, Receipt
 from .write import _same
 
@@ -31,15 +33,16 @@ class FailedRow(NamedTuple):
     attempts: int
 
     @classmethod
-    def of(cls, failed):
+    @not_type_hints  # ToRows maps FailedRecords with it
+    def of(cls, failed: FailedRecord) -> "FailedRow":
         return cls(*original(failed.record), failed.product_key, failed.device_name, failed.topic, failed.reason,
                    failed.code, failed.message, failed.attempts)
 
 
-coders.registry.register_coder(FailedRow, coders.RowCoder)
+coders.registry.register_coder(FailedRow, coders.RowCoder)  # type: ignore[attr-defined]
 
 
-def original(record):
+def original(record: Any) -> tuple[str | None, bytes | None]:
     """A failed record as (JSON text, None), or as (None, its bytes) when it is bytes, bytearray or
     memoryview: kept so that it can be published again as it was."""
     if isinstance(record, (bytes, bytearray, memoryview)):
@@ -47,7 +50,7 @@ def original(record):
     return record_json(record), None
 
 
-def record_json(record):
+def record_json(record: Any) -> str:
     """A record as compact JSON text with sorted keys: the same text whichever runner the record went
     through (the deterministic coder of `.failed` sorts a dict's keys where a runner encodes it). NaN and
     Infinity as JSON's common extension, so they read back as they were; values JSON has no type for
@@ -55,14 +58,17 @@ def record_json(record):
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-class ToRows(beam.PTransform):
+class ToRows(beam.PTransform[PCollection[Any], PCollection[Any]]):
     """`.published` or `.failed` -> the same with Beam's RowCoder: Receipt rows, or FailedRows."""
 
-    def expand(self, pcoll):
+    @not_type_hints
+    def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
         if pcoll.element_type is Receipt:
-            return pcoll | "ReceiptRows" >> beam.Map(_same).with_output_types(
+            receipts: PCollection[Any] = pcoll | "ReceiptRows" >> beam.Map(_same).with_output_types(
                 RowTypeConstraint.from_user_type(Receipt))
+            return receipts
         if pcoll.element_type is FailedRecord:
-            return pcoll | "FailedRows" >> beam.Map(FailedRow.of).with_output_types(FailedRow)
+            failed: PCollection[Any] = pcoll | "FailedRows" >> beam.Map(FailedRow.of).with_output_types(FailedRow)
+            return failed
         raise TypeError(f"ToRows takes WriteToIoTPlatform's .published or .failed, not elements of type "
                         f"{pcoll.element_type}")

@@ -6,7 +6,7 @@ streaming: records --route--> (((productKey, deviceName), topic), record) --stat
    +-- unroutable, bad topic, unencodable, too large (batch) ---> failed <----------------+ too large, failed codes
 """
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import apache_beam as beam
@@ -16,17 +16,17 @@ from apache_beam.pvalue import PCollection
 from apache_beam.transforms.display import DisplayDataItem
 from apache_beam.transforms.window import GlobalWindows
 
-from connector.protocol.device import Device
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
 from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
 
 from .credentials import CredentialsProvider, as_credentials
 from .encoders import AvroEncoder, Encoder, get_encoder
+from .hints import not_type_hints
 from .prepack import _ChunkedPublishFn, _RouteAndEncodeFn, _RouteAndEncodeInWindowsFn, _RouteFn
 from .publish_fns import FAILED, _BufferedPublishFn, _PublishFn
 from .publisher import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
 from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
-from .routing import FieldRouter, default_topic, make_router
+from .routing import CallableRouter, FieldRouter, Router, Topic, default_topic, make_router
 from .schemas import avro_schema_of
 
 __all__ = ["DEFAULT_MAX_BUFFERING_DELAY", "KeyByDevice", "Router", "Topic", "WriteToIoTPlatform"]
@@ -34,10 +34,7 @@ __all__ = ["DEFAULT_MAX_BUFFERING_DELAY", "KeyByDevice", "Router", "Topic", "Wri
 # ((productKey, deviceName), topic): nested pairs, so every runner sees Beam's standard KV and string
 # coders (Prism cannot group on Python's coder for a 3-tuple).
 _Key = typehints.Tuple[typehints.Tuple[str, str], str]
-# A topic template ("/{productKey}/{deviceName}/user/{kind}") or a callable(record, device) giving the topic.
-Topic = str | Callable[[dict[str, Any], Device], str]
-# A callable(record) giving (Device or (productKey, deviceName), topic).
-Router = Callable[[dict[str, Any]], tuple[tuple[str, str], str]]
+_Element = TypeVar("_Element")
 # Streaming: how long a record may wait for its payload to fill before it is sent anyway.
 DEFAULT_MAX_BUFFERING_DELAY = 5.0
 
@@ -50,11 +47,12 @@ class KeyByDevice(beam.PTransform[PCollection[Any], tuple[PCollection[Any], PCol
     so they route and group alike.
     """
 
-    def __init__(self, router):
+    def __init__(self, router: FieldRouter | CallableRouter) -> None:
         super().__init__()
         self._router = router
 
-    def expand(self, records):
+    @not_type_hints
+    def expand(self, records: PCollection[Any]) -> tuple[PCollection[Any], PCollection[FailedRecord]]:
         routed = records | beam.ParDo(_RouteFn(self._router)).with_outputs(FAILED, main="routed")
         return _typed(routed.routed, typehints.KV[_Key, typehints.Any]), _typed(routed[FAILED], FailedRecord)
 
@@ -176,7 +174,7 @@ class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformRes
             read_timeout=read_timeout, max_in_flight=max_in_flight, max_buffered_bytes=max_buffered_bytes,
             device_messages_per_second=device_messages_per_second, retry=retry, sign_method=sign_method)
 
-    def display_data(self):
+    def display_data(self) -> dict[str, DisplayDataItem]:
         """What Beam shows of the sink (the Dataflow UI, the pipeline graph): its options, no credentials."""
         config = self._config
         topic = self._router.topic if isinstance(self._router, FieldRouter) else "by the router"
@@ -197,7 +195,8 @@ class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformRes
         }
         return {key: DisplayDataItem(value, label=label) for key, (value, label) in items.items()}
 
-    def expand(self, records: PCollection[Any]):  # no return annotation: Beam would take it for a type hint
+    @not_type_hints  # a result annotation made Beam warn at every run
+    def expand(self, records: PCollection[Any]) -> WriteToIoTPlatformResult:
         encoder = self._encoder or AvroEncoder(avro_schema_of(records.element_type))
         publish_fn: _PublishFn
         if self._is_streaming(records):
@@ -221,32 +220,34 @@ class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformRes
         return WriteToIoTPlatformResult(_handed_over(published.published, Receipt, "Published"),
                                         _handed_over(failed, FailedRecord, "FailedRecords"))
 
-    def _is_streaming(self, records):
+    def _is_streaming(self, records: PCollection[Any]) -> bool:
         if self._streaming is not None:
             return self._streaming
         options = records.pipeline.options
         return (options is not None and options.view_as(StandardOptions).streaming) or not records.is_bounded
 
 
-def _described(value):
+def _described(value: object) -> str | int | float | bool:
     """Display data holds strings, numbers and booleans: anything else (None, callables, policies) as text."""
     if isinstance(value, (str, int, float, bool)):
         return value
     return getattr(value, "__qualname__", None) or repr(value)
 
 
-def _handed_over(pcoll, element_type, label):
+def _handed_over(pcoll: PCollection[_Element], element_type: type[_Element], label: str) -> PCollection[_Element]:
     """An output through one element-wise step, so that a batched DoFn after it (WriteToParquet's, with
     no schema given) gets every element: in Beam 2.62 such a consumer drops what the DoFn before it
     outputs in finish_bundle, which is where the publish DoFn emits what ended last."""
-    return pcoll | label >> beam.Map(_same).with_output_types(element_type)
+    handed_over: PCollection[_Element] = pcoll | label >> beam.Map(_same).with_output_types(element_type)
+    return handed_over
 
 
-def _same(value):
+@not_type_hints
+def _same(value: _Element) -> _Element:
     return value
 
 
-def _typed(pcoll, element_type):
+def _typed(pcoll: PCollection[Any], element_type: Any) -> PCollection[Any]:
     """Declare a PCollection's element type, so Beam picks the deterministic coders for it."""
     pcoll.element_type = element_type
     return pcoll

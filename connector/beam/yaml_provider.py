@@ -10,16 +10,20 @@ Failed records follow Beam YAML's error handling: with `error_handling: {output:
 on that output as rows of `element` (the input row), `msg` and the FailedRecord's fields; without it,
 the first failed record fails the pipeline, as any YAML transform's error does.
 """
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, NoReturn, Optional
 
 import apache_beam as beam
+from apache_beam.pvalue import PCollection, Row
 from apache_beam.typehints.row_type import RowTypeConstraint
 from apache_beam.typehints.schemas import named_fields_from_element_type
 
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
 from connector.protocol.signing import CLIENT_SIGN_METHOD
 
+from .hints import not_type_hints
 from .publisher import DEFAULT_MAX_IN_FLIGHT
+from .results import FailedRecord
 from .rows import ToRows
 from .write import WriteToIoTPlatform
 
@@ -30,7 +34,7 @@ def write_to_iot_platform(endpoint: str, credentials: str, topic: Optional[str] 
                           order_by: Optional[str] = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
                           device_messages_per_second: float = DEVICE_MESSAGES_PER_SECOND,
                           insecure_skip_tls_verify: bool = False, sign_method: str = CLIENT_SIGN_METHOD,
-                          error_handling: Optional[Mapping[str, Any]] = None):
+                          error_handling: Optional[Mapping[str, Any]] = None) -> "_YamlWrite":
     """Publish rows to IoT Platform over its HTTPS device channel.
 
     Outputs `published` (one row per accepted message) and, with error_handling, the failed records.
@@ -59,15 +63,16 @@ def write_to_iot_platform(endpoint: str, credentials: str, topic: Optional[str] 
     return _YamlWrite(write, (error_handling or {}).get("output"))
 
 
-class _YamlWrite(beam.PTransform):
+class _YamlWrite(beam.PTransform[PCollection[Any], dict[str, PCollection[Any]]]):
     """Applies WriteToIoTPlatform and shapes its outputs as Beam YAML expects them."""
 
-    def __init__(self, write, error_output):
+    def __init__(self, write: WriteToIoTPlatform, error_output: Optional[str]) -> None:
         super().__init__()
         self._write = write
         self._error_output = error_output
 
-    def expand(self, rows):
+    @not_type_hints
+    def expand(self, rows: PCollection[Any]) -> dict[str, PCollection[Any]]:
         result = rows | "WriteToIoTPlatform" >> self._write
         outputs = {"published": result.published | "Published" >> ToRows()}
         if self._error_output is None:
@@ -82,28 +87,31 @@ class FailedRecordError(RuntimeError):
     """A record was not published and the YAML transform has no error_handling output to send it to."""
 
 
-def _raise(failed):
+@not_type_hints
+def _raise(failed: FailedRecord) -> NoReturn:
     where = f" ({failed.product_key}/{failed.device_name})" if failed.device_name else ""
     raise FailedRecordError(f"a record was not published{where}: {failed.reason}: {failed.message}; "
                             "add error_handling: {output: ...} to keep such records")
 
 
-def _error_row_type(element_type):
-    return RowTypeConstraint.from_fields([
+def _error_row_type(element_type: Any) -> RowTypeConstraint:
+    fields: list[tuple[str, Any]] = [
         ("element", element_type), ("msg", str), ("reason", str), ("code", Optional[int]),
-        ("product_key", Optional[str]), ("device_name", Optional[str]), ("topic", Optional[str]),
-        ("attempts", int)])
+        ("product_key", Optional[str]), ("device_name", Optional[str]),
+        ("topic", Optional[str]), ("attempts", int)]
+    return RowTypeConstraint.from_fields(fields)
 
 
-def _error_row(failed, element_type):
+@not_type_hints
+def _error_row(failed: FailedRecord, element_type: Any) -> Row:
     """Beam YAML's error row (element, msg) with the FailedRecord's fields; element is the input row."""
-    return beam.Row(element=_as_row(failed.record, element_type),
+    return Row(element=_as_row(failed.record, element_type),
                     msg=f"{failed.reason}: {failed.message}", reason=failed.reason, code=failed.code,
                     product_key=failed.product_key, device_name=failed.device_name, topic=failed.topic,
                     attempts=failed.attempts)
 
 
-def _as_row(record, row_type):
+def _as_row(record: Any, row_type: Any) -> Any:
     """The input row back from the dict the sink made of it (nested rows too; maps stay dicts)."""
     if not isinstance(record, dict):
         return record
@@ -111,4 +119,4 @@ def _as_row(record, row_type):
         types = dict(named_fields_from_element_type(row_type))
     except (TypeError, ValueError, AttributeError):
         return record  # not a row type: a map field
-    return beam.Row(**{name: _as_row(value, types.get(name)) for name, value in record.items()})
+    return Row(**{name: _as_row(value, types.get(name)) for name, value in record.items()})
