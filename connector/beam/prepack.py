@@ -24,7 +24,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from connector.protocol.device import Device
 
 from .encoders import EncodeError, Encoder
-from .hints import not_type_hints
+from .hints import TIMESTAMP, WINDOW, not_type_hints
 from .metrics import SinkMetrics
 from .packing import Packer, Payload, RecordTooLarge
 from .publish_fns import FAILED, Key, Output, Pair, _GroupedPublishFn
@@ -162,7 +162,7 @@ class _RouteAndEncodeInWindowsFn(_RouteAndEncodeFn):
 
     @not_type_hints
     def process(self, record: Any,  # type: ignore[override]  # it adds the window to its base's process
-                window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
+                window: BoundedWindow = WINDOW,
                 ) -> Sequence[WindowedValue | pvalue.TaggedOutput] | None:
         chunks = self._open.get(window)
         if chunks is None:
@@ -270,8 +270,8 @@ class _ChunkedPublishFn(_GroupedPublishFn):
 
     @not_type_hints
     def process(self, element: tuple[Key, Iterable[bytes]],
-                window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
-                timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
+                window: BoundedWindow = WINDOW,
+                timestamp: Timestamp = TIMESTAMP,
                 ) -> Iterator[Output]:
         if self._order_by is not None:
             yield from super().process(element, window, timestamp)

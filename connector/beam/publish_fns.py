@@ -26,7 +26,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from connector.protocol.device import Device
 
 from .encoders import EncodeError, Encoder
-from .hints import not_type_hints
+from .hints import KEY, TIMESTAMP, WINDOW, not_type_hints, state, timer
 from .metrics import SinkMetrics, report_sink
 from .packing import Packer, Payload, RecordTooLarge
 from .publisher import Outcome, Publisher, PublisherConfig
@@ -41,8 +41,6 @@ Key = tuple[tuple[str, str], str]
 Pair = tuple[Any, bytes]
 # What a payload in flight came from: (device, topic, payload, window, timestamp).
 _Context = tuple[Device, str, Payload, BoundedWindow, Timestamp]
-# Beam passes the window, timestamp, key, state and timers in place of the DoFn parameters' defaults
-# (its markers), which mypy takes for the parameters' values: hence the type: ignore[assignment]s.
 
 
 class _PublishFn(beam.DoFn):
@@ -220,8 +218,8 @@ class _GroupedPublishFn(_PublishFn):
 
     @not_type_hints
     def process(self, element: tuple[Key, Iterable[Any]],
-                window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
-                timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
+                window: BoundedWindow = WINDOW,
+                timestamp: Timestamp = TIMESTAMP,
                 ) -> Iterator[Output]:
         ((product_key, device_name), topic), records = element
         device = Device(product_key, device_name)
@@ -336,14 +334,14 @@ class _BufferedPublishFn(_PublishFn):
 
     @not_type_hints
     def process(self, element: tuple[Key, Any],
-                window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
-                timestamp: Timestamp = beam.DoFn.TimestampParam,  # type: ignore[assignment]
-                buffer: BagRuntimeState = beam.DoFn.StateParam(BUFFER),  # type: ignore[assignment]
-                count: CombiningValueRuntimeState = beam.DoFn.StateParam(COUNT),  # type: ignore[assignment]
-                size: CombiningValueRuntimeState = beam.DoFn.StateParam(BYTES),  # type: ignore[assignment]
-                latest: CombiningValueRuntimeState = beam.DoFn.StateParam(LATEST),  # type: ignore[assignment]
-                window_end: RuntimeTimer = beam.DoFn.TimerParam(WINDOW_END),  # type: ignore[assignment]
-                delay: RuntimeTimer = beam.DoFn.TimerParam(DELAY),  # type: ignore[assignment]
+                window: BoundedWindow = WINDOW,
+                timestamp: Timestamp = TIMESTAMP,
+                buffer: BagRuntimeState = state(BUFFER),
+                count: CombiningValueRuntimeState = state(COUNT),
+                size: CombiningValueRuntimeState = state(BYTES),
+                latest: CombiningValueRuntimeState = state(LATEST),
+                window_end: RuntimeTimer = timer(WINDOW_END),
+                delay: RuntimeTimer = timer(DELAY),
                 ) -> Iterator[Output]:
         ((product_key, device_name), topic), record = element
         device = Device(product_key, device_name)
@@ -373,27 +371,19 @@ class _BufferedPublishFn(_PublishFn):
             delay.set(now + Duration.of(self._max_buffering_delay))
 
     @userstate.on_timer(WINDOW_END)
-    def on_window_end(self, key: Key = beam.DoFn.KeyParam,  # type: ignore[assignment]
-                      window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
-                      buffer: BagRuntimeState = beam.DoFn.StateParam(BUFFER),  # type: ignore[assignment]
-                      count: CombiningValueRuntimeState = beam.DoFn.StateParam(COUNT),  # type: ignore[assignment]
-                      size: CombiningValueRuntimeState = beam.DoFn.StateParam(BYTES),  # type: ignore[assignment]
-                      latest: CombiningValueRuntimeState = beam.DoFn.StateParam(LATEST),  # type: ignore[assignment]
-                      delay: RuntimeTimer = beam.DoFn.TimerParam(DELAY),  # type: ignore[assignment]
-                      ) -> Iterator[Output]:
+    def on_window_end(self, key: Key = KEY, window: BoundedWindow = WINDOW, buffer: BagRuntimeState = state(BUFFER),
+                      count: CombiningValueRuntimeState = state(COUNT), size: CombiningValueRuntimeState = state(BYTES),
+                      latest: CombiningValueRuntimeState = state(LATEST),
+                      delay: RuntimeTimer = timer(DELAY)) -> Iterator[Output]:
         # A processing-time timer holds the watermark at its record's time until it fires, and Flink
         # fires none once the input has ended: left set, it would keep the job from ever finishing.
         delay.clear()
         yield from self._flush(Device(*key[0]), key[1], window, buffer, count, size, latest)
 
     @userstate.on_timer(DELAY)
-    def on_delay(self, key: Key = beam.DoFn.KeyParam,  # type: ignore[assignment]
-                 window: BoundedWindow = beam.DoFn.WindowParam,  # type: ignore[assignment]
-                 buffer: BagRuntimeState = beam.DoFn.StateParam(BUFFER),  # type: ignore[assignment]
-                 count: CombiningValueRuntimeState = beam.DoFn.StateParam(COUNT),  # type: ignore[assignment]
-                 size: CombiningValueRuntimeState = beam.DoFn.StateParam(BYTES),  # type: ignore[assignment]
-                 latest: CombiningValueRuntimeState = beam.DoFn.StateParam(LATEST),  # type: ignore[assignment]
-                 ) -> Iterator[Output]:
+    def on_delay(self, key: Key = KEY, window: BoundedWindow = WINDOW, buffer: BagRuntimeState = state(BUFFER),
+                 count: CombiningValueRuntimeState = state(COUNT), size: CombiningValueRuntimeState = state(BYTES),
+                 latest: CombiningValueRuntimeState = state(LATEST)) -> Iterator[Output]:
         yield from self._flush(Device(*key[0]), key[1], window, buffer, count, size, latest)
 
     def _flush(self, device: Device, topic: str, window: BoundedWindow, buffer: BagRuntimeState,
@@ -402,8 +392,8 @@ class _BufferedPublishFn(_PublishFn):
         """Publish what is buffered (stamped with the latest record's time) and clear the state."""
         items = list(buffer.read())
         timestamp = Timestamp(micros=cast(int, latest.read()))
-        for state in (buffer, count, size, latest):
-            state.clear()
+        for kept in (buffer, count, size, latest):
+            kept.clear()
         if not items:
             return
         packer = Packer(self._encoder, device, self._max_payload_bytes)
