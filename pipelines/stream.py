@@ -51,16 +51,11 @@ def build(pipeline, source, args, json_messages=False):
     not a JSON object goes to the dead letters. Tests pass a TestStream as the source.
     """
     readings = pipeline | "Source" >> source
-    malformed = []
     if json_messages:
-        readings, unparsed = readings | "Parse" >> ParseJsonMessages()
-        malformed.append(unparsed)
+        readings = readings | "Parse" >> ParseJsonMessages()
     result = readings | "Publish" >> options.write_transform(args, streaming=True,
                                                                max_buffering_delay=args.max_buffering_delay)
-    failed = result.failed
-    if malformed:
-        failed = (*malformed, failed) | "Failed" >> beam.Flatten()
-    failed | "DeadLetters" >> dead_letters.write_per_bundle(args.dead_letter)
+    result.failed | "DeadLetters" >> dead_letters.write_per_bundle(args.dead_letter)
     return result
 
 
