@@ -62,10 +62,7 @@ class WriteDeadLetters(beam.PTransform):
         self.prefix = prefix
 
     def expand(self, failed):
-        # The Reshuffle puts the writer in a stage of its own. Without it, Prism 2.62 fused WriteToAvro's
-        # bundle writer into the sink's first stage (where records that cannot be routed or encoded fail)
-        # and ran it before the write's set-up side input existed: EmptySideInput, a failed run.
-        return (failed | "ToAvro" >> beam.Map(to_avro) | "Reshuffle" >> beam.Reshuffle()
+        return (failed | "ToAvro" >> beam.Map(to_avro)
                 | "Write" >> beam.io.WriteToAvro(self.prefix, SCHEMA, file_name_suffix=SUFFIX))
 
 
