@@ -63,7 +63,8 @@ def python_workers(request):
 
 
 def summary_count(out, name):
-    return int(re.search(rf"^{name} +([\d,]+)$", out, re.M).group(1).replace(",", ""))
+    """A count of the last summary in out: a relay run again (run_relay) prints its own after the first."""
+    return int(re.findall(rf"^{name} +([\d,]+)$", out, re.M)[-1].replace(",", ""))
 
 
 def check_backfill(sample, emulator, dead_letter, status, out):
