@@ -73,11 +73,16 @@ class _RouteFn(beam.DoFn):
         return as_dict(record)
 
     def _unroutable(self, record: Any, error: RoutingError) -> pvalue.TaggedOutput:
-        self._metrics.failed(error.reason)
         device = error.device
-        return pvalue.TaggedOutput(FAILED, FailedRecord(
-            record, device and device.product_key, device and device.device_name, error.topic,
-            error.reason, None, str(error), 0))
+        return self._failure(record, device and device.product_key, device and device.device_name, error.topic,
+                             error.reason, str(error))
+
+    def _failure(self, record: Any, product_key: str | None, device_name: str | None, topic: str | None,
+                 reason: str, message: str) -> pvalue.TaggedOutput:
+        """The record's failed output, counted: failed before any attempt to publish it."""
+        self._metrics.failed(reason)
+        return pvalue.TaggedOutput(FAILED, FailedRecord(record, product_key, device_name, topic, reason, None,
+                                                        message, 0))
 
 
 class _RouteAndEncodeFn(_RouteFn):
@@ -126,10 +131,8 @@ class _RouteAndEncodeFn(_RouteFn):
                 raise chunk.too_large(fragment)
         except (EncodeError, RecordTooLarge) as error:
             reason = Reason.UNENCODABLE if isinstance(error, EncodeError) else Reason.TOO_LARGE
-            self._metrics.failed(reason)
             (product_key, device_name), topic = key
-            return (pvalue.TaggedOutput(FAILED, FailedRecord(record, product_key, device_name, topic, reason,
-                                                             None, str(error), 0)),)
+            return (self._failure(record, product_key, device_name, topic, reason, str(error)),)
         chunk.records.append(record)
         chunk.fragments.append(fragment)
         chunk.size += len(fragment)
