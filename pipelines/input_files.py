@@ -81,9 +81,10 @@ def _csv_records(readable_file, types):
             if extra is None and not not_their_type:
                 yield record
                 continue
-            problems = [f"{len(extra)} values more than the header's {len(rows.fieldnames)} columns"] if extra else []
-            if extra:
+            problems = []
+            if extra is not None:
                 record[EXTRA_VALUES] = extra
+                problems.append(f"{len(extra)} values more than the header's {len(rows.fieldnames)} columns")
             if not_their_type:
                 problems.append("; ".join(not_their_type) + " (see --csv-types)")
             yield FailedRecord(record, None, None, None, Reason.INVALID_RECORD, None,
