@@ -378,3 +378,54 @@ def test_the_json_encoders_accept_and_refuse_exactly_what_the_json_module_does(r
             make("jsonl").encode(record)
         return
     assert json.loads(make("jsonl").encode(record)) == expected
+
+
+# --- restores: which records a batch chunk may carry as their fragment alone --------------------------
+
+def _typed(value):
+    """A value with the type of everything in it, so that equal values of other types (1 and 1.0, a
+    list and a tuple, a str and its subclass) compare unequal."""
+    if isinstance(value, dict):
+        return type(value), [(_typed(k), _typed(v)) for k, v in value.items()]
+    if isinstance(value, (list, tuple)):
+        return type(value), [_typed(v) for v in value]
+    return type(value), value
+
+
+_flat_json_values = (hypothesis.strategies.none() | hypothesis.strategies.booleans()
+                     | hypothesis.strategies.floats() | hypothesis.strategies.integers(min_value=-2 ** 80,
+                                                                                        max_value=2 ** 80)
+                     | hypothesis.strategies.text())
+
+
+@pytest.mark.parametrize("name", ["jsonl", "json-array"])
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(records=hypothesis.strategies.lists(
+    hypothesis.strategies.dictionaries(hypothesis.strategies.text(max_size=5), _flat_json_values, max_size=6),
+    min_size=1, max_size=4))
+def test_the_json_encoders_restore_a_flat_record_exactly(name, records):
+    encoder = make(name)
+    try:
+        fragments = [encoder.encode(r) for r in records]
+    except EncodeError:  # NaN, Infinity or text that is not UTF-8: refused, never restored
+        return
+    assert all(map(encoder.restores, records))
+    assert _typed(encoder.decode(encoder.payload(DEVICE, fragments))) == _typed(records)
+
+
+@pytest.mark.parametrize("record", [
+    {"pair": (1, "a")}, {"list": [1]}, {"nested": {"a": 1}}, {1: "int key"}, {"id": uuid.UUID(int=7)},
+    {"mode": Mode.ECO}, {"level": Level.HIGH}, {"name": Name("sub")}, {Name("key"): 1},
+], ids=["tuple", "list", "dict", "int-key", "uuid", "enum", "int-enum", "str-subclass", "str-subclass-key"])
+def test_the_json_encoders_keep_what_json_would_give_back_changed_or_might(record):
+    for name in ("jsonl", "json-array"):
+        assert not make(name).restores(record)
+
+
+def test_raw_restores_bytes_and_the_other_encoders_restore_nothing():
+    raw = make("raw-lines")
+    assert raw.restores(b"one") and not raw.restores(bytearray(b"one")) and not raw.restores(memoryview(b"one"))
+    assert raw.decode(raw.payload(DEVICE, [raw.encode(b"one"), raw.encode(b"")])) == [b"one", b""]
+    for name in ("avro", "alink-property", "alink-history"):
+        assert not make(name).restores(READINGS[0])
+    assert not Encoder().restores({"a": 1})

@@ -70,6 +70,12 @@ class Encoder:
         """The records back from a payload (for tests, accounting and dead letters)."""
         raise NotImplementedError
 
+    def restores(self, record: Any) -> bool:
+        """Whether decode() gives this record back exactly (equal, of the same types) from a payload
+        holding its fragment. Batch chunks then cross the shuffle without the record: if it fails, it
+        is restored from its payload. The default, False, keeps every record beside its fragment."""
+        return False
+
 
 # --- JSON -------------------------------------------------------------------------------------------
 
@@ -155,6 +161,11 @@ def _require_dict(record: Any, encoder_name: str | None) -> None:
         raise EncodeError(f"{encoder_name} records must be dicts, got {type(record).__name__}")
 
 
+# What JSON gives back as it was: a flat record of these under string keys is restored exactly.
+_JSON_EXACT_VALUES = frozenset((str, int, float, bool, type(None)))
+_JSON_EXACT_KEYS = frozenset((str,))
+
+
 class JsonLinesEncoder(Encoder):
     """One compact JSON object per line. decode returns the records as JSON gives them back
     (tuples come back as lists, non-string keys as strings)."""
@@ -165,6 +176,11 @@ class JsonLinesEncoder(Encoder):
     def encode(self, record: Any) -> bytes:
         _require_dict(record, self.name)
         return _to_json(record)
+
+    def restores(self, record: Any) -> bool:
+        # Nested values are not looked into (a tuple in them would come back a list): such records are kept.
+        return (type(record) is dict and {*map(type, record.values())} <= _JSON_EXACT_VALUES
+                and {*map(type, record)} <= _JSON_EXACT_KEYS)
 
     def decode(self, payload: bytes) -> list[Any]:
         return [json.loads(line) for line in payload.split(self.separator)] if payload else []
@@ -421,6 +437,9 @@ class RawEncoder(Encoder):
 
     def decode(self, payload: bytes) -> list[Any]:
         return payload.split(self.separator) if self.separator else [payload]
+
+    def restores(self, record: Any) -> bool:
+        return type(record) is bytes
 
 
 ENCODERS = {

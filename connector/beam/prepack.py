@@ -3,16 +3,17 @@ instead of every record.
 
 Beam's per-element work around a GroupByKey (coding each record as a pickled dict, grouping it,
 decoding it) cost more than reading and encoding it. _RouteAndEncodeFn routes and encodes each record
-and keeps, per device, topic and window, its fragments and records until they reach CHUNK_BYTES or the
-bundle ends; a chunk is one bytes value: the fragments, and the records pickled. After the GroupByKey,
-_ChunkedPublishFn feeds the fragments of all of a device's chunks to one packer, so fragments from
-different bundles share payloads (the fewest messages), and a payload's records stay pickled until a
-failure needs them: a failed record is the original. With order_by, records are sorted as before.
+and keeps, per device, topic and window, its fragments until they reach CHUNK_BYTES or the bundle ends;
+a chunk is one bytes value: the fragments, and the records the encoder cannot restore from them,
+pickled. After the GroupByKey, _ChunkedPublishFn feeds the fragments of all of a device's chunks to one
+packer, so fragments from different bundles share payloads (the fewest messages). A failed record is
+its original: restored from its payload's body by the encoder (Encoder.restores says which records it
+gives back exactly), or unpickled from the chunk. With order_by, records are sorted as before.
 """
 import collections.abc
 import pickle
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -98,6 +99,10 @@ class _RouteAndEncodeFn(_RouteFn):
         self._encoder = encoder
         self._max_payload_bytes = max_payload_bytes
 
+    def setup(self) -> None:
+        super().setup()
+        self._restores = self._encoder.restores
+
     def start_bundle(self) -> None:
         self._open: dict[BoundedWindow, dict[tuple[Device, str], _OpenChunk]] = {}  # window -> {key: chunk}
         self._global: dict[tuple[Device, str], _OpenChunk] = {}
@@ -133,7 +138,8 @@ class _RouteAndEncodeFn(_RouteFn):
             reason = Reason.UNENCODABLE if isinstance(error, EncodeError) else Reason.TOO_LARGE
             (product_key, device_name), topic = key
             return (self._failure(record, product_key, device_name, topic, reason, str(error)),)
-        chunk.records.append(record)
+        if not self._restores(record):
+            chunk.kept[len(chunk.fragments)] = record
         chunk.fragments.append(fragment)
         chunk.size += len(fragment)
         self._held += len(fragment)
@@ -152,7 +158,7 @@ class _RouteAndEncodeFn(_RouteFn):
 
     def _close_all(self) -> list[WindowedValue]:
         closed = [chunk.closed(window) for window, chunks in self._open.items() for chunk in chunks.values()
-                  if chunk.records]
+                  if chunk.fragments]
         for chunks in self._open.values():
             chunks.clear()
         self._open = {_GLOBAL_WINDOW: self._global}
@@ -174,14 +180,15 @@ class _RouteAndEncodeInWindowsFn(_RouteAndEncodeFn):
 
 
 class _OpenChunk:
-    """One key's records and fragments in a bundle, until they close as a chunk."""
+    """One key's fragments in a bundle, and the records among them the encoder cannot restore, until
+    they close as a chunk."""
 
-    __slots__ = ("key", "records", "fragments", "size", "max_fragment_bytes", "too_large")
+    __slots__ = ("key", "fragments", "kept", "size", "max_fragment_bytes", "too_large")
 
     def __init__(self, encoder: Encoder, key: tuple[Device, str], max_payload_bytes: int) -> None:
         self.key = key
-        self.records: list[Any] = []
         self.fragments: list[bytes] = []
+        self.kept: dict[int, Any] = {}  # place among the fragments -> record, for those not restored
         self.size = 0
         packer = Packer(encoder, key[0], max_payload_bytes)
         self.max_fragment_bytes, self.too_large = packer.max_fragment_bytes, packer.too_large
@@ -191,63 +198,96 @@ class _OpenChunk:
         # of time moved Prism 2.62's watermarks ahead of a later stage's side input); in other windows
         # at their end, where the GroupByKey puts its output anyway.
         timestamp = MIN_TIMESTAMP if isinstance(window, GlobalWindow) else window.max_timestamp()
-        return WindowedValue((self.key, encode_chunk(self.records, self.fragments)), timestamp, (window,))
+        return WindowedValue((self.key, encode_chunk(self.fragments, self.kept)), timestamp, (window,))
 
 
-def encode_chunk(records: list[Any], fragments: list[bytes]) -> bytes:
-    """One bytes value holding records and their fragments, in order. The records are pickled, as
-    Beam's coder pickles what it has no coder for."""
-    return pickle.dumps((pickle.dumps(records, pickle.HIGHEST_PROTOCOL), fragments), pickle.HIGHEST_PROTOCOL)
+def encode_chunk(fragments: list[bytes], kept: dict[int, Any]) -> bytes:
+    """One bytes value holding fragments, in order, and the records kept beside them by place. The
+    records are pickled, as Beam's coder pickles what it has no coder for, apart: they stay bytes until
+    a failure needs them."""
+    pickled = pickle.dumps(kept, pickle.HIGHEST_PROTOCOL) if kept else b""
+    return pickle.dumps((fragments, pickled), pickle.HIGHEST_PROTOCOL)
 
 
 def decode_chunk(chunk: bytes) -> tuple["_Originals", list[bytes]]:
-    """(records, fragments) of a chunk, as encode_chunk took them; records is an _Originals, which
-    unpickles them only when asked."""
-    originals, fragments = pickle.loads(chunk)
-    return _Originals(originals, len(fragments)), fragments
+    """(kept records, fragments) of a chunk, as encode_chunk took them; the kept records are an
+    _Originals, which unpickles them only when asked."""
+    fragments, pickled = pickle.loads(chunk)
+    return _Originals(pickled, len(fragments)), fragments
 
 
 class _Originals:
-    """A chunk's records, kept as the bytes that crossed the shuffle until a failure needs them."""
+    """What a chunk holds of its records besides their fragments: the records kept beside them (by
+    place), as the bytes that crossed the shuffle until a failure needs them."""
 
-    __slots__ = ("_pickled", "_records", "_count", "record_bytes")
+    __slots__ = ("_pickled", "_kept", "_count", "record_bytes")
 
     def __init__(self, pickled: bytes, count: int) -> None:
-        self._pickled: bytes | None = pickled
-        self._records: list[Any] | None = None
+        self._pickled = pickled
+        self._kept: dict[int, Any] | None = None if pickled else {}
         self._count = count
         self.record_bytes = len(pickled) // max(count, 1)  # each record's share of the memory held
 
     def __len__(self) -> int:
         return self._count
 
-    def __getitem__(self, index: int) -> Any:
-        if self._records is None:
-            assert self._pickled is not None  # unpickled only once
-            self._records, self._pickled = pickle.loads(self._pickled), None
-        return self._records[index]
+    def kept(self) -> dict[int, Any]:
+        """The records kept beside their fragments, by place in the chunk."""
+        if self._kept is None:  # unpickled once
+            self._kept, self._pickled = pickle.loads(self._pickled), b""
+        return self._kept
+
+
+def records_behind(count: int, kept: Iterable[tuple[int, Any]], body: bytes, decode: Callable[[bytes], list[Any]],
+              ) -> list[Any]:
+    """The `count` records behind a payload's body: those kept (by place) as they are, the others as the
+    encoder's decode gives them back from the body (exactly, as Encoder.restores promised)."""
+    records: list[Any] = [None] * count
+    places = set()
+    for place, record in kept:
+        records[place] = record
+        places.add(place)
+    if len(places) < count:
+        restored = decode(body)
+        if len(restored) != count:
+            raise AssertionError(f"bug: the encoder's decode gave {len(restored)} records from a payload of {count}")
+        for place, record in enumerate(restored):
+            if place not in places:
+                records[place] = record
+    return records
 
 
 class _LazyRecords(collections.abc.Sequence[Any]):
-    """A payload's records as (chunk originals, start, stop) segments, each looked up when it is read:
-    no object per record, for the memory held and the garbage collector to go through."""
+    """A payload's records as (chunk originals, start, stop) segments, made when they are read: no
+    object per record is held, for the memory and the garbage collector to go through."""
 
-    def __init__(self, segments: list[tuple[_Originals, int, int]]) -> None:
+    def __init__(self, body: bytes, decode: Callable[[bytes], list[Any]],
+                 segments: list[tuple[_Originals, int, int]]) -> None:
+        self._body = body
+        self._decode = decode
         self._segments = segments
 
     def __len__(self) -> int:
         return sum(stop - start for _, start, stop in self._segments)
 
     def __getitem__(self, index: Any) -> Any:  # an int or a slice, as a Sequence's
-        records = [originals[i] for originals, start, stop in self._segments for i in range(start, stop)]
-        return records[index]
+        return self._records()[index]
 
     def __iter__(self) -> Iterator[Any]:
-        return (originals[i] for originals, start, stop in self._segments for i in range(start, stop))
+        return iter(self._records())
+
+    def _records(self) -> list[Any]:
+        kept = []
+        place = 0  # of the segment's first record in the payload
+        for chunk_originals, start, stop in self._segments:
+            kept += [(place + index - start, record) for index, record in chunk_originals.kept().items()
+                     if start <= index < stop]
+            place += stop - start
+        return records_behind(place, kept, self._body, self._decode)
 
     def held_bytes(self) -> int:
-        return sum(_SEGMENT_BYTES + originals.record_bytes * (stop - start)
-                   for originals, start, stop in self._segments)
+        return sum(_SEGMENT_BYTES + chunk_originals.record_bytes * (stop - start)
+                   for chunk_originals, start, stop in self._segments)
 
 
 class _ChunkPayload(Payload):
@@ -259,14 +299,15 @@ class _ChunkPayload(Payload):
         return len(self.body) + self.records.held_bytes()
 
 
-def _located(payload: Payload, reach: list[tuple[int, _Originals]]) -> _ChunkPayload:
+def _located(payload: Payload, reach: list[tuple[int, _Originals]], decode: Callable[[bytes], list[Any]],
+             ) -> _ChunkPayload:
     """The payload with its records (places in the group) as segments of the chunks in reach; the
     chunks it ends leave reach, as the payloads after it start later."""
     first, end = payload.records[0], payload.records[-1] + 1
     segments = [(originals, max(first, at) - at, min(end, at + len(originals)) - at)
                 for at, originals in reach if at < end and at + len(originals) > first]
     reach[:] = [(at, originals) for at, originals in reach if at + len(originals) > end]
-    return _ChunkPayload(payload.body, _LazyRecords(segments))
+    return _ChunkPayload(payload.body, _LazyRecords(payload.body, decode, segments))
 
 
 class _ChunkedPublishFn(_GroupedPublishFn):
@@ -299,13 +340,16 @@ class _ChunkedPublishFn(_GroupedPublishFn):
             closed = packer.extend(range(place, place + len(fragments)), fragments)
             place += len(fragments)
             for payload in closed:
-                yield _located(payload, reach)
+                yield _located(payload, reach, packer.encoder.decode)
         last = packer.flush()
         if last is not None:
-            yield _located(last, reach)
+            yield _located(last, reach, packer.encoder.decode)
 
     def _pairs(self, chunks: Iterable[bytes], device: Device, topic: str, window: BoundedWindow,
                timestamp: Timestamp) -> Iterator[Pair]:
+        encoder = self._encoder
         for chunk in chunks:
-            originals, fragments = decode_chunk(chunk)
-            yield from ((originals[i], fragment) for i, fragment in enumerate(fragments))
+            chunk_originals, fragments = decode_chunk(chunk)
+            records = records_behind(len(fragments), chunk_originals.kept().items(),
+                                     encoder.payload(device, fragments), encoder.decode)
+            yield from zip(records, fragments)
