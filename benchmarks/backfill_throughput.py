@@ -411,11 +411,13 @@ def main(argv=None):
     scratch = tempfile.TemporaryDirectory(prefix="backfill-bench-")  # removed when the run ends
     workdir = scratch.name
     started = time.monotonic()
-    pattern, fleet = generate(args.data or workdir, args.records, args.devices)
+    data = args.data or workdir
+    os.makedirs(data, exist_ok=True)
+    pattern, fleet = generate(data, args.records, args.devices)
     minimum, encoded_bytes = minimum_messages(pattern)
     print(f"data: {args.records:,} records over {args.devices:,} devices, {encoded_bytes / args.records:.0f} "
           f"encoded bytes per record (jsonl), minimum {minimum:,} messages; generated in "
-          f"{time.monotonic() - started:.1f}s in {workdir}", file=sys.stderr)
+          f"{time.monotonic() - started:.1f}s in {data}", file=sys.stderr)
     memory_n = [int(n) for n in args.memory_records.split(",")]
     limit = 1_000_000  # the emulator's throttling out of the way: the platform's own limits are not measured
     report = {"command": " ".join(["python -m benchmarks.backfill_throughput"] + (argv or sys.argv[1:])),
@@ -425,7 +427,7 @@ def main(argv=None):
     cluster = _flink_cluster(workdir) if "flink-cluster" in scenarios else contextlib.nullcontext()
     with Emulator(fleet, device_qps=limit, account_qps=limit) as emulator, cluster:
         common = ["--input", pattern, "--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file,
-                  "--credentials", os.path.join(args.data or workdir, "credentials.json")]
+                  "--credentials", os.path.join(data, "credentials.json")]
         runs = []  # (label, scenario, records, child args, checkout to run instead of this one)
         for name in scenarios:
             if name == "naive":
