@@ -8,6 +8,7 @@ from apache_beam.transforms import window
 
 from connector.beam import prepack
 from connector.beam.encoders import get_encoder
+from connector.beam.routing import make_router
 from write_support import run_write, write_credentials
 
 
@@ -78,6 +79,34 @@ def test_a_failed_payload_reports_each_record_as_it_was_given(encoder, order_by,
     failed = sorted((f.record for f in run.failed), key=lambda r: r["seq"])
     assert [_typed(r) for r in failed] == [_typed(r) for r in records]
     assert all(type(r["pair"]) is tuple for r in failed[::3])
+
+
+def _records_until_the_bundle_sends(records):
+    """How many records a bundle takes before it sends what it holds, and the chunks it sends then."""
+    fn = prepack._RouteAndEncodeFn(make_router(), get_encoder("jsonl"), 131072)
+    fn.setup()
+    fn.start_bundle()
+    for count, record in enumerate(records, 1):
+        sent = fn.process(record)
+        if sent:
+            return count, [prepack.decode_chunk(out.value[1]) for out in sent]
+    raise AssertionError("the bundle never sent what it held")
+
+
+def test_a_bundle_sends_all_it_holds_at_bundle_bytes_counting_kept_records_at_their_weight(monkeypatch):
+    """Many devices' open chunks are bounded together: at BUNDLE_BYTES of memory held the bundle sends
+    every device's chunk. A record kept beside its fragment (a tuple in it) weighs more than a fragment."""
+    monkeypatch.setattr(prepack, "BUNDLE_BYTES", 40_000)
+    plain = [{"productKey": "pk", "deviceName": f"d{i % 10}", "seq": 1000 + i, "note": "x" * 80} for i in range(2000)]
+    fragment = len(get_encoder("jsonl").encode(plain[0]))
+    count, chunks = _records_until_the_bundle_sends(plain)
+    assert len(chunks) == 10 and sum(len(fragments) for _, fragments in chunks) == count
+    assert (count - 1) * fragment < 40_000 <= count * (fragment + 64)  # fragments and their objects
+    kept = [dict(r, pair=(1, 2)) for r in plain]
+    kept_fragment = len(get_encoder("jsonl").encode(kept[0]))
+    kept_count, kept_chunks = _records_until_the_bundle_sends(kept)
+    assert kept_count * (kept_fragment + 64) * (1 + prepack.KEPT_RECORD_FACTOR) >= 40_000 and kept_count < count / 4
+    assert all(len(originals.kept()) == len(fragments) for originals, fragments in kept_chunks)
 
 
 class _InMinuteWindows(beam.PTransform):
