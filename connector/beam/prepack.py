@@ -11,6 +11,7 @@ its original: restored from its payload's body by the encoder (Encoder.restores 
 gives back exactly), or unpickled from the chunk. With order_by, records are sorted as before.
 """
 import collections.abc
+import functools
 import pickle
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -249,23 +250,28 @@ class _Originals:
         return self._kept
 
 
-def records_behind(count: int, kept: Iterable[tuple[int, Any]], body: bytes, decode: Callable[[bytes], list[Any]],
-              ) -> list[Any]:
-    """The `count` records behind a payload's body: those kept (by place) as they are, the others as the
-    encoder's decode gives them back from the body (exactly, as Encoder.restores promised)."""
+def records_behind(count: int, kept: Iterable[tuple[int, Any]], restore: Callable[[], list[Any]]) -> list[Any]:
+    """`count` records: those kept (by place) as they are, the others as restore() gives them back (the
+    encoder's decode of their payload, exact for them as Encoder.restores promised); restore is called
+    only when some record was not kept."""
     records: list[Any] = [None] * count
     places = set()
     for place, record in kept:
         records[place] = record
         places.add(place)
     if len(places) < count:
-        restored = decode(body)
+        restored = restore()
         if len(restored) != count:
             raise AssertionError(f"bug: the encoder's decode gave {len(restored)} records from a payload of {count}")
         for place, record in enumerate(restored):
             if place not in places:
                 records[place] = record
     return records
+
+
+def _restored(encoder: Encoder, device: Device, fragments: list[bytes]) -> list[Any]:
+    """The records the encoder's decode gives back from a payload of these fragments."""
+    return encoder.decode(encoder.payload(device, fragments))
 
 
 class _LazyRecords(collections.abc.Sequence[Any]):
@@ -294,7 +300,7 @@ class _LazyRecords(collections.abc.Sequence[Any]):
             kept += [(place + index - start, record) for index, record in chunk_originals.kept().items()
                      if start <= index < stop]
             place += stop - start
-        return records_behind(place, kept, self._body, self._decode)
+        return records_behind(place, kept, functools.partial(self._decode, self._body))
 
     def held_bytes(self) -> int:
         return sum(_SEGMENT_BYTES + chunk_originals.record_bytes * (stop - start)
@@ -358,9 +364,8 @@ class _ChunkedPublishFn(_GroupedPublishFn):
 
     def _pairs(self, chunks: Iterable[bytes], device: Device, topic: str, window: BoundedWindow,
                timestamp: Timestamp) -> Iterator[Pair]:
-        encoder = self._encoder
         for chunk in chunks:
             chunk_originals, fragments = decode_chunk(chunk)
             records = records_behind(len(fragments), chunk_originals.kept().items(),
-                                     encoder.payload(device, fragments), encoder.decode)
+                                     functools.partial(_restored, self._encoder, device, fragments))
             yield from zip(records, fragments)
