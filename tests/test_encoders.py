@@ -429,3 +429,23 @@ def test_raw_restores_bytes_and_the_other_encoders_restore_nothing():
     for name in ("avro", "alink-property", "alink-history"):
         assert not make(name).restores(READINGS[0])
     assert not Encoder().restores({"a": 1})
+
+
+class _Versioned(encoders.JsonLinesEncoder):
+    """A user's encoder that writes a field the record does not have."""
+
+    def encode(self, record):
+        return super().encode(dict(record, version=2))
+
+
+class _VersionedSaysSo(_Versioned):
+    def restores(self, record):
+        return record.get("version") == 2 and encoders.JsonLinesEncoder.restores(self, record)
+
+
+def test_a_subclass_that_changes_the_format_restores_nothing_unless_it_says_again():
+    record = {"a": 1}
+    assert not _Versioned().restores(record)  # decode would give back {"a": 1, "version": 2}
+    assert _Versioned().decode(_Versioned().encode(record)) != [record]
+    assert _VersionedSaysSo().restores({"a": 1, "version": 2}) and not _VersionedSaysSo().restores(record)
+    assert make("json-array").restores(record)  # changes the payload, and says again

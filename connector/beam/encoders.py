@@ -44,6 +44,14 @@ class Encoder:
     max_records: int | None = None  # records per payload at most; None = as many as fit
     separator: bytes = b""  # written between fragments in a payload
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass that changes how records are written or read back restores none unless it says so
+        # again: its parent's restores() spoke of the parent's format (a subclass whose encode adds a
+        # field would otherwise have failed records restored with that field).
+        if "restores" not in vars(cls) and {"encode", "decode", "payload", "separator"} & vars(cls).keys():
+            cls.restores = Encoder.restores  # type: ignore[method-assign]
+
     def encode(self, record: Any) -> bytes:
         """One record's fragment.
 
@@ -201,6 +209,8 @@ class JsonArrayEncoder(JsonLinesEncoder):
     def decode(self, payload: bytes) -> list[Any]:
         records: list[Any] = json.loads(payload)
         return records
+
+    restores = JsonLinesEncoder.restores  # the same fragments, read back as one array
 
 
 # --- Alink JSON (thing model) -----------------------------------------------------------------------
