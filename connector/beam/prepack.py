@@ -250,22 +250,17 @@ class _Originals:
         return self._kept
 
 
-def records_behind(count: int, kept: Iterable[tuple[int, Any]], restore: Callable[[], list[Any]]) -> list[Any]:
+def records_behind(count: int, kept: dict[int, Any], restore: Callable[[], list[Any]]) -> list[Any]:
     """`count` records: those kept (by place) as they are, the others as restore() gives them back (the
     encoder's decode of their payload, exact for them as Encoder.restores promised); restore is called
     only when some record was not kept."""
-    records: list[Any] = [None] * count
-    places = set()
-    for place, record in kept:
+    if len(kept) == count:
+        return [kept[place] for place in range(count)]
+    records = restore()
+    if len(records) != count:
+        raise AssertionError(f"bug: the encoder's decode gave {len(records)} records from a payload of {count}")
+    for place, record in kept.items():
         records[place] = record
-        places.add(place)
-    if len(places) < count:
-        restored = restore()
-        if len(restored) != count:
-            raise AssertionError(f"bug: the encoder's decode gave {len(restored)} records from a payload of {count}")
-        for place, record in enumerate(restored):
-            if place not in places:
-                records[place] = record
     return records
 
 
@@ -294,11 +289,11 @@ class _LazyRecords(collections.abc.Sequence[Any]):
         return iter(self._records())
 
     def _records(self) -> list[Any]:
-        kept = []
+        kept: dict[int, Any] = {}
         place = 0  # of the segment's first record in the payload
         for chunk_originals, start, stop in self._segments:
-            kept += [(place + index - start, record) for index, record in chunk_originals.kept().items()
-                     if start <= index < stop]
+            kept.update((place + index - start, record) for index, record in chunk_originals.kept().items()
+                        if start <= index < stop)
             place += stop - start
         return records_behind(place, kept, functools.partial(self._decode, self._body))
 
@@ -366,6 +361,6 @@ class _ChunkedPublishFn(_GroupedPublishFn):
                timestamp: Timestamp) -> Iterator[Pair]:
         for chunk in chunks:
             chunk_originals, fragments = decode_chunk(chunk)
-            records = records_behind(len(fragments), chunk_originals.kept().items(),
+            records = records_behind(len(fragments), chunk_originals.kept(),
                                      functools.partial(_restored, self._encoder, device, fragments))
             yield from zip(records, fragments)
