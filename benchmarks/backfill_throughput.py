@@ -12,9 +12,9 @@ child process (FnApiRunner, pinned), so its peak RSS and CPU seconds are its own
              (orjson), without routing or grouping
   baseline   (with --baseline DIR) the connector scenario on another checkout's code, e.g. the commit
              before a change (`git worktree add DIR REV`), interleaved with the others
-  ceiling    the same pipeline without publishing: read Avro, route (the connector's route step and
-             key coder), group per device, encode and pack (the connector's Encoder and packing.pack),
-             drop the payloads
+  ceiling    the connector's own batch steps without publishing: read Avro, route, encode and chunk
+             (its first stage), group the chunks per device, pack them into payloads (its packing),
+             drop the payloads: the bound of its design on this machine
   connector  pipelines' backfill shape: ReadInputFiles | WriteToIoTPlatform at default settings
   naive      what the platform's samples do: a DoFn that authenticates once per bundle and POSTs one
              record per request with requests (on a subset, --naive-records; records/s is what counts)
@@ -148,34 +148,37 @@ def minimum_messages(pattern, max_payload_bytes=MAX_PAYLOAD_BYTES):
 # --- child: one scenario's pipeline ---------------------------------------------------------------
 
 def _ceiling_pipeline(records):
+    """The connector's own batch steps, publishing left out: what it would reach with a platform that
+    answered at no cost to this machine."""
     import apache_beam as beam
 
     from connector.beam.encoders import get_encoder
-    from connector.beam.packing import Payload, pack
-    from connector.beam.routing import make_router
-    from connector.beam.write import KeyByDevice
+    from connector.beam.packing import Packer
+    from connector.beam.prepack import _ChunkedPublishFn, _RouteAndEncodeFn
+    from connector.beam.publish_fns import FAILED
+    from connector.beam.routing import default_topic, make_router
     from connector.protocol.device import Device
+    from connector.protocol.limits import MAX_PAYLOAD_BYTES
+
+    encoder = get_encoder("jsonl")
 
     class PackOnly(beam.DoFn):
-        """The connector's encoding and packing of one device's group; payloads are counted, dropped."""
-
-        def __init__(self):
-            self.encoder = get_encoder("jsonl")
+        """The connector's packing of one device's chunks into payloads; payloads are counted, dropped."""
 
         def setup(self):
             self.messages = beam.metrics.Metrics.counter("bench", "messages")
             self.payload_bytes = beam.metrics.Metrics.counter("bench", "payload_bytes")
 
         def process(self, element):
-            ((product_key, device_name), _topic), group = element
-            encode = self.encoder.encode
-            for item in pack(self.encoder, Device(product_key, device_name), ((r, encode(r)) for r in group)):
-                if isinstance(item, Payload):
-                    self.messages.inc()
-                    self.payload_bytes.inc(len(item.body))
+            ((product_key, device_name), _topic), chunks = element
+            packer = Packer(encoder, Device(product_key, device_name), MAX_PAYLOAD_BYTES)
+            for payload in _ChunkedPublishFn._payloads(packer, chunks):
+                self.messages.inc()
+                self.payload_bytes.inc(len(payload.body))
 
-    keyed, _ = records | "Route" >> KeyByDevice(make_router())
-    _ = keyed | "GroupByDevice" >> beam.GroupByKey() | "PackOnly" >> beam.ParDo(PackOnly())
+    route_fn = _RouteAndEncodeFn(make_router(topic=default_topic(encoder)), encoder, MAX_PAYLOAD_BYTES)
+    routed = records | "RouteAndEncode" >> beam.ParDo(route_fn).with_outputs(FAILED, main="chunks")
+    _ = routed.chunks | "GroupByDevice" >> beam.GroupByKey() | "PackOnly" >> beam.ParDo(PackOnly())
 
 
 def _floor_pipeline(records, encode):

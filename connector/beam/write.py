@@ -43,8 +43,8 @@ class KeyByDevice(beam.PTransform[PCollection[Any], tuple[PCollection[Any], PCol
     """records -> (keyed, failed): (((productKey, deviceName), topic), record) pairs with Beam's
     deterministic key coder, and a FailedRecord for each record that cannot be routed.
 
-    WriteToIoTPlatform, the pipelines' dry run and the throughput benchmark's ceiling all key with it,
-    so they route and group alike.
+    WriteToIoTPlatform in streaming and the pipelines' dry run key with it, so they route and group
+    alike (batch routes with the same router and key coder as it encodes, before the shuffle).
     """
 
     def __init__(self, router: FieldRouter | CallableRouter) -> None:
