@@ -157,6 +157,7 @@ def _ceiling_pipeline(records):
     from connector.beam.prepack import _ChunkedPublishFn, _RouteAndEncodeFn
     from connector.beam.publish_fns import FAILED
     from connector.beam.routing import default_topic, make_router
+    from connector.beam.write import _Key, _typed
     from connector.protocol.device import Device
     from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
@@ -178,7 +179,8 @@ def _ceiling_pipeline(records):
 
     route_fn = _RouteAndEncodeFn(make_router(topic=default_topic(encoder)), encoder, MAX_PAYLOAD_BYTES)
     routed = records | "RouteAndEncode" >> beam.ParDo(route_fn).with_outputs(FAILED, main="chunks")
-    _ = routed.chunks | "GroupByDevice" >> beam.GroupByKey() | "PackOnly" >> beam.ParDo(PackOnly())
+    chunks = _typed(routed.chunks, beam.typehints.KV[_Key, bytes])  # the connector's key and chunk coders
+    _ = chunks | "GroupByDevice" >> beam.GroupByKey() | "PackOnly" >> beam.ParDo(PackOnly())
 
 
 def _floor_pipeline(records, encode):
