@@ -154,10 +154,9 @@ def _ceiling_pipeline(records):
 
     from connector.beam.encoders import get_encoder
     from connector.beam.packing import Packer
-    from connector.beam.prepack import _ChunkedPublishFn, _RouteAndEncodeFn
-    from connector.beam.publish_fns import FAILED
+    from connector.beam.prepack import _ChunkedPublishFn
     from connector.beam.routing import default_topic, make_router
-    from connector.beam.write import _Key, _typed
+    from connector.beam.write import grouped_chunks
     from connector.protocol.device import Device
     from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
@@ -177,10 +176,8 @@ def _ceiling_pipeline(records):
                 self.messages.inc()
                 self.payload_bytes.inc(len(payload.body))
 
-    route_fn = _RouteAndEncodeFn(make_router(topic=default_topic(encoder)), encoder, MAX_PAYLOAD_BYTES)
-    routed = records | "RouteAndEncode" >> beam.ParDo(route_fn).with_outputs(FAILED, main="chunks")
-    chunks = _typed(routed.chunks, beam.typehints.KV[_Key, bytes])  # the connector's key and chunk coders
-    _ = chunks | "GroupByDevice" >> beam.GroupByKey() | "PackOnly" >> beam.ParDo(PackOnly())
+    grouped, _ = grouped_chunks(records, make_router(topic=default_topic(encoder)), encoder, MAX_PAYLOAD_BYTES)
+    _ = grouped | "PackOnly" >> beam.ParDo(PackOnly())
 
 
 def _floor_pipeline(records, encode):
