@@ -34,8 +34,8 @@ TIMESTAMP_FORMATS = (ISO, EPOCH_MS)
 # a level, far from the recursion limit).
 MAX_DEPTH = 254
 
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _NAIVE_EPOCH = datetime.datetime(1970, 1, 1)
+_OUTSIDE = "a timestamp outside years 1 to 9999 cannot be written as ISO-8601 text"
 _ONE_MS = datetime.timedelta(milliseconds=1)
 _INT_RANGE = range(-2**63, 2**64)  # what orjson writes as a number itself
 _MISSING_NAMES = frozenset(("NaTType", "NAType"))  # pandas' missing time and missing value
@@ -110,31 +110,42 @@ def json_value(value: Any, timestamps: str = ISO) -> Any:
 
 def _timestamp(value: datetime.datetime, timestamps: str) -> Any:
     """A datetime (a pandas Timestamp, with its nanoseconds) in UTC; a naive one is taken as UTC."""
-    if type(value).__name__ == "NaTType":
+    exact = type(value) is datetime.datetime
+    if not exact and type(value).__name__ == "NaTType":
         return None
-    if value.tzinfo is not None and value.utcoffset() is not None:
-        since_epoch = value - _EPOCH
-    else:
-        since_epoch = value.replace(tzinfo=None) - _NAIVE_EPOCH
-    micros = since_epoch // datetime.timedelta(microseconds=1)
-    return _from_micros(micros, getattr(value, "nanosecond", 0), timestamps)
+    nanos = 0 if exact else getattr(value, "nanosecond", 0)
+    offset = value.utcoffset()
+    if offset:
+        try:
+            value = value - offset  # the fields of the same instant in UTC
+        except OverflowError:
+            raise Unmappable(_OUTSIDE) from None
+    if timestamps == EPOCH_MS:
+        return (value.replace(tzinfo=None) - _NAIVE_EPOCH) // _ONE_MS
+    return _iso(value, nanos)
 
 
 def _from_micros(micros: int, nanos: int, timestamps: str) -> Any:
     if timestamps == EPOCH_MS:
         return micros // 1000
     try:
-        moment = _EPOCH + datetime.timedelta(microseconds=micros)
+        moment = _NAIVE_EPOCH + datetime.timedelta(microseconds=micros)
     except OverflowError:
-        raise Unmappable("a timestamp outside years 1 to 9999 cannot be written as ISO-8601 text") from None
+        raise Unmappable(_OUTSIDE) from None
+    return _iso(moment, nanos)
+
+
+def _iso(moment: datetime.datetime, nanos: int) -> str:
+    """ISO-8601 text of a moment's fields (UTC), with milliseconds always (as JavaScript's toISOString
+    writes them) and finer digits only when it has them."""
     fraction = moment.microsecond * 1000 + nanos
     if fraction % 1_000_000 == 0:
-        digits = f"{fraction // 1_000_000:03d}"  # milliseconds always, as JavaScript's toISOString
+        digits = f"{fraction // 1_000_000:03d}"
     elif fraction % 1000 == 0:
         digits = f"{fraction // 1000:06d}"
     else:
         digits = f"{fraction:09d}"
-    return f"{moment.replace(tzinfo=None, microsecond=0).isoformat()}.{digits}Z"
+    return f"{moment.isoformat()[:19]}.{digits}Z"  # its first 19 characters: date and time to the second
 
 
 def _timedelta_ns(value: datetime.timedelta) -> int:
@@ -196,24 +207,42 @@ def json_ready(value: Any, timestamps: str = ISO) -> Any:
 def write_json(value: Any, timestamps: str = ISO) -> bytes:
     """Compact UTF-8 JSON of value under the mapping; Unmappable naming the field it cannot write.
 
-    orjson writes what it knows itself and calls json_value for the rest. The walk runs only when that
-    fails or the text holds `null` (how orjson writes NaN, which JSON must refuse): it finds the field,
-    and writes integers beyond 64 bits, non-text keys and the nulls of a record that has no NaN.
+    orjson writes what it knows itself and calls json_value for the rest. When the text holds `null`,
+    which is also how orjson writes NaN, the record's own floats are checked (json_value's are as it
+    maps them). The walk runs only when orjson refuses (integers beyond 64 bits, keys that are not
+    text, a NaN): it writes those, or finds the field it cannot.
     """
     try:
         encoded = orjson.dumps(value, default=_DEFAULTS[timestamps], option=_PASSTHROUGH)
-        if b"null" not in encoded:
+        if b"null" not in encoded or _finite(value):
             # A copy of its own size: orjson's bytes keep a 4 KB allocation, and fragments wait in
             # state and in open payloads (27 times the memory for a 150-byte reading).
             return memoryview(encoded).tobytes()
     except orjson.JSONEncodeError:
         pass
-    ready = _ready(value, 0, timestamps, None)
+    return _write_walked(_ready(value, 0, timestamps, None))
+
+
+def _write_walked(ready: Any) -> bytes:
+    """The JSON of a walked value (json_ready's)."""
     try:
         return orjson.dumps(ready, default=_number, option=orjson.OPT_PASSTHROUGH_SUBCLASS)
     except orjson.JSONEncodeError:
         _check_text(ready)
         raise
+
+
+def _finite(value: Any) -> bool:
+    """Whether no float in value's dicts, lists and tuples is NaN or Infinity (other values are
+    json_value's to check)."""
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        return all(map(_finite, value.values()))
+    if kind is list or kind is tuple:
+        return all(map(_finite, value))
+    return True
 
 
 def record_text(record: Any, timestamps: str = ISO) -> str:
@@ -244,10 +273,15 @@ def _number(value: Any) -> orjson.Fragment:
 
 
 def _fast_default(timestamps: str) -> Callable[[Any], Any]:
-    """orjson's default for a record as it is: the mapping, its exact numbers as fragments."""
+    """orjson's default for a record as it is: the mapping, its exact numbers as fragments; a NaN it
+    gives (a numpy float's, say), which orjson would write as null, refused."""
     def default(value: Any) -> Any:
         mapped = json_value(value, timestamps)
-        return orjson.Fragment(mapped.encode()) if type(mapped) is Number else mapped
+        if type(mapped) is Number:
+            return orjson.Fragment(mapped.encode())
+        if not _finite(mapped):
+            raise Unmappable("NaN/Infinity cannot be encoded as JSON")
+        return mapped
     return default
 
 
