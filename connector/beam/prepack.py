@@ -177,6 +177,7 @@ class _RouteAndEncodeFn(_RouteFn):
         earliest time, as Beam's own batch outputs are (a chunk at the end of time moved Prism 2.62's
         watermarks ahead of a later stage's side input); in other windows at their end, where the
         GroupByKey puts its output anyway."""
+        timestamp = MIN_TIMESTAMP if isinstance(window, GlobalWindow) else window.max_timestamp()
         failed: list[WindowedValue | pvalue.TaggedOutput] = []
         try:
             encoded = encode_chunk(chunk.fragments, chunk.kept)
@@ -184,11 +185,12 @@ class _RouteAndEncodeFn(_RouteFn):
             unpicklable = [place for place, record in chunk.kept.items() if not _picklable(record)]
             for place in unpicklable:
                 error = EncodeError("the record cannot be pickled to cross the shuffle beside its fragment")
-                failed.append(self._failure(chunk.kept[place], error, Reason.UNENCODABLE, chunk.key))
+                tagged = self._failure(chunk.kept[place], error, Reason.UNENCODABLE, chunk.key)
+                # Windowed: finish_bundle's outputs must say their window.
+                failed.append(pvalue.TaggedOutput(FAILED, WindowedValue(tagged.value, timestamp, (window,))))
             encoded = encode_chunk(*chunk.without(unpicklable))
             if not encoded:
                 return failed
-        timestamp = MIN_TIMESTAMP if isinstance(window, GlobalWindow) else window.max_timestamp()
         return [*failed, WindowedValue((chunk.key, encoded), timestamp, (window,))]
 
 
