@@ -22,8 +22,9 @@ def make_parser():
     parser.add_argument("--input", nargs="+", help="files: globs or paths (gs://, s3://, local)")
     parser.add_argument("--input-format", choices=FORMATS,
                         help="default: from each file's extension (.parquet, .csv, .jsonl/.json; else avro)")
-    parser.add_argument("--csv-types", help="CSV column types, e.g. ts=int,temperature=float,id=str "
-                        "(int, float, str, bool); others: numbers as numbers, the rest text, empty null")
+    parser.add_argument("--csv-types", help="CSV column types, e.g. ts=int,temperature=float,id=str,"
+                        "at=timestamp,kwh=decimal (int, float, str, bool, timestamp: ISO-8601, decimal: exact); "
+                        "others: numbers as numbers, the rest text, empty null")
     options.add_sink_options(parser)
     dry_run.add_options(parser)
     group = parser.add_argument_group("demo (the default without --input, --endpoint and --credentials)")

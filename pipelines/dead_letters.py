@@ -2,10 +2,11 @@
 them and `pipelines.replay` can send them again.
 
 The original record is kept as connector.FailedRow keeps it (connector.beam.rows.original): JSON text
-with sorted keys, NaN and Infinity written as JSON's common extension, so a record that failed for
-holding one comes back as it was; values JSON has no type for, such as dates, as their str(). A
-record that is bytes (a raw record, a Pub/Sub message that is not JSON; bytearray and memoryview too)
-is kept exactly in record_bytes, and its str() in record.
+with sorted keys, its values as the JSON encoders write them (a timestamp as ISO-8601 text, a Decimal
+with its digits), so that a replay publishes what the run would have; NaN and Infinity written as
+JSON's common extension, so a record that failed for holding one comes back as it was; what JSON
+cannot hold as its str(). A record that is bytes (a raw record, a Pub/Sub message that is not JSON;
+bytearray and memoryview too) is kept exactly in record_bytes, and its str() in record.
 """
 import io
 import json

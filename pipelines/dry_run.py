@@ -1,24 +1,28 @@
-"""--dry-run: what a run would send, computed with the connector's own routing, encoding and packing,
-without publishing anything.
+"""--dry-run: what a run would send, computed with the same steps as a run, without publishing anything.
 
-Records are routed (make_router), grouped per device and topic as WriteToIoTPlatform groups them, then
-encoded (the Encoder) and packed (packing.pack) into the payloads a real run would publish. Devices
-missing from the credentials file are found too; a wrong secret or a skewed clock cannot be found
-without calling the platform. One row per device is gathered into a single JSON file (`--plan-output`,
-any Beam filesystem) that the launcher reads back to print the plan.
+Records go through the connector's own batch steps (grouped_chunks: routed, encoded and chunked per
+device and topic before the shuffle, then grouped), and each device's chunks are packed (and ordered,
+with --order-by) by the publish step of a run, which here plans each payload instead of sending it. So
+a record a run would fail (unroutable, unencodable, too large, unorderable) the dry run reports failed,
+with the same reason and message. Devices missing from the credentials file are found too; a wrong
+secret or a skewed clock cannot be found without calling the platform. One row per device is gathered
+into a single JSON file (`--plan-output`, any Beam filesystem) that the launcher reads back to print
+the plan.
 """
 import json
 import os
 import tempfile
 
 import apache_beam as beam
+from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from connector import EncodeError, FileCredentials, Reason
-from connector.beam.packing import Payload, pack
+from connector import FileCredentials, Reason
+from connector.beam.hints import TIMESTAMP, WINDOW
+from connector.beam.metrics import SinkMetrics
+from connector.beam.prepack import _ChunkedPublishFn
 from connector.beam.routing import make_router
-from connector.beam.write import KeyByDevice
-from connector.protocol.device import Device
+from connector.beam.write import grouped_chunks
 from connector.protocol.limits import ACCOUNT_REQUESTS_PER_SECOND, DEVICE_MESSAGES_PER_SECOND
 
 from . import options
@@ -39,39 +43,61 @@ def _row(device=NO_DEVICE, records=0, messages=0, payload_bytes=0, failed=None, 
             "failed": failed or {}, "why": why or {}}
 
 
-class _PlanFn(beam.DoFn):
-    """One device+topic group: the payloads a run would publish, and the records that would fail."""
+class _PlanFn(_ChunkedPublishFn):
+    """A run's publish step for one device+topic group, planning each payload instead of sending it:
+    the group's row of the plan (the payloads, and the records that would fail)."""
 
-    def __init__(self, encoder, max_payload_bytes, credentials):
-        self._encoder = encoder
-        self._max_payload_bytes = max_payload_bytes
+    def __init__(self, encoder, max_payload_bytes, credentials, order_by):
+        super().__init__(None, encoder, max_payload_bytes, order_by)
         self._credentials = credentials
 
     def setup(self):
+        self._metrics = SinkMetrics()
         # Only which devices have a secret is kept; the secrets themselves are dropped at once.
         self._known = set(FileCredentials(self._credentials).secrets()) if self._credentials else None
 
-    def process(self, element):
-        ((product_key, device_name), _topic), records = element
-        device = Device(product_key, device_name)
-        row = _row(str(device))
-        for item in pack(self._encoder, device, self._encoded(records, row), self._max_payload_bytes):
-            if not isinstance(item, Payload):
-                _fail(row, Reason.TOO_LARGE, str(item[1]))
-            elif self._known is not None and device not in self._known:
-                _fail(row, Reason.UNKNOWN_DEVICE, f"no secret for {device} in the credentials", len(item.records))
+    def start_bundle(self):
+        pass
+
+    def finish_bundle(self):
+        pass
+
+    def teardown(self):
+        pass
+
+    def process(self, element, window=WINDOW, timestamp=TIMESTAMP):
+        (device, _topic), _chunks = element
+        row = _row("/".join(device))
+        for output in super().process(element, window, timestamp):
+            if isinstance(output, pvalue.TaggedOutput):
+                failed = output.value.value
+                row["records"] += 1
+                _fail(row, failed.reason, failed.message)
+            elif self._known is not None and output.device not in self._known:
+                row["records"] += len(output.records)
+                _fail(row, Reason.UNKNOWN_DEVICE, f"no secret for {output.device} in the credentials",
+                      len(output.records))
             else:
+                row["records"] += len(output.records)
                 row["messages"] += 1
-                row["bytes"] += len(item.body)
+                row["bytes"] += len(output.body)
         yield row
 
-    def _encoded(self, records, row):
-        for record in records:
-            row["records"] += 1
-            try:
-                yield record, self._encoder.encode(record)
-            except EncodeError as error:
-                _fail(row, Reason.UNENCODABLE, str(error))
+    def _submit(self, device, topic, payload, window, timestamp):
+        yield _Planned(device, payload.body, payload.records)
+
+
+class _Planned:
+    """A payload a run would publish."""
+
+    def __init__(self, device, body, records):
+        self.device, self.body, self.records = device, body, records
+
+
+def _failed_row(failed):
+    """The plan's row for a record that failed before its device's group was packed."""
+    device = f"{failed.product_key}/{failed.device_name}" if failed.product_key and failed.device_name else NO_DEVICE
+    return _row(device, records=1, failed={failed.reason: 1}, why={failed.reason: failed.message})
 
 
 def _fail(row, reason, why, count=1):
@@ -114,14 +140,14 @@ class Plan(beam.PTransform):
         self._encoder = options.encoder(args)
         self._max_payload_bytes = args.max_payload_bytes
         self._credentials = args.credentials
+        self._order_by = args.order_by
         self._output = output
 
     def expand(self, records):
-        keyed, unroutable = records | "Route" >> KeyByDevice(self._router)
-        planned = (keyed | "GroupByDevice" >> beam.GroupByKey()
-                   | "Pack" >> beam.ParDo(_PlanFn(self._encoder, self._max_payload_bytes, self._credentials)))
-        unplanned = unroutable | "Unroutable" >> beam.Map(
-            lambda failed: _row(records=1, failed={failed.reason: 1}, why={failed.reason: failed.message}))
+        grouped, failed = grouped_chunks(records, self._router, self._encoder, self._max_payload_bytes)
+        planned = grouped | "Pack" >> beam.ParDo(
+            _PlanFn(self._encoder, self._max_payload_bytes, self._credentials, self._order_by))
+        unplanned = failed | "Failed" >> beam.Map(_failed_row)
         return ((planned, unplanned) | beam.Flatten()
                 | "ByDevice" >> beam.Map(lambda row: (row["device"], row))
                 | "Merge" >> beam.CombinePerKey(_MergeRows())

@@ -1,23 +1,29 @@
 """Reading input files of several formats (Avro, Parquet, CSV, JSON lines), from several globs or paths,
 as one PCollection of dicts, with Beam's file IOs.
 
-The format is guessed from each pattern's extension unless given. CSV values are text unless the column
-is declared (--csv-types) or the value is written as a JSON number; an empty or missing value is null.
-Bad input fails as invalid_record in the sink, and the rest goes on: a JSON line that is not valid JSON
-stays a string, and a CSV row with a value that is not its column's type becomes a FailedRecord, its
-values kept (those that did not parse as their text); so does a row with more values than the header
-has columns, its extra values kept under "_extra_values".
+The format is guessed from each pattern's extension unless given. Avro and Parquet values come as
+their readers give them (timestamps, dates, Decimals, bytes, nested records; Parquet maps as dicts).
+CSV values are text unless the column is declared (--csv-types) or the value is written as a JSON
+number; an empty or missing value is null. Bad input fails as invalid_record in the sink, and the rest
+goes on: a JSON line that is not a JSON object becomes a FailedRecord, its text kept; so does a CSV row
+with a value that is not its column's type, its values kept (those that did not parse as their text),
+and a row with more values than the header has columns, its extra values kept under "_extra_values".
 """
 import csv
+import datetime
+import decimal
 import io
-import json
 import os
 import re
 
 import apache_beam as beam
+import pyarrow
 from apache_beam.io import fileio
 
-from connector import FailedRecord, Reason
+from connector import Reason
+from connector.beam.results import failure
+
+from .json_messages import _parsed
 
 FORMATS = ("avro", "parquet", "csv", "jsonl")
 EXTENSIONS = {".avro": "avro", ".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl",
@@ -34,7 +40,28 @@ def _bool(text):
         raise ValueError(f"{text!r} is not one of {', '.join(_BOOLS)}") from None
 
 
-CSV_TYPES = {"int": int, "float": float, "str": str, "bool": _bool}
+def _timestamp(text):
+    """ISO-8601 text as a datetime in UTC: 2024-01-01T08:00:00+08:00, 2024-01-01 00:00:00.5Z; without a
+    zone, UTC. Digits finer than microseconds are refused rather than dropped."""
+    fraction = _FRACTION.search(text)
+    if fraction and fraction.group(1)[6:].strip("0"):
+        raise ValueError(f"{text!r} is finer than microseconds")
+    moment = datetime.datetime.fromisoformat(text.strip())
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC)
+
+
+def _decimal(text):
+    """Decimal text as a Decimal, its digits exact (12.50 stays 12.50, not the float 12.5)."""
+    try:
+        return decimal.Decimal(text.strip())
+    except decimal.InvalidOperation:
+        raise ValueError(f"{text!r} is not a decimal number") from None
+
+
+CSV_TYPES = {"int": int, "float": float, "str": str, "bool": _bool, "timestamp": _timestamp, "decimal": _decimal}
+_FRACTION = re.compile(r"[T ]\d\d:\d\d:\d\d[.,](\d+)")
 _JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 
 
@@ -75,7 +102,7 @@ def _csv_records(readable_file, types):
             for column, text in row.items():
                 try:
                     record[column] = _csv_value(text, types.get(column))
-                except ValueError:
+                except (ValueError, ArithmeticError):
                     record[column] = text
                     not_their_type.append(f"column {column!r}: {text!r} is not {types[column]}")
             if extra is None and not not_their_type:
@@ -87,25 +114,60 @@ def _csv_records(readable_file, types):
                 problems.append(f"{len(extra)} values more than the header's {len(rows.fieldnames)} columns")
             if not_their_type:
                 problems.append("; ".join(not_their_type) + " (see --csv-types)")
-            yield FailedRecord(record, None, None, None, Reason.INVALID_RECORD, None,
-                               f"{readable_file.metadata.path} line {rows.line_num}: {'; '.join(problems)}", 0)
+            yield failure(record, f"{readable_file.metadata.path} line {rows.line_num}: {'; '.join(problems)}",
+                          Reason.INVALID_RECORD)
 
 
-def _json_or_text(line):
-    try:
-        return json.loads(line)
-    except ValueError:
-        return line
+def _json_line(line):
+    return _parsed(line, "line")
+
+
+class _ParquetRows(beam.DoFn):
+    """The rows of a Parquet row group (a pyarrow Table) as dicts, as Beam's ReadFromParquet gives them,
+    except that a map is a dict (pyarrow gives a list of (key, value) pairs; one whose keys repeat stays
+    that list, which loses nothing)."""
+
+    def process(self, table):
+        columns = {name: [_maps_as_dicts(value, column.type) for value in column.to_pylist()]
+                   if _has_map(column.type) else column.to_pylist()
+                   for name, column in zip(table.column_names, table.columns)}
+        for row in zip(*columns.values()):
+            yield dict(zip(columns, row))
+
+
+def _has_map(arrow_type):
+    if pyarrow.types.is_map(arrow_type):
+        return True
+    if pyarrow.types.is_struct(arrow_type):
+        return any(_has_map(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
+    if pyarrow.types.is_list(arrow_type) or pyarrow.types.is_large_list(arrow_type) or \
+            pyarrow.types.is_fixed_size_list(arrow_type):
+        return _has_map(arrow_type.value_type)
+    return False
+
+
+def _maps_as_dicts(value, arrow_type):
+    """A value pyarrow gave for arrow_type, with its maps (at any depth) as dicts."""
+    if value is None or not _has_map(arrow_type):
+        return value
+    if pyarrow.types.is_map(arrow_type):
+        pairs = [(key, _maps_as_dicts(item, arrow_type.item_type)) for key, item in value]
+        as_dict = dict(pairs)
+        return as_dict if len(as_dict) == len(pairs) else pairs
+    if pyarrow.types.is_struct(arrow_type):
+        types = {arrow_type.field(i).name: arrow_type.field(i).type for i in range(arrow_type.num_fields)}
+        return {name: _maps_as_dicts(item, types[name]) for name, item in value.items()}
+    return [_maps_as_dicts(item, arrow_type.value_type) for item in value]
 
 
 def _read(pattern, input_format, csv_types):
     if input_format == "avro":
         return beam.io.ReadFromAvro(pattern)
     if input_format == "parquet":
-        return beam.io.ReadFromParquet(pattern)
+        return beam.io.ReadFromParquetBatched(pattern) | "Rows" >> beam.ParDo(_ParquetRows())
     if input_format == "jsonl":
         return (beam.io.ReadFromText(pattern) | "NonBlank" >> beam.Filter(str.strip)
-                | "Json" >> beam.Map(_json_or_text))
+                | "Json" >> beam.Map(_json_line))
     return (fileio.MatchFiles(pattern) | fileio.ReadMatches()
             | "Csv" >> beam.FlatMap(_csv_records, csv_types))
 

@@ -12,6 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from connector import WriteToIoTPlatform, get_encoder
+from connector.beam.json_values import ISO, TIMESTAMP_FORMATS
 from connector.beam.publisher import DEFAULT_MAX_IN_FLIGHT, RetryPolicy
 from connector.beam.routing import DEFAULT_TOPIC, default_topic
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
@@ -60,7 +61,10 @@ def add_sink_options(parser):
                       f"the alink encoders' thing-model topic, else {DEFAULT_TOPIC})")
     sink.add_argument("--encoder", choices=ENCODERS, default="jsonl", help="payload format (default %(default)s)")
     sink.add_argument("--avro-schema", help="schema file (JSON) for --encoder avro")
-    sink.add_argument("--time-field", default="time", help="epoch-ms field for the alink encoders")
+    sink.add_argument("--time-field", default="time", help="the alink encoders' time field: epoch ms or a timestamp")
+    sink.add_argument("--timestamps", choices=TIMESTAMP_FORMATS, default=ISO,
+                      help="how the JSON encoders write timestamp values: ISO-8601 text in UTC, or epoch "
+                      "milliseconds (default %(default)s)")
     sink.add_argument("--order-by", help="field to order each device's records by before packing")
     sink.add_argument("--max-payload-bytes", type=int, default=MAX_PAYLOAD_BYTES)
     sink.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
@@ -128,8 +132,9 @@ def encoder(args):
     if args.encoder.startswith("alink"):
         routing_fields = [args.device_id_field] if args.device_map else [args.product_key_field,
                                                                          args.device_name_field]
-        return get_encoder(args.encoder, time_field=args.time_field, exclude=routing_fields)
-    return get_encoder(args.encoder)
+        return get_encoder(args.encoder, time_field=args.time_field, exclude=routing_fields,
+                           timestamps=args.timestamps)
+    return get_encoder(args.encoder, timestamps=args.timestamps)
 
 
 def write_transform(args, **streaming):

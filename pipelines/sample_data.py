@@ -1,9 +1,15 @@
 """A realistic sample for the demo and the tests: a fleet's readings in Avro, its devices and credentials,
 with a few bad records of every kind a backfill meets, and the failures they must cause.
 
+The readings carry what real sensor history does besides numbers: the reading time as an Avro
+`timestamp-millis` (read back as a datetime in UTC) and the energy meter's count as a `decimal`, so that
+every run of the demo publishes them as the value mapping says (ISO-8601 text, exact digits).
+
 Deterministic for a seed, except device secrets (fresh each time, as the emulator's make_devices makes).
 """
 import collections
+import datetime
+import decimal
 import json
 import math
 import os
@@ -17,6 +23,7 @@ from connector.emulator import make_devices
 
 PRODUCT_KEY = "a1DemoFleet"
 START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z: history, well before today
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 TOO_LARGE_NOTE = "x" * 140_000  # a record over the platform's 128 KB message limit
 SCHEMA = {
     "type": "record", "name": "Reading", "namespace": "demo.sensors",
@@ -24,6 +31,9 @@ SCHEMA = {
         {"name": "productKey", "type": ["null", "string"]},
         {"name": "deviceName", "type": ["null", "string"]},
         {"name": "ts", "type": "long", "doc": "epoch milliseconds"},
+        {"name": "read_at", "type": {"type": "long", "logicalType": "timestamp-millis"}, "doc": "ts as a timestamp"},
+        {"name": "energy_kwh", "type": {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 3},
+         "doc": "the meter's count, exact to the watt-hour"},
         {"name": "temperature", "type": "double"},
         {"name": "humidity", "type": "double"},
         {"name": "pressure", "type": "double"},
@@ -45,16 +55,25 @@ class Sample(NamedTuple):
 
 
 def _readings(device, rng, count, interval_ms):
-    """A device's day-and-night temperature and humidity curves with noise, and a draining battery."""
+    """A device's day-and-night temperature and humidity curves with noise, a draining battery, and an
+    energy meter counting up."""
     base = rng.uniform(15, 25)
+    energy = decimal.Decimal(rng.randrange(10**6, 10**8)).scaleb(-3)
     for i in range(count):
         ts = START_MS + i * interval_ms
         phase = 2 * math.pi * (ts % 86_400_000) / 86_400_000
-        yield {"productKey": device["productKey"], "deviceName": device["deviceName"], "ts": ts,
+        energy += decimal.Decimal(rng.randrange(0, 500)).scaleb(-3)
+        yield {"productKey": device["productKey"], "deviceName": device["deviceName"], **_times(ts),
+               "energy_kwh": energy,
                "temperature": round(base + 5 * math.sin(phase) + rng.gauss(0, 0.3), 2),
                "humidity": round(50 - 15 * math.sin(phase) + rng.gauss(0, 1), 1),
                "pressure": round(1013 + rng.gauss(0, 2), 1),
                "battery": max(0, 100 - i * 100 // (count * 2)), "note": None}
+
+
+def _times(ts):
+    """A reading's time, as epoch milliseconds and as the timestamp it is."""
+    return {"ts": ts, "read_at": _EPOCH + datetime.timedelta(milliseconds=ts)}
 
 
 def generate(directory, devices=300, days=3, interval_minutes=15, files=2, seed=7):
@@ -71,7 +90,8 @@ def generate(directory, devices=300, days=3, interval_minutes=15, files=2, seed=
     for bad_kind, reason in (("missing_device", Reason.UNROUTABLE), ("nan", Reason.UNENCODABLE),
                              ("too_large", Reason.TOO_LARGE)):
         for _ in range(2):
-            record = dict(next(_readings(rng.choice(good), rng, 1, interval_ms)), ts=START_MS - rng.randrange(1, 10**6))
+            record = dict(next(_readings(rng.choice(good), rng, 1, interval_ms)),
+                          **_times(START_MS - rng.randrange(1, 10**6)))
             if bad_kind == "missing_device":
                 record["deviceName"] = None
             elif bad_kind == "nan":

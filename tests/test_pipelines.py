@@ -22,6 +22,7 @@ from apache_beam.testing import test_stream
 
 from conftest import reset_around
 from connector import FailedRecord, Reason, get_encoder
+from connector.beam.rows import record_json
 from connector.emulator import Emulator
 from pipelines import backfill, dead_letters, dry_run, options, replay, sample_data, stream
 from pipelines.runners.tools import free_port
@@ -35,8 +36,9 @@ NOT_FOUND = "endpoint_not_found"
 
 
 def key(record):
-    """A record's identity across Avro, JSON payloads and dead letters (NaN included)."""
-    return json.dumps(record, sort_keys=True)
+    """A record's identity across Avro, JSON payloads and dead letters (NaN included): its JSON under the
+    value mapping (timestamps as text...), read back as JSON readers read it (decimals as floats)."""
+    return json.dumps(json.loads(record_json(record)), sort_keys=True)
 
 
 def read_input(pattern):
@@ -246,7 +248,8 @@ def test_relay_dead_letters_malformed_messages_with_their_bytes_and_relays_the_r
     devices = json.load(open(sample.devices_file))
     good = [{"productKey": d["productKey"], "deviceName": d["deviceName"], "ts": 1_700_000_000_000 + i}
             for i, d in enumerate(devices[:3] * 2)]
-    malformed = [b'{"productKey": "a1', b"\xff\xfe not UTF-8", b"[1, 2]", b'"text"', b""]
+    malformed = [b'{"productKey": "a1', b"\xff\xfe not UTF-8", b"[1, 2]", b'"text"', b"",
+                 b'{"deep": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"]  # Python's JSON reader raises RecursionError
     messages = [json.dumps(reading).encode() for reading in good]
     source = (test_stream.TestStream()
               .add_elements(messages[:3] + malformed[:2], event_timestamp=10)
@@ -259,7 +262,8 @@ def test_relay_dead_letters_malformed_messages_with_their_bytes_and_relays_the_r
     assert {(row["reason"], row["message"].split(":")[0]) for row in failed} == {
         (Reason.INVALID_RECORD, "message is not JSON"),
         (Reason.INVALID_RECORD, "message is a JSON list, not an object"),
-        (Reason.INVALID_RECORD, "message is a JSON str, not an object")}
+        (Reason.INVALID_RECORD, "message is a JSON str, not an object"),
+        (Reason.INVALID_RECORD, "message is nested deeper than Python's JSON reader goes")}
 
 
 def test_demo_runs_with_no_account_and_no_network():

@@ -1,13 +1,15 @@
 """Batch records cross the shuffle as byte chunks: what crosses must give back every record as it was,
 and fragments from many chunks must still fill payloads and keep order_by's order."""
 import json
+import threading
 
 import apache_beam as beam
+import numpy
 import pytest
 from apache_beam.transforms import window
 
 from connector.beam import prepack
-from connector.beam.encoders import get_encoder
+from connector.beam.encoders import JsonLinesEncoder, get_encoder
 from connector.beam.routing import make_router
 from write_support import run_write, write_credentials
 
@@ -129,3 +131,88 @@ def test_windows_other_than_the_global_one_are_chunked_and_packed_apart(clean_em
     assert not run.failed and sum(r.record_count for r in run.receipts) == 40
     payloads = _payloads(clean_emulator, devices[0])
     assert sorted({json.loads(line)["time"] for line in p.splitlines()} for p in payloads) == [{1}, {61}]
+
+
+class _Shouting(JsonLinesEncoder):
+    """A user's encoder whose restores() promises too much: its decode upper-cases text."""
+
+    def decode(self, payload):
+        return [{key: value.upper() if isinstance(value, str) else value for key, value in record.items()}
+                for record in super().decode(payload)]
+
+    def restores(self, record):
+        return JsonLinesEncoder.restores(self, record)
+
+
+class _Dropping(_Shouting):
+    """Worse: its decode loses a record."""
+
+    def decode(self, payload):
+        return super().decode(payload)[1:]
+
+    restores = _Shouting.restores
+
+
+@pytest.mark.parametrize("encoder, note", [
+    (_Shouting(), "record restored from its payload unverified: the records its decode gave do not encode to the "
+                  "payload's bytes again"),
+    (_Dropping(), "record not restored: its decode gave 39 records for 40; the record is the payload it was in")])
+def test_a_restore_that_is_not_verified_is_never_passed_off_as_the_record(encoder, note, clean_emulator, devices,
+                                                                         tmp_path, caplog):
+    """Encoding the restored records again must give the payload's bytes: else each failed record says
+    so in its message (a warning too), and none is lost."""
+    wrong = write_credentials(tmp_path / "wrong.json", [dict(devices[0], deviceSecret="not-the-secret")])
+    records = [dict(r, note=f"quiet {r['seq']}") for r in _readings(devices[0], 40)]
+    run = run_write(records, clean_emulator, wrong, tmp_path, encoder=encoder)
+    assert run.failed_reasons() == {"auth_failed": 40}
+    assert all(f.message.startswith("auth check error") and f.message.endswith(note + ")") for f in run.failed)
+    if isinstance(encoder, _Dropping):
+        assert all(isinstance(f.record, bytes) and b"quiet 1000" in f.record for f in run.failed)
+    else:
+        assert sorted(f.record["seq"] for f in run.failed) == [r["seq"] for r in records]
+    assert "restores records it cannot give back exactly" in caplog.text
+
+
+def test_a_kept_record_that_cannot_be_pickled_fails_alone_and_its_chunk_crosses_without_it():
+    """A record the encoder takes but pickle does not (an encoder that writes only some fields, a lock
+    in another): it cannot cross the shuffle beside its fragment, so it fails there."""
+    fn = prepack._RouteAndEncodeFn(make_router(), get_encoder("alink-property", properties=["v"]), 131072)
+    fn.setup()
+    fn.start_bundle()
+    records = [{"productKey": "pk", "deviceName": "dn", "v": n, "lock": threading.Lock() if n == 1 else None}
+               for n in range(3)]
+    assert all(fn.process(record) is None for record in records)
+    outputs = fn.finish_bundle()
+    (failed,) = [output.value.value for output in outputs if isinstance(output, beam.pvalue.TaggedOutput)]
+    assert failed.reason == "unencodable" and failed.record is records[1] and "pickled" in failed.message
+    (chunk,) = [output.value for output in outputs if not isinstance(output, beam.pvalue.TaggedOutput)]
+    originals, fragments = prepack.decode_chunk(chunk[1])
+    assert [record["v"] for record in originals.kept().values()] == [0, 2] and len(fragments) == 2
+
+
+class _Buggy(JsonLinesEncoder):
+    """A user's encoder with a bug that raises something other than EncodeError for some records."""
+
+    def encode(self, record):
+        if record.get("seq") == 1003:
+            raise KeyError("a bug in the encoder")
+        return super().encode(record)
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["batch", "streaming"])
+def test_whatever_an_encoder_raises_fails_the_record_not_the_bundle(streaming, clean_emulator, devices,
+                                                                   credentials, tmp_path):
+    records = _readings(devices[0], 10)
+    run = run_write(records, clean_emulator, credentials, tmp_path, encoder=_Buggy(), streaming=streaming)
+    [failed] = run.failed
+    assert failed.reason == "unencodable" and failed.message == "KeyError: 'a bug in the encoder'"
+    assert sum(r.record_count for r in run.receipts) == 9
+
+
+def test_order_by_values_whose_comparison_raises_fail_as_unorderable(clean_emulator, devices, credentials,
+                                                                     tmp_path):
+    """numpy arrays compare element-wise, and their truth raises ValueError: no order among them."""
+    records = [dict(r, at=numpy.array([r["seq"], 1])) for r in _readings(devices[0], 3)] + _readings(devices[1], 3)
+    run = run_write(records, clean_emulator, credentials, tmp_path, order_by="at")
+    assert run.failed_reasons() == {"unorderable": 3}
+    assert sum(r.record_count for r in run.receipts) == 3

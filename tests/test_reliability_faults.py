@@ -157,9 +157,10 @@ def test_a_platform_down_longer_than_the_retry_budget_fails_the_rest_loudly(fres
 
 
 class _FailsOnceEncoder(Encoder):
-    """jsonl, except that the first attempt to encode the record with seq == `fail_at` of `device`
-    raises (as a worker crash would), after earlier payloads of the bundle were already published. A
-    marker file says whether it has raised, so the runner's retry of the bundle goes through."""
+    """jsonl, except that the first attempt to build the payload holding the record with seq == `fail_at`
+    of `device` raises (as a worker crash would), after earlier payloads of the bundle were already
+    published. Not encode: a record's encoding that raises fails that record alone. A marker file says
+    whether it has raised, so the runner's retry of the bundle goes through."""
 
     name = "jsonl"
     separator = b"\n"
@@ -169,11 +170,15 @@ class _FailsOnceEncoder(Encoder):
         self._marker, self._device_name, self._fail_at = marker, device_name, fail_at
 
     def encode(self, record):
-        if (record.get("deviceName") == self._device_name and record.get("seq") == self._fail_at
+        return self._jsonl.encode(record)
+
+    def payload(self, device, fragments):
+        marked = b'"seq":%d,' % self._fail_at
+        if (device.device_name == self._device_name and any(marked in fragment for fragment in fragments)
                 and not os.path.exists(self._marker)):
             open(self._marker, "w").close()
             raise RuntimeError("simulated worker failure in the middle of a bundle")
-        return self._jsonl.encode(record)
+        return self._jsonl.payload(device, fragments)
 
     def decode(self, payload):
         return self._jsonl.decode(payload)

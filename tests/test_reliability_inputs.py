@@ -1,6 +1,7 @@
 """Bad input and scale: every kind of bad record fails alone with its reason while the good records of
 the same run all arrive; thousands of devices with one record each; one device with a long history.
 Every test runs a real pipeline and ends in the accounting check."""
+import decimal
 import json
 import time
 
@@ -47,6 +48,20 @@ def _dev(n, **fields):
     return dict({"productKey": PK, "deviceName": f"device{n:05d}"}, **fields)
 
 
+def _nested(depth):
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def _exploding_topic(record, device):
+    """A topic callable with a bug: it raises something other than the errors a topic usually meets."""
+    if record.get("explode"):
+        raise ZeroDivisionError("a bug in the topic callable")
+    return f"/{device.product_key}/{device.device_name}/user/update"
+
+
 BY_KIND = "/{productKey}/{deviceName}/user/{kind}"
 AVRO = dict(encoder="avro", encoder_options={"schema": AVRO_SCHEMA})
 RAW = dict(encoder="raw", router=route_raw)
@@ -65,9 +80,11 @@ CATALOGUE = [
     ("wrong secret", [_dev(3, seq=i) for i in range(3)], {}, _json_good, {"auth_failed": 3}, 0),
     ("NaN", [_dev(0, seq=-1, temperature=float("nan"))], {}, _json_good, {"unencodable": 1}, 0),
     ("Infinity", [_dev(1, seq=-1, temperature=float("-inf"))], {}, _json_good, {"unencodable": 1}, 0),
-    ("bytes in JSON", [_dev(2, seq=-1, blob=b"\x00\x01")], {}, _json_good, {"unencodable": 1}, 0),
-    ("non-UTF-8 bytes as a field value", [_dev(0, seq=-1, note=b"\xff\xfe")], {}, _json_good,
+    ("Decimal NaN", [_dev(2, seq=-1, price=decimal.Decimal("NaN"))], {}, _json_good, {"unencodable": 1}, 0),
+    ("nested deeper than JSON is written", [_dev(1, seq=-1, deep=_nested(300))], {}, _json_good,
      {"unencodable": 1}, 0),
+    ("topic callable that raises", [_dev(0, explode=True)], dict(topic=_exploding_topic), _json_good,
+     {"invalid_topic": 1}, 0),
     ("avro wrong types", [_dev(0, seq="one", temperature=1.0), _dev(1, seq=1, temperature="warm"),
                           _dev(2, seq=1)], AVRO, _avro_good, {"unencodable": 3}, 0),
     ("record over 128 KB", [_dev(0, seq=-1, blob="x" * MAX_PAYLOAD_BYTES)], {}, _json_good, {"too_large": 1}, 0),

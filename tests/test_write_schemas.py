@@ -135,12 +135,14 @@ def test_failed_rows_keep_bytes_records_as_bytes():
 
 
 def test_failed_rows_keep_the_record_as_the_dead_letters_do():
-    """One rule with the pipelines' dead letters: sorted keys, NaN as JSON's common extension, what JSON
-    has no type for as its str() (text to fix and replay), raw records as bytes."""
+    """One rule with the pipelines' dead letters: sorted keys, values as the JSON encoders write them,
+    NaN as JSON's common extension, what JSON cannot hold as its str() (text to fix and replay), raw
+    records as bytes."""
     record = {"ts": 1, "deviceName": "dn", "day": datetime.date(2024, 1, 2), "price": decimal.Decimal("1.50"),
-              "temperature": float("nan")}
+              "temperature": float("nan"), "thing": object}
     row = connector.FailedRow.of(connector.FailedRecord(record, *[None] * 7))
-    assert row.record_json == '{"day":"2024-01-02","deviceName":"dn","price":"1.50","temperature":NaN,"ts":1}'
+    assert row.record_json == ('{"day":"2024-01-02","deviceName":"dn","price":1.50,"temperature":NaN,'
+                               '"thing":"<class \'object\'>","ts":1}')
     for raw in (bytearray(b"\x00raw"), memoryview(b"\x00raw")):
         row = connector.FailedRow.of(connector.FailedRecord(raw, *[None] * 7))
         assert row.record_bytes == b"\x00raw" and row.record_json is None

@@ -6,30 +6,31 @@ relies on ``overhead(device)`` being an upper bound of what ``payload`` adds aro
 
 Encoders are pickled into the pipeline: they hold only their options; anything costly is built lazily.
 """
-import enum
 import hashlib
 import io
 import itertools
 import json
-import math
 import os
 import random
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import fastavro
-import orjson
 from fastavro.validation import ValidationError, validate
 
 from connector.protocol.device import Device
+
+from .json_values import ISO, TIMESTAMP_FORMATS, Unmappable, epoch_ms, write_json
+from .results import Reason, RecordError, describe
 
 __all__ = ["ENCODERS", "AlinkHistoryEncoder", "AlinkPropertyEncoder", "AvroEncoder", "EncodeError", "Encoder",
            "JsonArrayEncoder", "JsonLinesEncoder", "RawEncoder", "get_encoder"]
 
 
-class EncodeError(ValueError):
+class EncodeError(RecordError):
     """A record this encoder cannot encode; message says why (never includes secrets)."""
+
+    reason = Reason.UNENCODABLE
 
 
 class Encoder:
@@ -87,81 +88,23 @@ class Encoder:
 
 # --- JSON -------------------------------------------------------------------------------------------
 
-def _beyond_json(value: object) -> Any:
-    """What the JSON encoders take besides JSON's own types, the same way orjson does: UUIDs as their
-    text, enums as their value. Anything else (bytes, sets, datetimes...) is refused."""
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    raise TypeError(f"values of type {type(value).__name__} cannot be encoded as JSON")
+def _to_json(value: Any, timestamps: str) -> bytes:
+    """Compact UTF-8 JSON of value under the value mapping (json_values); EncodeError naming the field
+    and the type JSON cannot hold, never the value.
 
-
-# One shared encoder: json.dumps with options builds a new one on every call.
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_beyond_json)
-# Subclasses, datetimes and dataclasses go to _beyond_json, which refuses them: the json module decides.
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-
-
-def _to_json(value: Any) -> bytes:
-    """Compact UTF-8 JSON of value; EncodeError naming the field JSON cannot hold.
-
-    orjson writes it ten times faster than the json module (0.6 against 5.9 µs for a 200-byte reading:
-    the largest cost of a backfill). The json module is the reference and takes over when orjson refuses
-    a value (integers beyond 64 bits, non-string keys, subclasses) and when orjson's text holds `null`,
-    which is how orjson writes NaN and Infinity where JSON must refuse them. The two write some floats
-    differently (1e-07 and 1e-7); they read back as the same numbers.
+    orjson writes it ten times faster than the json module did (0.6 against 5.9 µs for a 200-byte
+    reading: the largest cost of a backfill).
     """
     try:
-        encoded = orjson.dumps(value, default=_beyond_json, option=_ORJSON_OPTIONS)
-        if b"null" not in encoded:
-            # A copy of its own size: orjson's bytes keep a 4 KB allocation, and fragments wait in
-            # state and in open payloads (27 times the memory for a 150-byte reading).
-            return memoryview(encoded).tobytes()
-    except orjson.JSONEncodeError:
-        pass
-    try:
-        return _JSON.encode(value).encode("utf-8")
-    except (TypeError, ValueError) as error:
-        if "Circular reference" in str(error):
-            raise EncodeError("record contains a circular reference") from None
-        found = _unencodable(value, ())
-        if found is None:  # not expected: the walk below mirrors the json module's rules
-            raise EncodeError(f"record cannot be encoded as JSON: {error}") from None
-        path, problem = found
-        where = f" (field {'.'.join(path)})" if path else ""
-        raise EncodeError(problem + where) from None
+        return write_json(value, timestamps)
+    except Unmappable as error:
+        raise EncodeError(str(error)) from None
 
 
-def _unencodable(value: Any, path: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
-    """(path, problem) of the first value JSON cannot hold, in the order json writes them; or None.
-
-    Runs only after encoding failed, so a failing record costs a second pass and a good one nothing.
-    Gives types and field names, never values.
-    """
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (path, "NaN/Infinity cannot be encoded as JSON")
-    if value is None or isinstance(value, (str, int)):
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not (key is None or isinstance(key, (str, int, float))):
-                return path, f"keys of type {type(key).__name__} cannot be encoded as JSON"
-            found = _unencodable(item, path + (str(key),))
-            if found:
-                return found
-        return None
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            found = _unencodable(item, path + (str(index),))
-            if found:
-                return found
-        return None
-    if isinstance(value, uuid.UUID):
-        return None
-    if isinstance(value, enum.Enum):
-        return _unencodable(value.value, path)
-    return path, f"values of type {type(value).__name__} cannot be encoded as JSON"
+def _timestamps_option(timestamps: str) -> str:
+    if timestamps not in TIMESTAMP_FORMATS:
+        raise ValueError(f"timestamps must be one of {', '.join(TIMESTAMP_FORMATS)}, got {timestamps!r}")
+    return timestamps
 
 
 def _require_dict(record: Any, encoder_name: str | None) -> None:
@@ -175,15 +118,20 @@ _JSON_EXACT_KEYS = frozenset((str,))
 
 
 class JsonLinesEncoder(Encoder):
-    """One compact JSON object per line. decode returns the records as JSON gives them back
-    (tuples come back as lists, non-string keys as strings)."""
+    """One compact JSON object per line, its values as the value mapping writes them (json_values).
+    decode returns the records as JSON gives them back (tuples come back as lists, non-string keys as
+    strings, timestamps as their text)."""
 
     name = "jsonl"
     separator = b"\n"  # never inside a fragment: JSON escapes newlines in strings
 
+    def __init__(self, timestamps: str = ISO) -> None:
+        """timestamps: "iso" (ISO-8601 text in UTC) or "epoch-ms" (integer epoch milliseconds)."""
+        self.timestamps = _timestamps_option(timestamps)
+
     def encode(self, record: Any) -> bytes:
         _require_dict(record, self.name)
-        return _to_json(record)
+        return _to_json(record, self.timestamps)
 
     def restores(self, record: Any) -> bool:
         # Nested values are not looked into (a tuple in them would come back a list): such records are kept.
@@ -244,14 +192,14 @@ def next_message_id() -> str:
 
 
 def _epoch_ms(value: object, field: str) -> int:
-    """value, if it is epoch milliseconds: a non-negative int (a bool is an int to Python, not here)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value >= 0:
-            return value
-        problem = "is negative"
-    else:
-        problem = f"is a {type(value).__name__}"
-    raise EncodeError(f"time field {field!r} must be epoch milliseconds as a non-negative int; it {problem}")
+    """value as epoch milliseconds: a non-negative int (a bool is an int to Python, not here), or a
+    timestamp (naive ones are UTC) not before 1970."""
+    ms = epoch_ms(value)
+    if ms is not None and ms >= 0:
+        return ms
+    problem = f"is a {type(value).__name__}" if ms is None else "is before 1970"
+    raise EncodeError(f"time field {field!r} must be epoch milliseconds (a non-negative int) or a timestamp; "
+                      f"it {problem}")
 
 
 class _AlinkEncoder(Encoder):
@@ -262,9 +210,11 @@ class _AlinkEncoder(Encoder):
     time_required = False
 
     def __init__(self, time_field: str = "time", properties: Iterable[str] | None = None,
-                 exclude: Iterable[str] = DEVICE_FIELDS) -> None:
+                 exclude: Iterable[str] = DEVICE_FIELDS, timestamps: str = ISO) -> None:
         """properties: the fields to report (missing ones are skipped); default every field except
-        those in exclude and the time field."""
+        those in exclude and the time field. time_field: epoch milliseconds or a timestamp.
+        timestamps: how timestamp values of properties are written, "iso" or "epoch-ms"."""
+        self.timestamps = _timestamps_option(timestamps)
         self.time_field = time_field
         self.properties = None if properties is None else tuple(properties)
         self.exclude = frozenset(exclude) | {time_field}
@@ -276,7 +226,7 @@ class _AlinkEncoder(Encoder):
         if time is not _MISSING:
             stamp = {"time": _epoch_ms(time, self.time_field)}
         elif self.time_required:
-            raise EncodeError(f"{self.name} records need a time field {self.time_field!r} (epoch ms)")
+            raise EncodeError(f"{self.name} records need a time field {self.time_field!r} (epoch ms or a timestamp)")
         else:
             stamp = {}
         if self.properties is None:
@@ -288,7 +238,7 @@ class _AlinkEncoder(Encoder):
         return {name: {"value": record[name], **stamp} for name in names}
 
     def encode(self, record: Any) -> bytes:
-        return _to_json(self.properties_of(record))
+        return _to_json(self.properties_of(record), self.timestamps)
 
     def overhead(self, device: Device) -> int:
         head, tail = self._envelope(device, str(ALINK_ID_LIMIT - 1))  # the widest id
@@ -332,7 +282,7 @@ class AlinkHistoryEncoder(_AlinkEncoder):
     time_required = True
 
     def _envelope(self, device: Device, message_id: str) -> tuple[bytes, bytes]:
-        identity = _to_json({"productKey": device.product_key, "deviceName": device.device_name})
+        identity = _to_json({"productKey": device.product_key, "deviceName": device.device_name}, ISO)
         head = b'{"id":"%s","version":"1.0","method":"%s","params":[{"identity":%s,"properties":[' % (
             message_id.encode(), self.method.encode(), identity)
         return head, b'],"events":[]}]}'
@@ -372,7 +322,9 @@ class AvroEncoder(Encoder):
 
     A fragment is the record's schemaless Avro encoding, so a payload is the file header, the block's
     count and size, the fragments, and the sync marker. The marker is derived from the schema, so the
-    same records always give the same bytes. decode returns the records as fastavro reads them.
+    same records always give the same bytes. Logical types go through the schema as fastavro writes
+    them (a datetime for timestamp-millis, a Decimal of the schema's scale, a UUID...). decode returns
+    the records as fastavro reads them.
     """
 
     name = "avro"
@@ -408,7 +360,10 @@ class AvroEncoder(Encoder):
                 for e in error.errors)
             raise EncodeError(f"record does not match the Avro schema: {problems}") from None
         out = io.BytesIO()
-        fastavro.schemaless_writer(out, parsed, record)
+        try:  # what validation leaves to the writer (a Decimal of another scale than the schema's, say)
+            fastavro.schemaless_writer(out, parsed, record)
+        except Exception as error:
+            raise EncodeError(f"record cannot be written with the Avro schema: {describe(error)}") from None
         return out.getvalue()
 
     def overhead(self, device: Device) -> int:
@@ -441,8 +396,14 @@ class RawEncoder(Encoder):
         if not isinstance(record, (bytes, bytearray, memoryview)):
             raise EncodeError(f"raw records must be bytes, got {type(record).__name__}")
         fragment = bytes(record)
-        if self.separator and self.separator in fragment:
-            raise EncodeError("raw record contains the separator, so it could not be split back out")
+        separator = self.separator
+        if separator and (separator in fragment or len(separator) > 1 and any(
+                fragment.endswith(separator[:n]) or fragment.startswith(separator[-n:])
+                for n in range(1, len(separator)))):
+            # Beside the separator a record ending with its first bytes, or starting with its last, would
+            # make one more separator in the payload: a reader splitting it would read other records.
+            raise EncodeError("raw record contains the separator, or begins or ends with part of it, so it "
+                              "could not be split back out of a payload")
         return fragment
 
     def decode(self, payload: bytes) -> list[Any]:

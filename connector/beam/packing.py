@@ -14,6 +14,7 @@ from connector.protocol.device import Device
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
 from .encoders import Encoder
+from .results import Reason, RecordError
 
 
 class Payload(NamedTuple):
@@ -29,6 +30,11 @@ class Payload(NamedTuple):
         per_record = sum(map(_deep_size, sample)) / len(sample) if sample else 0
         return len(self.body) + sys.getsizeof(records) + round(per_record * len(records))
 
+    def restored(self) -> tuple[Sequence[Any], dict[int, str]]:
+        """The records as they were given, for the payload's failed outputs, and what to add to the
+        message of those that could not be given back exactly (by place; none here)."""
+        return self.records, {}
+
 
 _SAMPLED_RECORDS = 8
 
@@ -43,8 +49,10 @@ def _deep_size(value: object) -> int:
     return size
 
 
-class RecordTooLarge(ValueError):
+class RecordTooLarge(RecordError):
     """The record cannot fit in a payload even alone."""
+
+    reason = Reason.TOO_LARGE
 
 
 class Packer:
@@ -89,8 +97,8 @@ class Packer:
         Raises RecordTooLarge, adding none, when any of them cannot fit even alone."""
         separator = self._separator
         sizes = [len(fragment) + separator for fragment in fragments]
-        if sizes and max(sizes) > self._room:
-            raise self.too_large(fragments[sizes.index(max(sizes))])
+        if sizes:
+            self.check(max(fragments, key=len))
         ends = list(itertools.accumulate(sizes, initial=0))  # ends[i]: size of the first i fragments
         closed: list[Payload] = []
         start = 0
@@ -115,17 +123,17 @@ class Packer:
 
     def _size(self, fragment: bytes) -> int:
         """The room a fragment takes, its separator included; RecordTooLarge when it can never fit."""
-        size = len(fragment) + self._separator
-        if size > self._room:
-            raise self.too_large(fragment)
-        return size
+        self.check(fragment)
+        return len(fragment) + self._separator
 
-    def too_large(self, fragment: bytes) -> RecordTooLarge:
-        """The RecordTooLarge for a fragment longer than max_fragment_bytes."""
-        return RecordTooLarge(
-            f"a record encodes to {len(fragment)} bytes, more than the {self.max_fragment_bytes} "
-            f"bytes a payload of at most {self.max_payload_bytes} bytes holds besides the "
-            f"{self.encoder.name} envelope ({self._overhead} bytes)")
+    def check(self, fragment: bytes) -> None:
+        """The one too-large check, wherever a record is encoded (batch before the shuffle, streaming,
+        packing, the dry run): RecordTooLarge when the fragment cannot fit in a payload even alone."""
+        if len(fragment) > self.max_fragment_bytes:
+            raise RecordTooLarge(
+                f"a record encodes to {len(fragment)} bytes, more than the {self.max_fragment_bytes} "
+                f"bytes a payload of at most {self.max_payload_bytes} bytes holds besides the "
+                f"{self.encoder.name} envelope ({self._overhead} bytes)")
 
     def _closes(self, used: int, held_records: int, size: int) -> bool:
         return held_records > 0 and (used + size > self._room or held_records >= self._max_records)

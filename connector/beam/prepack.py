@@ -8,13 +8,14 @@ a chunk is one bytes value: the fragments, and the records the encoder cannot re
 pickled. After the GroupByKey, _ChunkedPublishFn feeds the fragments of all of a device's chunks to one
 packer, so fragments from different bundles share payloads (the fewest messages). A failed record is
 its original: restored from its payload's body by the encoder (Encoder.restores says which records it
-gives back exactly), or unpickled from the chunk. With order_by, records are sorted as before.
+gives back exactly; a restore is verified by encoding the records again), or unpickled from the
+chunk. With order_by, records are sorted as before.
 """
 import collections.abc
-import functools
+import logging
 import pickle
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -28,11 +29,13 @@ from connector.protocol.device import Device
 from .encoders import EncodeError, Encoder
 from .hints import TIMESTAMP, WINDOW, not_type_hints
 from .metrics import SinkMetrics
-from .packing import Packer, Payload, RecordTooLarge
+from .packing import Packer, Payload
 from .publish_fns import FAILED, Key, Output, Pair, _GroupedPublishFn
-from .results import FailedRecord, Reason
-from .routing import CallableRouter, FieldRouter, RoutingError
+from .results import FailedRecord, Reason, describe, failure
+from .routing import CallableRouter, FieldRouter
 from .schemas import as_dict
+
+_LOG = logging.getLogger(__name__)
 
 # A chunk closes at this many bytes of fragments. A bundle sends all it holds when that is BUNDLE_BYTES
 # of memory: each fragment with its object and list slot, and a record kept beside its fragment at
@@ -60,37 +63,29 @@ class _RouteFn(beam.DoFn):
     @not_type_hints
     def process(self, record: Any) -> Iterator[tuple[tuple[Device, str], Any] | pvalue.TaggedOutput]:
         self._metrics.records_in.inc()
-        if not isinstance(record, dict):
-            record = self._entered(record)
-            if isinstance(record, pvalue.TaggedOutput):
-                yield record
-                return
+        yield self._routed(record)
+
+    def _routed(self, record: Any) -> tuple[tuple[Device, str], Any] | pvalue.TaggedOutput:
+        """(key, record): the record's (Device, topic) and the record as a dict (a beam.Row or NamedTuple
+        as one); or its failed output: a FailedRecord among the records (input a reader could not read,
+        e.g. a CSV value that is not its column's type) as it is, counted, and a record the router
+        refuses, or raises anything on, as unroutable (or the RoutingError's own reason)."""
         try:
-            key = self._router(record)  # (Device, topic): a Device is the (productKey, deviceName) pair
-        except RoutingError as error:
-            yield self._unroutable(record, error)
-            return
-        yield key, record
+            if not isinstance(record, dict):
+                if isinstance(record, FailedRecord):
+                    self._metrics.failed(record.reason)
+                    return pvalue.TaggedOutput(FAILED, record)
+                record = as_dict(record)
+            return self._router(record), record  # (Device, topic): a Device is the (productKey, deviceName) pair
+        except Exception as error:
+            return self._failure(record, error, Reason.UNROUTABLE)
 
-    def _entered(self, record: Any) -> Any:
-        """A record that is not a dict as one (beam.Row, NamedTuple); a FailedRecord among the records (input
-        a reader could not read, e.g. a CSV value that is not its column's type) as its failed output, counted."""
-        if isinstance(record, FailedRecord):
-            self._metrics.failed(record.reason)
-            return pvalue.TaggedOutput(FAILED, record)
-        return as_dict(record)
-
-    def _unroutable(self, record: Any, error: RoutingError) -> pvalue.TaggedOutput:
-        device = error.device
-        return self._failure(record, device and device.product_key, device and device.device_name, error.topic,
-                             error.reason, str(error))
-
-    def _failure(self, record: Any, product_key: str | None, device_name: str | None, topic: str | None,
-                 reason: str, message: str) -> pvalue.TaggedOutput:
+    def _failure(self, record: Any, why: BaseException | str, reason: str,
+                 key: tuple[Device, str] | None = None) -> pvalue.TaggedOutput:
         """The record's failed output, counted: failed before any attempt to publish it."""
-        self._metrics.failed(reason)
-        return pvalue.TaggedOutput(FAILED, FailedRecord(record, product_key, device_name, topic, reason, None,
-                                                        message, 0))
+        failed = failure(record, why, reason, *(key or ()))
+        self._metrics.failed(failed.reason)
+        return pvalue.TaggedOutput(FAILED, failed)
 
 
 class _RouteAndEncodeFn(_RouteFn):
@@ -126,28 +121,28 @@ class _RouteAndEncodeFn(_RouteFn):
              window: BoundedWindow) -> Sequence[WindowedValue | pvalue.TaggedOutput] | None:
         """Route, encode and hold one record; returns the outputs this gives, if any."""
         self._records_in += 1
-        if not isinstance(record, dict):
-            record = self._entered(record)
-            if isinstance(record, pvalue.TaggedOutput):
-                return (record,)
-        try:
-            key = self._router(record)
-        except RoutingError as error:
-            return (self._unroutable(record, error),)
+        if type(record) is dict:  # the common case, without a call
+            try:
+                key = self._router(record)
+            except Exception as error:
+                return (self._failure(record, error, Reason.UNROUTABLE),)
+        else:
+            routed = self._routed(record)
+            if isinstance(routed, pvalue.TaggedOutput):
+                return (routed,)
+            key, record = routed
         chunk = chunks.get(key)
         if chunk is None:
             chunk = chunks[key] = _OpenChunk(self._encoder, key, self._max_payload_bytes)
         try:
             fragment = self._encoder.encode(record)
-            if len(fragment) > chunk.max_fragment_bytes:
-                raise chunk.too_large(fragment)
-        except (EncodeError, RecordTooLarge) as error:
-            reason = Reason.UNENCODABLE if isinstance(error, EncodeError) else Reason.TOO_LARGE
-            (product_key, device_name), topic = key
-            return (self._failure(record, product_key, device_name, topic, reason, str(error)),)
+            chunk.check(fragment)
+            restores = self._restores(record)
+        except Exception as error:
+            return (self._failure(record, error, Reason.UNENCODABLE, key),)
         size = len(fragment)
         held = size + _FRAGMENT_OVERHEAD
-        if not self._restores(record):
+        if not restores:
             chunk.kept[len(chunk.fragments)] = record
             held += size * KEPT_RECORD_FACTOR
         chunk.fragments.append(fragment)
@@ -159,22 +154,44 @@ class _RouteAndEncodeFn(_RouteFn):
         if chunk.size >= CHUNK_BYTES:
             del chunks[key]
             self._held -= chunk.held
-            return (chunk.closed(window),)
+            return self._closed(chunk, window)
         return None
 
-    def finish_bundle(self) -> list[WindowedValue]:
+    def finish_bundle(self) -> list[WindowedValue | pvalue.TaggedOutput]:
         self._metrics.records_in.inc(self._records_in)
         self._records_in = 0
         return self._close_all()
 
-    def _close_all(self) -> list[WindowedValue]:
-        closed = [chunk.closed(window) for window, chunks in self._open.items() for chunk in chunks.values()
-                  if chunk.fragments]
+    def _close_all(self) -> list[WindowedValue | pvalue.TaggedOutput]:
+        closed = [output for window, chunks in self._open.items() for chunk in chunks.values() if chunk.fragments
+                  for output in self._closed(chunk, window)]
         for chunks in self._open.values():
             chunks.clear()
         self._open = {_GLOBAL_WINDOW: self._global}
         self._held = 0
         return closed
+
+    def _closed(self, chunk: "_OpenChunk", window: BoundedWindow) -> list[WindowedValue | pvalue.TaggedOutput]:
+        """A chunk's output; and the failed output of each record kept beside its fragment that cannot be
+        pickled (a lock in it, say), which the chunk then goes without. In the global window at the
+        earliest time, as Beam's own batch outputs are (a chunk at the end of time moved Prism 2.62's
+        watermarks ahead of a later stage's side input); in other windows at their end, where the
+        GroupByKey puts its output anyway."""
+        timestamp = MIN_TIMESTAMP if isinstance(window, GlobalWindow) else window.max_timestamp()
+        failed: list[WindowedValue | pvalue.TaggedOutput] = []
+        try:
+            encoded = encode_chunk(chunk.fragments, chunk.kept)
+        except Exception:
+            unpicklable = [place for place, record in chunk.kept.items() if not _picklable(record)]
+            for place in unpicklable:
+                error = EncodeError("the record cannot be pickled to cross the shuffle beside its fragment")
+                tagged = self._failure(chunk.kept[place], error, Reason.UNENCODABLE, chunk.key)
+                # Windowed: finish_bundle's outputs must say their window.
+                failed.append(pvalue.TaggedOutput(FAILED, WindowedValue(tagged.value, timestamp, (window,))))
+            encoded = encode_chunk(*chunk.without(unpicklable))
+            if not encoded:
+                return failed
+        return [*failed, WindowedValue((chunk.key, encoded), timestamp, (window,))]
 
 
 class _RouteAndEncodeInWindowsFn(_RouteAndEncodeFn):
@@ -194,7 +211,7 @@ class _OpenChunk:
     """One key's fragments in a bundle, and the records among them the encoder cannot restore, until
     they close as a chunk."""
 
-    __slots__ = ("key", "fragments", "kept", "size", "held", "max_fragment_bytes", "too_large")
+    __slots__ = ("key", "fragments", "kept", "size", "held", "check")
 
     def __init__(self, encoder: Encoder, key: tuple[Device, str], max_payload_bytes: int) -> None:
         self.key = key
@@ -202,21 +219,30 @@ class _OpenChunk:
         self.kept: dict[int, Any] = {}  # place among the fragments -> record, for those not restored
         self.size = 0  # bytes of fragments
         self.held = 0  # memory held, as BUNDLE_BYTES counts it
-        packer = Packer(encoder, key[0], max_payload_bytes)
-        self.max_fragment_bytes, self.too_large = packer.max_fragment_bytes, packer.too_large
+        self.check = Packer(encoder, key[0], max_payload_bytes).check  # the one too-large check
 
-    def closed(self, window: BoundedWindow) -> WindowedValue:
-        # In the global window at the earliest time, as Beam's own batch outputs are (a chunk at the end
-        # of time moved Prism 2.62's watermarks ahead of a later stage's side input); in other windows
-        # at their end, where the GroupByKey puts its output anyway.
-        timestamp = MIN_TIMESTAMP if isinstance(window, GlobalWindow) else window.max_timestamp()
-        return WindowedValue((self.key, encode_chunk(self.fragments, self.kept)), timestamp, (window,))
+    def without(self, places: list[int]) -> tuple[list[bytes], dict[int, Any]]:
+        """(fragments, kept records) with the records at these places left out."""
+        gone = set(places)
+        fragments = [fragment for place, fragment in enumerate(self.fragments) if place not in gone]
+        renumbered = {old: new for new, old in enumerate(p for p in range(len(self.fragments)) if p not in gone)}
+        return fragments, {renumbered[place]: record for place, record in self.kept.items() if place not in gone}
+
+
+def _picklable(record: Any) -> bool:
+    try:
+        pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
+        return True
+    except Exception:
+        return False
 
 
 def encode_chunk(fragments: list[bytes], kept: dict[int, Any]) -> bytes:
-    """One bytes value holding fragments, in order, and the records kept beside them by place. The
-    records are pickled, as Beam's coder pickles what it has no coder for, apart: they stay bytes until
-    a failure needs them."""
+    """One bytes value holding fragments, in order, and the records kept beside them by place (b"" for
+    no fragment). The records are pickled, as Beam's coder pickles what it has no coder for, apart: they
+    stay bytes until a failure needs them."""
+    if not fragments:
+        return b""
     pickled = pickle.dumps(kept, pickle.HIGHEST_PROTOCOL) if kept else b""
     return pickle.dumps((fragments, pickled), pickle.HIGHEST_PROTOCOL)
 
@@ -250,52 +276,68 @@ class _Originals:
         return self._kept
 
 
-def records_behind(count: int, kept: dict[int, Any], restore: Callable[[], list[Any]]) -> list[Any]:
-    """`count` records: those kept (by place) as they are, the others as restore() gives them back (the
-    encoder's decode of their payload, exact for them as Encoder.restores promised); restore is called
-    only when some record was not kept."""
+def records_behind(count: int, kept: dict[int, Any], encoder: Encoder, device: Device,
+                   body: bytes) -> tuple[list[Any], dict[int, str]]:
+    """The `count` records of a payload's body: those kept (by place) as they are, the others as the
+    encoder's decode gives them back (Encoder.restores promised it exactly), and notes: place -> what
+    the record's failed output adds to its message.
+
+    A restore is used only when it is verified: the records encoded again give the body. An encoder
+    whose restores() promises more than its decode gives back fails that (the restored records are
+    then used, noted, when there are `count` of them; else each is the body it was in), and says so in
+    a warning: decoded records are never passed off as the originals."""
     if len(kept) == count:
-        return [kept[place] for place in range(count)]
-    records = restore()
-    if len(records) != count:
-        raise AssertionError(f"bug: the encoder's decode gave {len(records)} records from a payload of {count}")
-    for place, record in kept.items():
-        records[place] = record
-    return records
-
-
-def _restored(encoder: Encoder, device: Device, fragments: list[bytes]) -> list[Any]:
-    """The records the encoder's decode gives back from a payload of these fragments."""
-    return encoder.decode(encoder.payload(device, fragments))
+        return [kept[place] for place in range(count)], {}
+    try:
+        records = list(encoder.decode(body))
+        problem = f"its decode gave {len(records)} records for {count}"
+    except Exception as error:
+        records, problem = [], f"its decode failed: {describe(error)}"
+    if len(records) == count:
+        for place, record in kept.items():
+            records[place] = record
+        try:
+            if encoder.payload(device, [encoder.encode(record) for record in records]) == body:
+                return records, {}
+        except Exception:
+            pass
+        problem = "the records its decode gave do not encode to the payload's bytes again"
+        note = f" (record restored from its payload unverified: {problem})"
+    else:
+        records = [kept.get(place, body) for place in range(count)]
+        note = f" (record not restored: {problem}; the record is the payload it was in)"
+    _LOG.warning("the %s encoder restores records it cannot give back exactly (Encoder.restores): %s",
+                 encoder.name, problem)
+    return records, {place: note for place in range(count) if place not in kept}
 
 
 class _LazyRecords(collections.abc.Sequence[Any]):
     """A payload's records as (chunk originals, start, stop) segments, made when they are read: no
     object per record is held, for the memory and the garbage collector to go through."""
 
-    def __init__(self, body: bytes, decode: Callable[[bytes], list[Any]],
-                 segments: list[tuple[_Originals, int, int]]) -> None:
+    def __init__(self, body: bytes, packer: Packer, segments: list[tuple[_Originals, int, int]]) -> None:
         self._body = body
-        self._decode = decode
+        self._encoder, self._device = packer.encoder, packer.device
         self._segments = segments
 
     def __len__(self) -> int:
         return sum(stop - start for _, start, stop in self._segments)
 
     def __getitem__(self, index: Any) -> Any:  # an int or a slice, as a Sequence's
-        return self._records()[index]
+        return self.restored()[0][index]
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._records())
+        return iter(self.restored()[0])
 
-    def _records(self) -> list[Any]:
+    def restored(self) -> tuple[list[Any], dict[int, str]]:
+        """records_behind the payload: the records, and notes on those it could not restore exactly."""
         kept: dict[int, Any] = {}
         place = 0  # of the segment's first record in the payload
         for chunk_originals, start, stop in self._segments:
             kept.update((place + index - start, record) for index, record in chunk_originals.kept().items()
                         if start <= index < stop)
             place += stop - start
-        return records_behind(place, kept, functools.partial(self._decode, self._body))
+        return records_behind(place, kept, self._encoder, self._device, self._body)
 
     def held_bytes(self) -> int:
         return sum(_SEGMENT_BYTES + chunk_originals.record_bytes * (stop - start)
@@ -310,16 +352,18 @@ class _ChunkPayload(Payload):
     def held_bytes(self) -> int:
         return len(self.body) + self.records.held_bytes()
 
+    def restored(self) -> tuple[Sequence[Any], dict[int, str]]:
+        return self.records.restored()
 
-def _located(payload: Payload, reach: list[tuple[int, _Originals]], decode: Callable[[bytes], list[Any]],
-             ) -> _ChunkPayload:
+
+def _located(payload: Payload, reach: list[tuple[int, _Originals]], packer: Packer) -> _ChunkPayload:
     """The payload with its records (places in the group) as segments of the chunks in reach; the
     chunks it ends leave reach, as the payloads after it start later."""
     first, end = payload.records[0], payload.records[-1] + 1
     segments = [(originals, max(first, at) - at, min(end, at + len(originals)) - at)
                 for at, originals in reach if at < end and at + len(originals) > first]
     reach[:] = [(at, originals) for at, originals in reach if at + len(originals) > end]
-    return _ChunkPayload(payload.body, _LazyRecords(payload.body, decode, segments))
+    return _ChunkPayload(payload.body, _LazyRecords(payload.body, packer, segments))
 
 
 class _ChunkedPublishFn(_GroupedPublishFn):
@@ -352,15 +396,15 @@ class _ChunkedPublishFn(_GroupedPublishFn):
             closed = packer.extend(range(place, place + len(fragments)), fragments)
             place += len(fragments)
             for payload in closed:
-                yield _located(payload, reach, packer.encoder.decode)
+                yield _located(payload, reach, packer)
         last = packer.flush()
         if last is not None:
-            yield _located(last, reach, packer.encoder.decode)
+            yield _located(last, reach, packer)
 
     def _pairs(self, chunks: Iterable[bytes], device: Device, topic: str, window: BoundedWindow,
                timestamp: Timestamp) -> Iterator[Pair]:
         for chunk in chunks:
             chunk_originals, fragments = decode_chunk(chunk)
-            records = records_behind(len(fragments), chunk_originals.kept(),
-                                     functools.partial(_restored, self._encoder, device, fragments))
+            body = self._encoder.payload(device, fragments)
+            records, _ = records_behind(len(fragments), chunk_originals.kept(), self._encoder, device, body)
             yield from zip(records, fragments)

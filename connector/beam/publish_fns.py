@@ -25,12 +25,12 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from connector.protocol.device import Device
 
-from .encoders import EncodeError, Encoder
+from .encoders import Encoder
 from .hints import KEY, TIMESTAMP, WINDOW, not_type_hints, state, timer
 from .metrics import SinkMetrics, report_sink
-from .packing import Packer, Payload, RecordTooLarge
+from .packing import Packer, Payload
 from .publisher import Outcome, Publisher, PublisherConfig
-from .results import FailedRecord, Reason, Receipt
+from .results import Reason, Receipt, failure
 
 FAILED = "failed"
 # What the publish DoFns yield: receipts, and failed records tagged FAILED, in the windows they came from.
@@ -94,8 +94,8 @@ class _PublishFn(beam.DoFn):
         for record in records:
             try:
                 yield record, encode(record)
-            except EncodeError as error:
-                yield self._failed(record, device, topic, Reason.UNENCODABLE, str(error), window, timestamp)
+            except Exception as error:
+                yield self._failed(record, error, Reason.UNENCODABLE, device, topic, window, timestamp)
 
     def _pack(self, packer: Packer, device: Device, topic: str, pairs: Iterable[Pair | pvalue.TaggedOutput],
               window: BoundedWindow, timestamp: Timestamp) -> Iterator[Output]:
@@ -108,8 +108,8 @@ class _PublishFn(beam.DoFn):
             record, fragment = item
             try:
                 payload = packer.add(record, fragment)
-            except RecordTooLarge as error:
-                yield self._failed(record, device, topic, Reason.TOO_LARGE, str(error), window, timestamp)
+            except Exception as error:
+                yield self._failed(record, error, Reason.TOO_LARGE, device, topic, window, timestamp)
                 continue
             if payload is not None:
                 yield from self._submit(device, topic, payload, window, timestamp)
@@ -154,15 +154,17 @@ class _PublishFn(beam.DoFn):
             return
         error, reason = outcome.error, outcome.reason
         assert error is not None and reason is not None  # a payload not accepted always has both
-        for record in payload.records:
-            failed = FailedRecord(record, device.product_key, device.device_name, topic, reason,
-                                  error.code, error.message, outcome.attempts)
+        records, notes = payload.restored()
+        for place, record in enumerate(records):
+            failed = failure(record, error.message + notes.get(place, ""), reason, device, topic, code=error.code,
+                             attempts=outcome.attempts)
             yield pvalue.TaggedOutput(FAILED, WindowedValue(failed, timestamp, (window,)))
 
-    def _failed(self, record: Any, device: Device, topic: str, reason: str, message: str, window: BoundedWindow,
-                timestamp: Timestamp) -> pvalue.TaggedOutput:
-        self._metrics.failed(reason)
-        failed = FailedRecord(record, device.product_key, device.device_name, topic, reason, None, message, 0)
+    def _failed(self, record: Any, why: BaseException | str, reason: str, device: Device, topic: str,
+                window: BoundedWindow, timestamp: Timestamp) -> pvalue.TaggedOutput:
+        """The failed output of a record a step could not take, counted (results.failure says why)."""
+        failed = failure(record, why, reason, device, topic)
+        self._metrics.failed(failed.reason)
         return pvalue.TaggedOutput(FAILED, WindowedValue(failed, timestamp, (window,)))
 
 
@@ -258,18 +260,18 @@ class _GroupedPublishFn(_PublishFn):
         key = _sort_key(field)
         try:
             return sorted(pairs, key=key)
-        except TypeError:
+        except Exception:  # TypeError, or whatever a value's __lt__ raises (a numpy array's ValueError)
             pass
         values = [_order_value(pair, field) for pair in pairs]
         kind: str | None = collections.Counter(_kind(v) for v in values if v is not None).most_common(1)[0][0]
         orderable = [pair for pair, value in zip(pairs, values) if value is None or _kind(value) == kind]
         try:
             orderable.sort(key=key)
-        except TypeError:  # values of one kind with no order among them (dicts, say): none can be ordered
+        except Exception:  # values of one kind with no order among them (dicts, say): none can be ordered
             kind = None
             orderable = [pair for pair, value in zip(pairs, values) if value is None]
         kept = {id(pair) for pair in orderable}
-        failed = [self._failed(pair[0], device, topic, Reason.UNORDERABLE, _unorderable(field, value, kind),
+        failed = [self._failed(pair[0], _unorderable(field, value, kind), Reason.UNORDERABLE, device, topic,
                                window, timestamp)
                   for pair, value in zip(pairs, values) if id(pair) not in kept]
         return failed + orderable
@@ -346,17 +348,13 @@ class _BufferedPublishFn(_PublishFn):
         ((product_key, device_name), topic), record = element
         device = Device(product_key, device_name)
         encoder = self._encoder
-        try:
-            fragment = encoder.encode(record)
-        except EncodeError as error:
-            yield self._failed(record, device, topic, Reason.UNENCODABLE, str(error), window, timestamp)
-            return
         # A CombiningValueState reads as its combined value, which Beam types as the Iterable of a bag's.
         held, held_bytes = cast(int, count.read()), cast(int, size.read())
         try:  # the packer's own rules, so batch and streaming pack and refuse records alike
+            fragment = encoder.encode(record)
             closes = Packer(encoder, device, self._max_payload_bytes).would_close(held, held_bytes, fragment)
-        except RecordTooLarge as error:
-            yield self._failed(record, device, topic, Reason.TOO_LARGE, str(error), window, timestamp)
+        except Exception as error:
+            yield self._failed(record, error, Reason.UNENCODABLE, device, topic, window, timestamp)
             return
         if closes:
             yield from self._flush(device, topic, window, buffer, count, size, latest)

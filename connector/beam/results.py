@@ -1,13 +1,18 @@
 """What WriteToIoTPlatform returns: receipts for accepted messages, failed entries for records.
 
-Both are NamedTuples with deterministic coders, so they can be grouped, deduplicated, and written to
-Avro or BigQuery. Neither ever holds a secret or a token.
+Both are NamedTuples with coders of their own. A Receipt's is deterministic (receipts can be grouped and
+deduplicated); a FailedRecord's holds any record whatever it is (nothing groups on it), and cannot fail.
+Every FailedRecord the sink makes comes from `failure`. Neither ever holds a secret or a token.
 """
+import pickle
 from typing import Any, Generic, NamedTuple, Optional, TypeVar
 
 from apache_beam import coders, pvalue
 
-__all__ = ["FailedRecord", "FailedRecordCoder", "Reason", "Receipt", "ReceiptCoder", "WriteToIoTPlatformResult"]
+from .json_values import record_text
+
+__all__ = ["FailedRecord", "FailedRecordCoder", "Reason", "Receipt", "ReceiptCoder", "RecordError", "RecordText",
+           "WriteToIoTPlatformResult", "describe", "failure"]
 
 
 class Reason:
@@ -59,11 +64,92 @@ class FailedRecord(NamedTuple):
     attempts: int  # publish attempts made (0 when nothing was sent)
 
 
+class RecordError(ValueError):
+    """An error that fails one record for a reason of its own (EncodeError, RoutingError,
+    RecordTooLarge): `failure` reports its reason and its message as they are."""
+
+    reason = Reason.INVALID_RECORD
+
+
+def failure(record: Any, why: BaseException | str, reason: str, device: tuple[str, str] | None = None,
+            topic: str | None = None, *, code: int | None = None, attempts: int = 0) -> FailedRecord:
+    """The FailedRecord of a record a step could not take: every step of the sink makes its failed
+    records here, from whatever Exception it caught.
+
+    why: the exception, or the message. reason: the step's reason, for an exception that has none of
+    its own (a RecordError's own reason, device and topic win). device: (productKey, deviceName).
+    """
+    if isinstance(why, RecordError):
+        reason = why.reason
+        device = getattr(why, "device", None) or device
+        topic = getattr(why, "topic", None) or topic
+    message = describe(why) if isinstance(why, BaseException) else why
+    product_key, device_name = device if device is not None else (None, None)
+    return FailedRecord(record, _unicode(product_key), _unicode(device_name), _unicode(topic), reason, code,
+                        _unicode(message) or "", attempts)
+
+
+def describe(error: BaseException) -> str:
+    """What went wrong, in words: a RecordError's message, any other exception's type and message (which
+    may itself fail to be made)."""
+    try:
+        text = str(error)
+    except Exception:
+        text = "(its message could not be made)"
+    return text if isinstance(error, RecordError) else f"{type(error).__name__}: {text}"
+
+
+def _unicode(text: str | None) -> str | None:
+    """text as valid Unicode, which every coder and writer of text takes: a lone surrogate (text from
+    a record, in a device name or a message) escaped."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class RecordText(str):
+    """What `.failed`'s coder keeps of a record it cannot pickle (a lock in it, a memoryview): the
+    record's JSON text, as the dead letters write it (json_values.record_text)."""
+
+
+class _AnyRecordCoder(coders.Coder):
+    """A failed record, whatever it holds: pickled, or its text (a RecordText) when it cannot be.
+
+    Not deterministic: nothing groups on a failed record. Not Beam's FastPrimitivesCoder either: it
+    crashes the process (a segmentation fault) on a record nested some thousands of levels deep, where
+    pickle raises RecursionError.
+    """
+
+    def encode(self, record: Any) -> bytes:
+        try:
+            return b"P" + pickle.dumps(record, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            return b"T" + record_text(record).encode("utf-8", "surrogatepass")
+
+    def decode(self, encoded: bytes) -> Any:
+        if encoded[:1] == b"P":
+            return pickle.loads(encoded[1:])
+        return RecordText(encoded[1:].decode("utf-8", "surrogatepass"))
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+
 _Tuple = TypeVar("_Tuple", Receipt, FailedRecord)
 
 
 class _NamedTupleCoder(coders.Coder, Generic[_Tuple]):
-    """Encodes a NamedTuple field by field with a deterministic tuple coder."""
+    """Encodes a NamedTuple field by field with a tuple coder of its fields' coders."""
 
     def __init__(self, cls: type[_Tuple], field_coders: list[coders.Coder]) -> None:
         self._cls: type[_Tuple] = cls
@@ -98,8 +184,7 @@ class ReceiptCoder(_NamedTupleCoder[Receipt]):
 class FailedRecordCoder(_NamedTupleCoder[FailedRecord]):
     def __init__(self) -> None:
         text = coders.NullableCoder(coders.StrUtf8Coder())
-        record = coders.FastPrimitivesCoder().as_deterministic_coder("FailedRecord.record")
-        super().__init__(FailedRecord, [record, text, text, text, coders.StrUtf8Coder(),
+        super().__init__(FailedRecord, [_AnyRecordCoder(), text, text, text, coders.StrUtf8Coder(),
                                         coders.NullableCoder(coders.VarIntCoder()),
                                         coders.StrUtf8Coder(), coders.VarIntCoder()])
 

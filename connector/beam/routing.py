@@ -1,7 +1,8 @@
 """Which device and topic a record goes to.
 
 A router is any callable record -> (Device, topic). It raises RoutingError to send the record to
-`failed` with a reason; anything else it raises is reported as unroutable too.
+`failed` with a reason; anything else it raises is reported as unroutable too, and anything a topic
+callable or template raises as invalid_topic.
 """
 import string
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from connector.protocol.device import Device
 from connector.protocol.topics import device_owns_topic, topic_problem
 
 from .encoders import ENCODERS, Encoder
-from .results import Reason
+from .results import Reason, RecordError, describe
 
 DEFAULT_TOPIC = "/{productKey}/{deviceName}/user/update"
 _DEVICE_FIELDS = {"productKey", "deviceName"}
@@ -21,7 +22,7 @@ Topic = str | Callable[[dict[str, Any], Device], str]
 Router = Callable[[dict[str, Any]], tuple[tuple[str, str], str]]
 
 
-class RoutingError(ValueError):
+class RoutingError(RecordError):
     """A record that cannot be routed; reason is a results.Reason name."""
 
     def __init__(self, reason: str, message: str, device: Device | None = None, topic: str | None = None) -> None:
@@ -81,9 +82,9 @@ class FieldRouter:
             else:
                 topic = self.topic.format_map(dict(record, productKey=device.product_key,
                                                    deviceName=device.device_name))
-        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as error:
+        except Exception as error:  # whatever a user's callable or a value's __format__ raises
             raise RoutingError(Reason.INVALID_TOPIC, f"topic could not be made for {device}: "
-                               f"{type(error).__name__}: {error}", device) from None
+                               f"{describe(error)}", device) from None
         return checked_topic(topic, device)
 
 

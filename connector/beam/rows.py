@@ -6,7 +6,6 @@ any Python object, which no schema can type: ToRows turns it into a FailedRow, t
 (or as bytes, for the raw encoder's records). FailedRecord itself stays as it was. The pipelines' dead
 letters keep the record by the same rule (`original`).
 """
-import json
 from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
@@ -15,7 +14,8 @@ from apache_beam.pvalue import PCollection
 from apache_beam.typehints.row_type import RowTypeConstraint
 
 from .hints import not_type_hints
-from .results import FailedRecord, Receipt
+from .json_values import record_text
+from .results import FailedRecord, Receipt, RecordText
 from .write import _same
 
 
@@ -51,11 +51,15 @@ def original(record: Any) -> tuple[str | None, bytes | None]:
 
 
 def record_json(record: Any) -> str:
-    """A record as compact JSON text with sorted keys: the same text whichever runner the record went
-    through (the deterministic coder of `.failed` sorts a dict's keys where a runner encodes it). NaN and
-    Infinity as JSON's common extension, so they read back as they were; values JSON has no type for
-    (dates, decimals, bytes inside a record) as their str(), text a user can fix and replay."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    """A record as compact JSON text with sorted keys, its values as the JSON encoders write them (the
+    value mapping: timestamps as ISO-8601 UTC text, Decimals with their digits, bytes as base64...), so
+    that the text reads back to what a JSON encoder sends; the same text whichever runner the record went
+    through. Never raises: NaN and Infinity as JSON's common extension, so they read back as they were;
+    a value the mapping refuses as its str(), text a user can fix and replay (json_values.record_text).
+    A record `.failed`'s coder could not pickle is already its text (a RecordText), kept as it is."""
+    if isinstance(record, RecordText):
+        return str.__str__(record)
+    return record_text(record)
 
 
 class ToRows(beam.PTransform[PCollection[Any], PCollection[Any]]):
