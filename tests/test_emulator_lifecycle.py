@@ -34,6 +34,25 @@ def test_reset_with_a_database_keeps_ids_increasing(fresh_emulator, devices, tmp
     assert publish(running, token(running, devices[0]), own_topic(devices[0])).json()["info"]["messageId"] > before
 
 
+def test_message_ids_never_repeat_across_runs_without_a_database(fresh_emulator, devices):
+    issued = []
+    for _ in range(2):
+        running = fresh_emulator()  # a new process, no --db
+        value = token(running, devices[0])
+        issued += [publish(running, value, own_topic(devices[0])).json()["info"]["messageId"] for _ in range(3)]
+        running.close()
+    assert issued == sorted(issued) and len(set(issued)) == 6 and issued[0] > 2**53
+
+
+def test_message_ids_start_from_the_time_like_the_platforms():
+    from connector.emulator.store import first_message_id
+
+    # the recorded id 1207967842654323713 decodes to 2019-12-20T10:15:51.303Z
+    assert first_message_id(1576836951.303) == 1207967842654323713 - 99329
+    assert first_message_id(1576836951.304) - first_message_id(1576836951.303) == 2**22
+    assert first_message_id() < 2**63 - 1
+
+
 def test_sigterm_stops_cleanly(fresh_emulator):
     running = fresh_emulator()
     assert running.stop() == 0
