@@ -1,6 +1,7 @@
 """The console's server side: newest-first paging over the store, decoded payloads, its JSON views."""
 import asyncio
 
+import pytest
 import requests
 
 from connector import get_encoder
@@ -71,6 +72,26 @@ def test_payloads_decode_json_lines_alink_avro_text_and_hex():
                                                              "truncated": False}
     assert payloads.decode(b"\x00\x01\xff") == {"kind": "hex", "text": "00 01 ff", "truncated": False}
     assert payloads.decode(b"Obj\x01 but not Avro")["kind"] == "hex"  # a broken container falls back
+
+
+@pytest.mark.parametrize("payload", [
+    b"[" * 100_000,  # not JSON, nested past the parser's recursion limit
+    b"[" * 5_000 + b"]" * 5_000,  # JSON, too deep to parse
+    b'{"a": 1}\n' + b"[" * 5_000 + b"]" * 5_000 + b"\n",  # JSON lines, one too deep
+])
+def test_payloads_nested_too_deep_are_shown_as_text(payload):
+    shown = payloads.decode(payload)
+    assert shown["kind"] == "text" and shown["text"] == payload.decode()[:payloads.MAX_SHOWN_CHARS]
+
+
+def test_a_stored_payload_nested_too_deep_leaves_the_pages_working(clean_emulator, devices):
+    value = token(clean_emulator, devices[0])
+    for payload in (b"[" * 100_000, b"[" * 5_000 + b"]" * 5_000, b"[" * 500 + b"]" * 500):
+        assert publish(clean_emulator, value, own_topic(devices[0]), payload).json()["code"] == 0
+    page = _console_json(clean_emulator, "messages")
+    assert [m["kind"] for m in page["messages"]] == ["json", "text", "text"]
+    assert [len(m["payload"]) for m in clean_emulator.messages()] == [100_000, 10_000, 1_000]
+    assert _console_json(clean_emulator, "devices")["total"] >= 4
 
 
 def test_payloads_cut_long_ones_short_and_say_so():
