@@ -1,10 +1,12 @@
 """The emulator as a process: persistence across kill -9, clean stop, start-up errors, logs."""
 import json
+import os
 
 import pytest
 import requests
 
 from connector.emulator import Emulator, EmulatorError
+from connector.emulator.__main__ import make_parser
 from emulator_support import own_topic, publish, token
 
 
@@ -80,3 +82,15 @@ def test_debug_log_has_one_line_per_request_and_no_secrets(fresh_emulator, devic
     log = running.stderr()
     assert "POST /auth -> 0" in log and f"POST /topic{own_topic(devices[0])} -> 0" in log
     assert value not in log and devices[0]["deviceSecret"] not in log
+
+
+def test_the_readme_names_every_option_in_its_usage_and_table():
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("## The emulator"):readme.index("### The console")]
+    start = section.index("```sh")
+    usage = section[start:section.index("```", start + 5)]
+    options = [o for action in make_parser()._actions for o in action.option_strings if o.startswith("--")]
+    assert len(options) >= 18  # --help among them
+    for option in options[1:]:
+        assert option in usage and f"`{option}" in section, option

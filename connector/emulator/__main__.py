@@ -28,7 +28,7 @@ from .tls import ensure_certificates, server_context
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
-def parse_args(argv=None):
+def make_parser():
     parser = argparse.ArgumentParser(prog="python -m connector.emulator", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", required=True, help="JSON list of {productKey, deviceName, deviceSecret}, "
@@ -58,6 +58,11 @@ def parse_args(argv=None):
                         help="seconds a request's body may take once its headers are in; slower is answered "
                         "408 (default %(default)s)")
     parser.add_argument("--log-level", default="WARNING", help="DEBUG logs one line per request")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = make_parser()
     args = parser.parse_args(argv)
     if bool(args.cert) != bool(args.key) or (args.cert and not args.ca_file):
         parser.error("--cert, --key and --ca-file go together")
