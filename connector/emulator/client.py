@@ -36,6 +36,9 @@ class EmulatorError(RuntimeError):
 class Emulator:
     """A running emulator; use as a context manager.
 
+    It reads the run's admin token from the emulator's start-up line (admin_token) and sends it with
+    every admin request, as changes need it; console is the page's address, token included.
+
     Args:
         devices: a list of {productKey, deviceName, deviceSecret} dicts, or the path of a devices file.
         token_ttl: seconds a token stays valid (the platform's 7 days by default).
