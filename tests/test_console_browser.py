@@ -1,8 +1,14 @@
 """The console in a real headless Chromium: messages appear decoded with exact ids, a fault set on the
-page fails the next publishes, and every section loads without a console error. Screenshots are saved
-for review in $IOT_CONSOLE_SCREENSHOTS (default: a new temporary directory, printed)."""
+page fails the next publishes, traffic shows what happened before the page was opened, every section
+loads without a console error, and a page of another origin cannot change the emulator. Screenshots
+are saved for review in $IOT_CONSOLE_SCREENSHOTS (default: a new temporary directory, printed)."""
+import contextlib
+import http.server
+import json
 import os
 import re
+import threading
+import time
 
 import pytest
 
@@ -10,6 +16,7 @@ from browser_support import chromium, console_errors, require_browser, screensho
 from connector.client.errors import IoTPlatformError
 from connector.client.http import IoTPlatformClient
 from connector.emulator import Emulator, make_devices
+from connector.emulator.tls import server_context
 from connector.protocol.device import Device
 
 SECTIONS = ("messages", "devices", "traffic", "control")
@@ -208,3 +215,143 @@ def test_every_section_loads_without_console_errors(page, console_emulator, clie
     cells = [cell.text for cell in _css(page, "#device-rows td")]
     assert cells[:5] == [device.product_key, device.device_name, "yes", "5", "40"]
     assert console_errors(page) == []
+
+
+def test_traffic_opened_late_shows_what_happened_before(page, console_emulator, client, screenshots):
+    page.get("about:blank")  # no console page is open while the requests are made
+    device, secret = _device(console_emulator, 5)
+    token = client.authenticate(device, secret)
+    for _ in range(20):
+        client.publish(token, f"/{device.product_key}/{device.device_name}/user/update", b"x")
+    with pytest.raises(IoTPlatformError):
+        client.publish(token, "/pkConsole01/someone_else/user/update", b"x")
+    time.sleep(2.5)  # the emulator samples its counters every second
+    _open(page, console_emulator, "traffic")
+    _wait(page, lambda d: len(_css(d, "#charts figure")) == 4)
+    # 21 requests within a second or two, all before the page was opened
+    assert _peak(page, "/topic by outcome") >= 2 and _peak(page, "Errors (every outcome but 0)") > 0
+    assert "30001" in _css(page, 'figure[data-chart="/topic by outcome"] .legend')[0].text
+    page.save_screenshot(os.path.join(screenshots, "traffic-opened-late.png"))
+    assert console_errors(page) == []
+
+
+def test_the_console_without_its_token_reads_but_changes_nothing(page, console_emulator, client):
+    device, secret = _device(console_emulator, 6)
+    topic = f"/{device.product_key}/{device.device_name}/user/update"
+    sent = client.publish(client.authenticate(device, secret), topic, b"seen")
+    page.get(console_emulator.endpoint + "/_emulator/ui")
+    page.execute_script("sessionStorage.clear()")
+    page.get(console_emulator.endpoint + "/_emulator/ui#messages")  # the address without ?token=
+    page.refresh()
+    _wait(page, lambda d: _css(d, f'li[data-message-id="{sent}"]'))
+    _open_section(page, "control")
+    errors = _wait(page, lambda d: (_css(d, "#faults input[name=error_rate]") or [None])[0])
+    errors.send_keys("30001=1")
+    _css(page, "#faults button")[0].click()
+    _wait(page, lambda d: "admin token" in _css(d, "#faults .result")[0].text)
+    assert console_emulator.faults()["error_rate"] == {}
+    # the address the emulator prints brings the token, and the page works again
+    page.get(console_emulator.console)
+    _wait(page, lambda d: "?token=" not in d.current_url)  # taken out of the address bar, kept for the tab
+    _open_section(page, "control")
+    errors = _wait(page, lambda d: (_css(d, "#faults input[name=error_rate]") or [None])[0])
+    errors.send_keys("30001=1")
+    _css(page, "#faults button")[0].click()
+    _wait(page, lambda d: _css(d, "#faults .result")[0].text == "Faults applied.")
+    assert console_emulator.faults()["error_rate"] == {"30001": 1.0}
+
+
+def _open_section(driver, section):
+    _css(driver, f'nav a[href="#{section}"]')[0].click()
+    _wait(driver, lambda d: _css(d, f"#{section}")[0].is_displayed())
+
+
+def _hostile_page(endpoint):
+    """A page of another origin that tries what needs no CORS preflight: text/plain fetches and a form
+    post to the admin API, and one JSON fetch, which needs a preflight the emulator never grants."""
+    evil_device = '[{"productKey":"evil","deviceName":"x","deviceSecret":"y","pad":"'
+    return f"""<!doctype html><html><head><title>loading</title></head><body>
+<form id="post" method="POST" action="{endpoint}/_emulator/devices" enctype="text/plain" target="sink">
+<input name='{evil_device}' value='"}}]'></form>
+<iframe name="sink"></iframe>
+<script>
+(async () => {{
+  const tried = {{}};
+  const attempts = [["/_emulator/reset", "x"], ["/_emulator/faults", '{{"drop_rate": 1}}'],
+                    ["/_emulator/tokens/expire", "{{}}"], ["/_emulator/devices", '{evil_device}"}}]']];
+  for (const [path, body] of attempts) {{
+    try {{
+      await fetch("{endpoint}" + path, {{ method: "POST", mode: "no-cors", body,
+                                          headers: {{ "Content-Type": "text/plain" }} }});
+      tried[path] = "sent";
+    }} catch (error) {{ tried[path] = String(error); }}
+  }}
+  try {{
+    await fetch("{endpoint}/_emulator/limits", {{ method: "POST", body: '{{"device_qps": 1}}',
+                                                   headers: {{ "Content-Type": "application/json" }} }});
+    tried.json = "sent";
+  }} catch (error) {{ tried.json = "refused by the browser"; }}
+  document.getElementById("post").submit();
+  setTimeout(() => {{ document.title = "done " + JSON.stringify(tried); }}, 1000);
+}})();
+</script></body></html>"""
+
+
+@contextlib.contextmanager
+def _another_origin(html, emulator, scheme):
+    """A server of its own on 127.0.0.1 (another port: another origin) serving one page."""
+    body = html.encode()
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    if scheme == "https":  # the emulator's own certificate: the browser trusts its key, so only the origin differs
+        certs = os.path.dirname(emulator.ca_file)
+        context = server_context(os.path.join(certs, "server.pem"), os.path.join(certs, "server-key.pem"))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _admin_state(emulator):
+    counters = emulator.counters()
+    return {"messages": emulator.messages(), "devices": emulator._admin("GET", "/devices"),
+            "faults": emulator.faults(), "limits": emulator.limits(), "products": emulator.products(),
+            "topic": counters["requests"].get("topic")}
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])  # https://127.0.0.1:OTHER is even the same site
+def test_a_page_of_another_origin_cannot_change_the_emulator(page, console_emulator, client, scheme):
+    device, secret = _device(console_emulator, 7)
+    token = client.authenticate(device, secret)
+    client.publish(token, f"/{device.product_key}/{device.device_name}/user/update", b"kept")
+    before = _admin_state(console_emulator)
+    refused_before = console_emulator.counters()["requests"]["admin"].get("403", 0)
+    with _another_origin(_hostile_page(console_emulator.endpoint), console_emulator, scheme) as address:
+        page.get(address)
+        _wait(page, lambda d: d.title.startswith("done "))
+        tried = json.loads(page.title[len("done "):])
+        # the simple requests did reach the emulator (they are what the browser lets through) ...
+        assert {tried[path] for path in ("/_emulator/reset", "/_emulator/faults", "/_emulator/devices")} == {"sent"}
+        assert tried["json"] == "refused by the browser"  # ... the JSON one never left the preflight
+        deadline = time.monotonic() + WAIT_SECONDS
+        while console_emulator.counters()["requests"]["admin"].get("403", 0) < refused_before + 5:
+            assert time.monotonic() < deadline, console_emulator.counters()["requests"]["admin"]
+            time.sleep(0.1)
+    # ... and were refused: four fetches and the form post, and nothing changed
+    assert _admin_state(console_emulator) == before
+    assert client.publish(token, f"/{device.product_key}/{device.device_name}/user/update", b"still") > 2**53

@@ -1,6 +1,9 @@
 """The console's server side: newest-first paging over the store, decoded payloads, its JSON views."""
 import asyncio
+import collections
+import time
 
+import pytest
 import requests
 
 from connector import get_encoder
@@ -73,6 +76,26 @@ def test_payloads_decode_json_lines_alink_avro_text_and_hex():
     assert payloads.decode(b"Obj\x01 but not Avro")["kind"] == "hex"  # a broken container falls back
 
 
+@pytest.mark.parametrize("payload", [
+    b"[" * 100_000,  # not JSON, nested past the parser's recursion limit
+    b"[" * 5_000 + b"]" * 5_000,  # JSON, too deep to parse
+    b'{"a": 1}\n' + b"[" * 5_000 + b"]" * 5_000 + b"\n",  # JSON lines, one too deep
+])
+def test_payloads_nested_too_deep_are_shown_as_text(payload):
+    shown = payloads.decode(payload)
+    assert shown["kind"] == "text" and shown["text"] == payload.decode()[:payloads.MAX_SHOWN_CHARS]
+
+
+def test_a_stored_payload_nested_too_deep_leaves_the_pages_working(clean_emulator, devices):
+    value = token(clean_emulator, devices[0])
+    for payload in (b"[" * 100_000, b"[" * 5_000 + b"]" * 5_000, b"[" * 500 + b"]" * 500):
+        assert publish(clean_emulator, value, own_topic(devices[0]), payload).json()["code"] == 0
+    page = _console_json(clean_emulator, "messages")
+    assert [m["kind"] for m in page["messages"]] == ["json", "text", "text"]
+    assert [len(m["payload"]) for m in clean_emulator.messages()] == [100_000, 10_000, 1_000]
+    assert _console_json(clean_emulator, "devices")["total"] >= 4
+
+
 def test_payloads_cut_long_ones_short_and_say_so():
     decoded = payloads.decode(bytes(100_000))
     assert decoded["kind"] == "hex" and decoded["truncated"]
@@ -119,11 +142,54 @@ def test_console_files_are_served_with_a_strict_policy_and_nothing_else(emulator
     page = requests.get(emulator.console, verify=emulator.ca_file, timeout=30)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
-    script = requests.get(emulator.console + "/app.js", verify=emulator.ca_file, timeout=30)
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["Referrer-Policy"] == "no-referrer"  # the address holds the admin token
+    ui = emulator.endpoint + "/_emulator/ui"
+    script = requests.get(ui + "/app.js", verify=emulator.ca_file, timeout=30)
     assert script.headers["Content-Type"].startswith("text/javascript")
     for name in ("missing.js", "..%2Fadmin.py", "%2E%2E%2Fconsole.py"):
-        assert requests.get(f"{emulator.console}/{name}", verify=emulator.ca_file, timeout=30).status_code == 404
+        assert requests.get(f"{ui}/{name}", verify=emulator.ca_file, timeout=30).status_code == 404
 
 
-def test_the_console_address_is_announced_beside_the_endpoint(emulator):
-    assert emulator.console == emulator.endpoint + "/_emulator/ui"  # read from the start-up line
+def test_the_console_address_with_the_admin_token_is_announced_beside_the_endpoint(emulator):
+    # read from the start-up line: the page learns the run's admin token from its address
+    assert emulator.console == f"{emulator.endpoint}/_emulator/ui?token={emulator.admin_token}"
+    assert len(emulator.admin_token) >= 32
+
+
+def test_traffic_history_keeps_two_minutes_of_per_second_samples():
+    from connector.emulator.traffic import TrafficHistory
+
+    now = [1000.0]
+    counts = collections.Counter({("admin", "200"): 7})
+    history = TrafficHistory(counts, clock=lambda: now[0])
+    for second in range(200):
+        counts["topic", "0"] += second % 3
+        counts["admin", "200"] += 1
+        history.sample()
+        now[0] += 1
+    shown = history.as_json()
+    assert shown["seconds"] == 120 and len(shown["samples"]) == 121  # 121 samples: 120 one-second rates
+    assert shown["samples"][0]["at"] == 1_079_000 and shown["samples"][-1]["at"] == 1_199_000
+    assert shown["samples"][-1]["requests"] == {"topic": {"0": sum(s % 3 for s in range(200))}}  # no admin
+    counts.clear()
+    history.clear()  # as a reset does: one sample of nothing, from which the next requests rise
+    assert history.as_json()["samples"] == [{"at": 1_200_000, "requests": {}}]
+
+
+def test_the_emulator_samples_its_traffic_while_no_page_is_open(fresh_emulator, devices):
+    running = fresh_emulator()
+    value = token(running, devices[0])
+    for _ in range(5):
+        publish(running, value, own_topic(devices[0]))
+    publish(running, None, own_topic(devices[0]))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        samples = running._admin("GET", "/traffic")["samples"]
+        if samples and samples[-1]["requests"].get("topic") == {"0": 5, "20002": 1}:
+            break
+        time.sleep(0.2)
+    assert samples[-1]["requests"] == {"auth": {"0": 1}, "topic": {"0": 5, "20002": 1}}
+    assert samples[0]["at"] < samples[-1]["at"] <= time.time() * 1000
+    running.reset()  # counts start again from nothing, and so does their history
+    assert all(sample["requests"] == {} for sample in running._admin("GET", "/traffic")["samples"])

@@ -91,6 +91,24 @@ def test_the_admin_api_declares_and_replaces_categories(fresh_emulator, fleet):
     with pytest.raises(EmulatorError, match="400.*operation"):
         emulator.add_products([{"productKey": LEGACY,
                                 "topicCategories": [{"topic": "/${productKey}/${deviceName}/x"}]}])
+    emulator.reset(products=True)  # asked for: the categories declared since start are forgotten
+    assert emulator.products() == []
+    assert _code(emulator, device, own_topic(device, "data")) == codes.PUBLISH_MESSAGE_ERROR
+
+
+def test_reset_with_products_goes_back_to_the_devices_files_categories(fleet, tmp_path):
+    devices_file = tmp_path / "devices.json"
+    declared = [{"productKey": LEGACY, "topicCategories": CATEGORIES[:1]}]
+    devices_file.write_text(json.dumps({"devices": fleet, "products": declared}))
+    with Emulator(str(devices_file)) as emulator:
+        at_start = emulator.products()
+        emulator.add_products([{"productKey": "a1Lenient01", "topicCategories": CATEGORIES[:1]},
+                               {"productKey": LEGACY, "topicCategories": []}])
+        assert _code(emulator, fleet[0], own_topic(fleet[0], "data")) == codes.PUBLISH_MESSAGE_ERROR
+        emulator.reset(products=True)
+        assert emulator.products() == at_start
+        assert _code(emulator, fleet[0], own_topic(fleet[0], "data")) == 0
+        assert _code(emulator, fleet[2], own_topic(fleet[2], "user/anything")) == 0
 
 
 @pytest.mark.parametrize("category, problem", [

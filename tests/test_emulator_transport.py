@@ -1,13 +1,16 @@
 """The wire as the platform's legacy C SDK sees it: TLS suites, no SNI, header case, raw requests."""
+import datetime
+import ipaddress
 import json
 import socket
 import ssl
 
 import pytest
+from cryptography import x509
 
 from connector.emulator.tls import LEGACY_CIPHERS
 from connector.protocol.signing import sign
-from emulator_support import read_reply, tls_socket
+from emulator_support import mbedtls_accepts_name, read_reply, served_certificate, tls_socket
 
 
 @pytest.mark.parametrize("cipher", LEGACY_CIPHERS)
@@ -26,6 +29,55 @@ def test_no_sni_handshake_verifies_and_certificate_names_localhost(emulator):
         assert sock.cipher()[0] == "AES128-SHA"
         names = sock.getpeercert()["subjectAltName"]
     assert ("DNS", "localhost") in names and ("IP Address", "127.0.0.1") in names
+
+
+def test_the_legacy_sdks_mbedtls_accepts_the_printed_address_and_localhost(emulator):
+    certificate = served_certificate(emulator)
+    host = emulator.endpoint.split("//", 1)[1].rsplit(":", 1)[0]
+    assert host == "127.0.0.1"
+    assert mbedtls_accepts_name(certificate, host) and mbedtls_accepts_name(certificate, "LOCALHOST")
+    assert not mbedtls_accepts_name(certificate, "127.0.0.2") and not mbedtls_accepts_name(certificate, "example.com")
+    with tls_socket(emulator, server_hostname="127.0.0.1") as sock:  # and OpenSSL still matches the IP address
+        assert ("IP Address", "127.0.0.1") in sock.getpeercert()["subjectAltName"]
+
+
+def test_the_name_matcher_reads_certificates_as_mbedtls_does(tmp_path):
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from connector.emulator.tls import ensure_certificates
+
+    def certificate(cn, *san):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, cn)])
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(datetime.datetime(2020, 1, 1))
+                   .not_valid_after(datetime.datetime(2030, 1, 1)))
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
+        return builder.sign(key, hashes.SHA256())
+
+    ip_only = certificate("localhost", x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    assert not mbedtls_accepts_name(ip_only, "127.0.0.1")  # what the emulator served before: refused
+    assert not mbedtls_accepts_name(ip_only, "localhost.evil") and mbedtls_accepts_name(ip_only, "localhost")
+    assert mbedtls_accepts_name(certificate("127.0.0.1"), "127.0.0.1")  # no SAN: the CN
+    assert not mbedtls_accepts_name(certificate("127.0.0.1", x509.DNSName("localhost")), "127.0.0.1")  # SAN wins
+    assert mbedtls_accepts_name(certificate("x", x509.DNSName("*.example.com")), "a.example.com")
+    assert not mbedtls_accepts_name(certificate("x", x509.DNSName("*.example.com")), "a.b.example.com")
+    ensure_certificates(str(tmp_path))  # the emulator's own, as --cert-dir keeps them
+    with open(tmp_path / "server.pem", "rb") as f:
+        assert mbedtls_accepts_name(x509.load_pem_x509_certificate(f.read()), "127.0.0.1")
+
+
+def test_a_kept_certificate_that_does_not_name_the_host_is_reported(tmp_path, caplog):
+    from connector.emulator.tls import ensure_certificates
+
+    first = ensure_certificates(str(tmp_path), hosts=("localhost", "127.0.0.1"))
+    with caplog.at_level("WARNING", logger="connector.emulator"):
+        assert ensure_certificates(str(tmp_path), hosts=("localhost", "127.0.0.1")) == first  # kept, silently
+        assert not caplog.records
+        assert ensure_certificates(str(tmp_path), hosts=("localhost", "devbox.lan")) == first  # kept, and said
+    assert "DNS:devbox.lan" in caplog.text and "empty --cert-dir" in caplog.text
 
 
 def test_untrusted_clients_are_refused_by_verification(emulator):

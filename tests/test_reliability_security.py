@@ -9,6 +9,7 @@ import psutil
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
+from connector.emulator.access import TOKEN_HEADER, AdminAccess
 from connector.emulator.admin import PREFIX, is_loopback
 from connector.emulator.server import make_app
 from connector.emulator.state import EmulatorState
@@ -63,15 +64,17 @@ def test_the_admin_api_is_loopback_only_by_default(emulator):
     state = EmulatorState([])
     app = make_app(state)
 
-    def status_for(peer, app=app):
-        request = make_mocked_request("GET", PREFIX + "/counters", app=app)
+    def status_for(peer, app=app, headers=None):
+        request = make_mocked_request("GET", PREFIX + "/counters", app=app, headers=headers)
         request._transport_peername = (peer, 40000)
         match = asyncio.run(app.router.resolve(request))
         return asyncio.run(match.handler(request)).status
 
     assert status_for("127.0.0.1") == 200 and status_for("::1") == 200
     assert status_for("192.0.2.10") == 403 and status_for("::ffff:198.51.100.7") == 403
-    assert status_for("192.0.2.10", app=make_app(state, admin_anywhere=True)) == 200
+    anywhere = make_app(state, AdminAccess("run-token", anywhere=True))
+    assert status_for("192.0.2.10", app=anywhere, headers={TOKEN_HEADER: "run-token"}) == 200
+    assert status_for("192.0.2.10", app=anywhere) == 403  # anywhere, even reads need the token
 
 
 @pytest.mark.parametrize("offset_seconds, refused", [(1200, True), (-1200, True), (600, False)])

@@ -20,11 +20,13 @@ import requests
 
 from connector.protocol.device import Device
 
+from .access import TOKEN_HEADER
 from .admin import MAX_PAGE, PREFIX
 
 __all__ = ["Emulator", "EmulatorError"]
 
 _PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_DEVICES_PER_REQUEST = 10_000  # well under the admin API's bound on a body
 
 
 class EmulatorError(RuntimeError):
@@ -33,6 +35,9 @@ class EmulatorError(RuntimeError):
 
 class Emulator:
     """A running emulator; use as a context manager.
+
+    It reads the run's admin token from the emulator's start-up line (admin_token) and sends it with
+    every admin request, as changes need it; console is the page's address, token included.
 
     Args:
         devices: a list of {productKey, deviceName, deviceSecret} dicts, or the path of a devices file.
@@ -80,7 +85,8 @@ class Emulator:
         self._session: requests.Session | None = None
         self.endpoint: str | None = None  # "https://127.0.0.1:port" once started
         self.ca_file: str | None = None  # the CA bundle that trusts it, once started
-        self.console: str | None = None  # the console's address, for a browser, once started
+        self.console: str | None = None  # the console's address with the admin token, for a browser, once started
+        self.admin_token: str | None = None  # this run's admin token (X-Emulator-Token), once started
 
     def __repr__(self) -> str:
         return f"Emulator({self.endpoint or 'not started'})"
@@ -106,7 +112,7 @@ class Emulator:
         """Start the subprocess and wait until it accepts connections.
 
         Returns:
-            This emulator, its endpoint, ca_file and console set.
+            This emulator, its endpoint, ca_file, console and admin_token set.
 
         Raises:
             EmulatorError: it did not start; the message holds what it wrote to stderr.
@@ -116,10 +122,11 @@ class Emulator:
         self._process = subprocess.Popen(self._command(), stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         announcement = json.loads(self._read_announcement())
         self.endpoint, self.ca_file = announcement["endpoint"], announcement["ca_file"]
-        self.console = announcement["console"]  # the console's address, for a browser
+        self.console, self.admin_token = announcement["console"], announcement["admin_token"]
         self.port = int(self.endpoint.rsplit(":", 1)[1])
         self._session = requests.Session()
         self._session.trust_env = False  # a local admin API: no proxy from the environment, only ca_file
+        self._session.headers[TOKEN_HEADER] = self.admin_token
         return self
 
     def _read_announcement(self) -> bytes:
@@ -190,6 +197,8 @@ class Emulator:
     def _admin(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None) -> Any:
         if self._session is None:
             raise EmulatorError("the emulator is not running: start() it first")
+        if method == "POST" and body is None:
+            body = {}  # every change is sent as JSON
         response = self._session.request(method, f"{self.endpoint}{PREFIX}{path}", json=body, params=params,
                                          verify=self.ca_file, timeout=60)
         if response.status_code != 200:
@@ -231,10 +240,14 @@ class Emulator:
         return self._admin("GET", "/counters")
 
     def add_devices(self, devices: list[dict[str, str]]) -> Any:
-        """Register more {productKey, deviceName, deviceSecret} devices."""
-        reply = self._admin("POST", "/devices", list(devices))
-        self.devices.extend(devices)
-        return reply
+        """Register more {productKey, deviceName, deviceSecret} devices (10,000 a request)."""
+        devices, added, reply = list(devices), 0, {}
+        for start in range(0, max(len(devices), 1), _DEVICES_PER_REQUEST):
+            chunk = devices[start:start + _DEVICES_PER_REQUEST]
+            reply = self._admin("POST", "/devices", chunk)
+            added += reply["added"]
+            self.devices.extend(chunk)
+        return {**reply, "added": added}
 
     def products(self) -> list[dict[str, Any]]:
         """The declared products, each with the custom topics its devices may publish to."""
@@ -269,6 +282,7 @@ class Emulator:
         """Change device_qps, account_qps or token_ttl (seconds) at once."""
         return self._admin("POST", "/limits", limits)
 
-    def reset(self) -> Any:
-        """No messages, no counts, no faults, limits as at start (devices and tokens stay)."""
-        return self._admin("POST", "/reset")
+    def reset(self, products: bool = False) -> Any:
+        """No messages, no counts or traffic history, no faults, limits as at start (devices and tokens
+        stay); with products=True also the products' topic categories as at start."""
+        return self._admin("POST", "/reset", {"products": True} if products else {})

@@ -3,7 +3,8 @@
 Static files (HTML, CSS, JavaScript modules) come from the package's console/ directory; nothing is
 built or fetched. The page reads and changes the emulator through the admin API, plus the two JSON
 views here that page over devices and messages on the server so they stay fast with 10,000 devices
-and a million messages. Like the admin API it answers loopback clients only.
+and a million messages. Like the admin API it answers loopback clients only (unless --admin-anywhere);
+the page learns the run's admin token from the address the emulator prints (?token=...).
 """
 import mimetypes
 import os
@@ -19,8 +20,11 @@ UI_PATH = admin.PREFIX + "/ui"
 MAX_PAGE = 500
 # Scripts, styles and images from the emulator only: a payload that slipped into the page unescaped
 # still could not run anything.
-_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+# No page may frame it, and the address it was opened with (it holds the token) is never sent on.
+_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; "
+                                       "form-action 'none'; base-uri 'none'",
+            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY"}
 
 
 def _static_files():
@@ -74,11 +78,11 @@ async def messages(state, request):
             "next": None if following is None else str(following), "stored": len(state.store)}
 
 
-def add_routes(app, state, allow_remote=False):
+def add_routes(app, state, access):
     files = _static_files()
 
     async def static(request):
-        if not allow_remote and not admin.is_loopback(request.remote):
+        if not access.may_serve_page(request):
             return web.Response(status=403, text="the console answers loopback clients only")
         found = files.get(request.match_info.get("name") or "index.html")
         if found is None:
@@ -88,5 +92,5 @@ def add_routes(app, state, allow_remote=False):
 
     app.router.add_get(UI_PATH, static)
     app.router.add_get(UI_PATH + "/{name}", static)
-    app.router.add_get(admin.PREFIX + "/console/devices", admin.guarded(state, allow_remote, devices))
-    app.router.add_get(admin.PREFIX + "/console/messages", admin.guarded(state, allow_remote, messages))
+    app.router.add_get(admin.PREFIX + "/console/devices", admin.guarded(state, access, devices))
+    app.router.add_get(admin.PREFIX + "/console/messages", admin.guarded(state, access, messages))

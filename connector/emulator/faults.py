@@ -14,6 +14,7 @@ from connector.protocol.codes import AUTH_CODES, TOPIC_CODES
 _CODES = {"auth": AUTH_CODES, "topic": TOPIC_CODES}
 _KNOBS = ("error_rate", "http_status_rate", "drop_rate", "drop_after_store_rate", "latency_ms",
           "latency_spike", "seed")
+MAX_LATENCY_MS = 600_000  # ten minutes: longer than any client waits, short of stalling the emulator for good
 
 
 def _probability(value, name):
@@ -23,9 +24,15 @@ def _probability(value, name):
 
 
 def _milliseconds(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative number of milliseconds")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_LATENCY_MS:
+        raise ValueError(f"{name} must be a number of milliseconds from 0 to {MAX_LATENCY_MS}")
     return float(value)
+
+
+def _seed(value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError("seed must be an integer or null")
+    return value
 
 
 def _rates(spec, name, valid):
@@ -33,7 +40,7 @@ def _rates(spec, name, valid):
         raise ValueError(f"{name} must be an object of code -> probability")
     rates = {}
     for key, value in spec.items():
-        if not str(key).isdigit() or int(key) not in valid:
+        if not (str(key).isascii() and str(key).isdecimal() and len(str(key)) < 6) or int(key) not in valid:
             raise ValueError(f"{name}: {key!r} is not one of {sorted(valid)}")
         rates[int(key)] = _probability(value, f"{name}[{key}]")
     if sum(rates.values()) > 1:
@@ -50,26 +57,29 @@ class Faults:
         self.configure(self._initial)
 
     def configure(self, spec):
-        """Replace the whole configuration; knobs left out are off. Raises ValueError on bad input."""
+        """Replace the whole configuration; knobs left out are off. Raises ValueError on bad input,
+        leaving the configuration as it was."""
         unknown = set(spec) - set(_KNOBS)
         if unknown:
             raise ValueError(f"unknown fault knobs {sorted(unknown)}; known: {list(_KNOBS)}")
         spike = spec.get("latency_spike") or {}
         if not isinstance(spike, dict) or set(spike) - {"rate", "ms"}:
             raise ValueError("latency_spike must be {\"rate\": p, \"ms\": n}")
-        self._errors = _rates(spec.get("error_rate", {}), "error_rate", AUTH_CODES | TOPIC_CODES)
-        self._errors_on = {endpoint: {code: p for code, p in self._errors.items() if code in eligible}
+        errors = _rates(spec.get("error_rate", {}), "error_rate", AUTH_CODES | TOPIC_CODES)
+        statuses = _rates(spec.get("http_status_rate", {}), "http_status_rate", range(400, 600))
+        drop = _probability(spec.get("drop_rate", 0), "drop_rate")
+        drop_after_store = _probability(spec.get("drop_after_store_rate", 0), "drop_after_store_rate")
+        latency_ms = _milliseconds(spec.get("latency_ms", 0), "latency_ms")
+        spike_rate_ms = (_probability(spike.get("rate", 0), "latency_spike.rate"),
+                         _milliseconds(spike.get("ms", 0), "latency_spike.ms"))
+        seed = _seed(spec.get("seed"))
+        self._errors = errors
+        self._errors_on = {endpoint: {code: p for code, p in errors.items() if code in eligible}
                            for endpoint, eligible in _CODES.items()}
-        self._statuses = _rates(spec.get("http_status_rate", {}), "http_status_rate", range(400, 600))
-        self._drop = _probability(spec.get("drop_rate", 0), "drop_rate")
-        self._drop_after_store = _probability(spec.get("drop_after_store_rate", 0), "drop_after_store_rate")
-        self.latency_ms = _milliseconds(spec.get("latency_ms", 0), "latency_ms")
-        self._spike = (_probability(spike.get("rate", 0), "latency_spike.rate"),
-                       _milliseconds(spike.get("ms", 0), "latency_spike.ms"))
-        self._seed = spec.get("seed")
-        self._random = random.Random(self._seed)
-        self.active = bool(self._errors or self._statuses or self._drop or self._drop_after_store
-                           or self._spike[0])
+        self._statuses, self._drop, self._drop_after_store = statuses, drop, drop_after_store
+        self.latency_ms, self._spike, self._seed = latency_ms, spike_rate_ms, seed
+        self._random = random.Random(seed)
+        self.active = bool(errors or statuses or drop or drop_after_store or spike_rate_ms[0])
 
     def reset(self):
         """Back to the configuration given at start, with nothing counted."""

@@ -2,6 +2,7 @@
 
 JSON (an Alink envelope is JSON too) and JSON lines are pretty-printed, an Avro object container file
 (it carries its schema) is shown as its records in JSON, other UTF-8 text as it is, anything else in hex.
+Any payload can be shown: JSON nested deeper than Python's recursion limit is shown as text.
 """
 import io
 import json
@@ -20,25 +21,32 @@ def _json(text):
     """("alink" or "json", pretty text) for one JSON document, or None."""
     try:
         value = json.loads(text)
-    except ValueError:
+        shown = _pretty(value)
+    except (ValueError, RecursionError):  # RecursionError: parsing or printing nesting too deep
         return None
     is_alink = isinstance(value, dict) and "method" in value and "params" in value
-    return ("alink" if is_alink else "json"), _pretty(value)
+    return ("alink" if is_alink else "json"), shown
 
 
 def _json_lines(text):
     lines = [line for line in text.splitlines() if line.strip()]
     try:
         return "jsonl", "\n".join(_pretty(json.loads(line)) for line in lines)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
 def _avro(payload):
+    shown, size = [], 0
     try:
-        return "avro", "\n".join(_pretty(record) for record in fastavro.reader(io.BytesIO(payload)))
+        for record in fastavro.reader(io.BytesIO(payload)):
+            shown.append(_pretty(record))
+            size += len(shown[-1]) + 1
+            if size > MAX_SHOWN_CHARS:  # records past what is shown are not decoded
+                break
     except Exception:  # fastavro raises many kinds on a payload that only looks like a container
         return None
+    return "avro", "\n".join(shown)
 
 
 def _is_text(text):

@@ -61,7 +61,8 @@ class Products:
     """The topic categories declared per product, and the check a publish goes through."""
 
     def __init__(self, products=None):
-        self._publishable = dict(products or {})  # productKey -> frozenset of level tuples
+        self._initial = dict(products or {})  # as the devices file declared them
+        self._publishable = dict(self._initial)  # productKey -> frozenset of level tuples
 
     def __repr__(self):
         return f"Products({len(self._publishable)} with topic categories)"
@@ -69,6 +70,10 @@ class Products:
     def add(self, products):
         """Declare products' categories, replacing what a product declared before."""
         self._publishable.update(products)
+
+    def reset(self):
+        """Back to the categories declared at start: those declared since are forgotten."""
+        self._publishable = dict(self._initial)
 
     def as_list(self):
         """The declared categories with publish permission, as the admin API shows them."""

@@ -3,6 +3,10 @@
 Business errors are HTTP 200 with {"code", "message", "info"}; messages start with the official text
 from connector.protocol.codes and may add a detail after ": ". The request path stays lean: no JSON
 parsing of payloads, no logging work unless debug is on.
+
+No request answers 500: a body too large, too slow, truncated, wrongly encoded or nested too deep, an
+odd method or header, each gets the platform's code (10001 mostly) or, where HTTP itself fails (a
+malformed request line, headers past their bounds, a body slower than the request timeout), a 4xx.
 """
 import asyncio
 import json
@@ -27,6 +31,8 @@ from connector.protocol.signing import DEFAULT_SIGN_METHOD, SIGN_METHODS, signat
 from connector.protocol.topics import topic_problem
 
 from . import admin, console
+from .access import AdminAccess, media_type
+from .bodies import BodyTooLarge, read_body, reject_constant
 
 log = logging.getLogger("connector.emulator")
 
@@ -34,40 +40,20 @@ MAX_AUTH_REPLY_BYTES = 255  # the legacy C SDK reads the /auth reply into a 256-
 REQUIRED_AUTH_FIELDS = ("productKey", "deviceName", "clientId", "sign")
 OPTIONAL_TEXT_FIELDS = ("signmethod", "version")
 _PUBLISHED = b'{"code":0,"message":"success","info":{"messageId":%d}}'
+# Bounds a shared machine needs; a client past them is cut off (idle) or answered 4xx (headers, body).
+IDLE_TIMEOUT_SECONDS = 60  # a connection's TLS handshake, keep-alive pause, or wait for a request's headers
+REQUEST_TIMEOUT_SECONDS = 30  # for a request's body once its headers are in
+LINGER_SECONDS = 10  # aiohttp's default
+MAX_HEADER_LINE_BYTES = 8190  # the request line and each header line
+MAX_HEADERS = 64
 
 
 class JsonNumber(str):
     """A JSON number kept as the text the client sent: a numeric timestamp is signed as that text."""
 
 
-def _reject_constant(name):
-    raise ValueError(f"{name} is not JSON")
-
-
 def _parse_auth_body(body):
-    return json.loads(body, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=_reject_constant)
-
-
-async def _read_body(request):
-    """The request body, or None when it is larger than the platform takes (not read into memory).
-
-    With a Content-Length the body is read in one piece, sparing a copy of 128 KB payloads.
-    """
-    length = request.content_length
-    if length is None:
-        try:
-            return await request.read()  # chunked: aiohttp stops at client_max_size
-        except web.HTTPRequestEntityTooLarge:
-            return None
-    if length > MAX_PAYLOAD_BYTES:
-        return None
-    return await request.content.readexactly(length) if length else b""
-
-
-def _media_type(request):
-    """The Content-Type without parameters, lower case; None when absent (aiohttp would default it)."""
-    value = request.headers.get("Content-Type")
-    return None if value is None else value.split(";", 1)[0].strip().lower()
+    return json.loads(body, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=reject_constant)
 
 
 class Outcome(Exception):
@@ -87,8 +73,9 @@ def _json_reply(code, info, detail=None, max_bytes=None):
 
 
 class DeviceChannel:
-    def __init__(self, state):
+    def __init__(self, state, request_timeout=REQUEST_TIMEOUT_SECONDS):
         self.state = state
+        self.request_timeout = request_timeout
         self._debug = log.isEnabledFor(logging.DEBUG)
 
     async def auth(self, request):
@@ -101,9 +88,13 @@ class DeviceChannel:
         """What both endpoints share: body limit, account throttling, faults, latency, counting."""
         state, faults = self.state, self.state.faults
         try:
-            body = await _read_body(request)
+            body = await read_body(request, MAX_PAYLOAD_BYTES, self.request_timeout)
+        except BodyTooLarge:
+            body = None  # not read into memory; answered below
         except asyncio.IncompleteReadError:  # the client hung up in the middle of its body
             return self._drop(request, endpoint)
+        except TimeoutError:
+            return self._too_slow(endpoint)
         if faults.active:
             injected = self._inject(request, endpoint)
             if injected is not None:
@@ -117,6 +108,9 @@ class DeviceChannel:
                 raise Outcome(codes.PARAM_ERROR, "only POST is supported")
             if body is None:
                 raise Outcome(codes.PARAM_ERROR, f"body is larger than {MAX_PAYLOAD_BYTES} bytes")
+            encoding = request.headers.get("Content-Encoding")
+            if encoding is not None and encoding.lower() != "identity":
+                raise Outcome(codes.PARAM_ERROR, "Content-Encoding is not supported: send the body as it is")
             if not state.limiter.allow_request():
                 raise Outcome(codes.REQUEST_TOO_MANY, "account request rate exceeded")
             code, reply = 0, await handle(request, body)
@@ -145,6 +139,13 @@ class DeviceChannel:
                                 content_type="text/html")
         return None
 
+    def _too_slow(self, endpoint):
+        """HTTP 408 and the connection closed: the body took longer than the request timeout."""
+        self.state.requests[endpoint, "http_408"] += 1
+        response = web.Response(status=408, text=f"the body did not arrive within {self.request_timeout} s")
+        response.force_close()
+        return response
+
     def _drop(self, request, endpoint):
         """Close the connection without replying; aiohttp then writes nothing."""
         self.state.requests[endpoint, "dropped"] += 1
@@ -160,11 +161,11 @@ class DeviceChannel:
         return response
 
     async def _authenticate(self, request, body):
-        if _media_type(request) != AUTH_CONTENT_TYPE:
+        if media_type(request) != AUTH_CONTENT_TYPE:
             raise Outcome(codes.PARAM_ERROR, f"Content-Type must be {AUTH_CONTENT_TYPE}")
         try:
             params = _parse_auth_body(body)
-        except ValueError:  # also UnicodeDecodeError
+        except (ValueError, RecursionError):  # also UnicodeDecodeError; RecursionError: nested too deep
             raise Outcome(codes.PARAM_ERROR, "body must be a JSON object") from None
         if not isinstance(params, dict):
             raise Outcome(codes.PARAM_ERROR, "body must be a JSON object")
@@ -174,7 +175,8 @@ class DeviceChannel:
             raise Outcome(codes.PARAM_ERROR, f"signmethod must be one of {', '.join(SIGN_METHODS)}")
         device = Device(params["productKey"], params["deviceName"])
         secret = self.state.registry.secret(device)
-        if secret is None or not signature_matches(secret, params, method, params["sign"]):
+        if secret is None or not params["sign"].isascii() or not signature_matches(secret, params, method,
+                                                                                   params["sign"]):
             raise Outcome(codes.AUTH_CHECK_ERROR)
         if "timestamp" in params:
             skew_ms = (time.time() + self.state.clock_offset) * 1000 - float(params["timestamp"])
@@ -188,7 +190,7 @@ class DeviceChannel:
     async def _publish(self, request, body):
         if "?" in request.raw_path:
             raise Outcome(codes.PARAM_ERROR, "a query string is not allowed on /topic")
-        if _media_type(request) != PUBLISH_CONTENT_TYPE:
+        if media_type(request) != PUBLISH_CONTENT_TYPE:
             raise Outcome(codes.PARAM_ERROR, f"Content-Type must be {PUBLISH_CONTENT_TYPE}")
         device = self._token_owner(request.headers.get("password"))
         topic = request.path[len(TOPIC_PATH_PREFIX):]
@@ -227,9 +229,19 @@ def _check_auth_params(params):
     for name, value in params.items():
         if not isinstance(value, str):
             raise Outcome(codes.PARAM_ERROR, f"{name} must be a string or a number")
+        if not _is_text(name) or not _is_text(value):  # signed as UTF-8: a lone surrogate cannot be
+            raise Outcome(codes.PARAM_ERROR, "names and values must be Unicode text (no lone surrogates)")
     timestamp = params.get("timestamp")
     if timestamp is not None and not _is_number(timestamp):
         raise Outcome(codes.PARAM_ERROR, "timestamp must be milliseconds since the epoch")
+
+
+def _is_text(value):
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_number(text):
@@ -239,13 +251,45 @@ def _is_number(text):
         return False
 
 
-def make_app(state, admin_anywhere=False):
-    """The aiohttp application: the device channel, the admin API and the console on one listener."""
+def make_app(state, access=None, request_timeout=REQUEST_TIMEOUT_SECONDS):
+    """The aiohttp application: the device channel, the admin API and the console on one listener.
+
+    access is the admin API's AdminAccess (a new token, loopback only, by default).
+    """
+    access = access or AdminAccess()
     app = web.Application(client_max_size=MAX_PAYLOAD_BYTES)
-    channel = DeviceChannel(state)
+    channel = DeviceChannel(state, request_timeout)
     app.router.add_route("*", AUTH_PATH, channel.auth)
     app.router.add_route("*", TOPIC_PATH_PREFIX, channel.topic)
     app.router.add_route("*", TOPIC_PATH_PREFIX + "/{topic:.*}", channel.topic)
-    admin.add_routes(app, state, allow_remote=admin_anywhere)
-    console.add_routes(app, state, allow_remote=admin_anywhere)
+    admin.add_routes(app, state, access, request_timeout)
+    console.add_routes(app, state, access)
+    app.cleanup_ctx.append(_sample_traffic(state))
     return app
+
+
+def _sample_traffic(state):
+    """While the app runs, the traffic history takes a sample of the counters every second."""
+    async def sampling(app):
+        async def every_second():
+            while True:
+                state.traffic.sample()
+                await asyncio.sleep(1)
+        task = asyncio.create_task(every_second())
+        yield
+        task.cancel()
+    return sampling
+
+
+def runner_options(idle_timeout=IDLE_TIMEOUT_SECONDS, request_timeout=REQUEST_TIMEOUT_SECONDS):
+    """aiohttp's AppRunner options for the emulator: the bounds above, and bodies taken as sent.
+
+    aiohttp's keep-alive timer runs from a connection's start and from each reply until the next
+    request's headers are in, so it bounds both an idle connection and headers sent slowly. The rest
+    of a body answered unread (too large, too slow) is drained so that the client can read the reply,
+    for at most aiohttp's 10 s or the request timeout. Content-Encoding is not decoded (a malformed
+    or huge gzip body cannot hurt; it is answered 10001).
+    """
+    return {"access_log": None, "handle_signals": False, "keepalive_timeout": idle_timeout,
+            "lingering_time": min(LINGER_SECONDS, request_timeout), "max_line_size": MAX_HEADER_LINE_BYTES,
+            "max_field_size": MAX_HEADER_LINE_BYTES, "max_headers": MAX_HEADERS, "auto_decompress": False}

@@ -14,9 +14,20 @@ from typing import NamedTuple
 
 from connector.protocol.device import Device
 
-# Real messageIds are 64-bit integers above 2**53 (a recorded one: 1207967842654323713): start
-# there so clients that turn them into floats fail here as they would against the platform.
-FIRST_MESSAGE_ID = 1207967842654323713
+# Real messageIds are 64-bit integers above 2**53 that never repeat. A recorded one,
+# 1207967842654323713, reads as a snowflake id: milliseconds since 2010-11-04 shifted left by 22 bits
+# (it decodes to 2019-12-20), a sequence in the low bits. Each run starts its ids at its start time in
+# that layout, so they are above 2**53 (clients that turn them into floats fail here as against the
+# platform) and above every id an earlier run issued, with or without a database, unless this run
+# issues more than 4 million per millisecond or the clock goes back.
+SNOWFLAKE_EPOCH_MS = 1288834974657
+SEQUENCE_BITS = 22
+
+
+def first_message_id(now=None):
+    """The first messageId of a run starting now (epoch seconds)."""
+    now_ms = int((time.time() if now is None else now) * 1000)
+    return (now_ms - SNOWFLAKE_EPOCH_MS) << SEQUENCE_BITS
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -79,7 +90,7 @@ class MessageStore:
         self._all = _Sequence()
         self._by_device = {}
         self._bytes_by_device = collections.Counter()
-        self._last_id = FIRST_MESSAGE_ID - 1
+        self._last_id = first_message_id() - 1
         self._pending = []  # (Message, future) waiting for the next group commit
         self._db = None
         if db_path:

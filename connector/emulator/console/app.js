@@ -1,5 +1,5 @@
 // The console's entry: one section shown at a time, chosen by the address's #fragment.
-import { showError } from "./api.js";
+import { api, every, showError } from "./api.js";
 import * as control from "./control.js";
 import * as devices from "./devices.js";
 import * as messages from "./messages.js";
@@ -21,4 +21,8 @@ messages.start();
 devices.start();
 traffic.start();
 control.start().catch(showError);
+every(1000, null, async () => {
+  const counters = await api("/counters");
+  document.getElementById("status").textContent = `${counters.messages} messages stored`;
+});
 document.body.dataset.ready = "true";

@@ -104,10 +104,12 @@ export async function start() {
   document.getElementById("reset-no").addEventListener("click", () => { confirm.hidden = true; });
   document.getElementById("reset-yes").addEventListener("click", () => act(async () => {
     confirm.hidden = true;
-    await api("/reset", {});
+    const products = document.getElementById("reset-products").checked;
+    await api("/reset", products ? { products: true } : {});
     showFaults(faults, await api("/faults"));
     showLimits(limits, await api("/limits"));
-    return "Reset: no messages, counts or faults.";
+    await showProducts();
+    return `Reset: no messages, counts or faults${products ? "; topic categories as at start" : ""}.`;
   }));
   showFaults(faults, await api("/faults"));
   showLimits(limits, await api("/limits"));

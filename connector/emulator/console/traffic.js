@@ -1,17 +1,19 @@
-// Traffic: the admin API's request counters sampled every second, drawn as rates in hand-made SVG charts.
-import { api, showError } from "./api.js";
+// Traffic: the emulator's own history of its request counters (a sample a second, two minutes), drawn
+// as rates in hand-made SVG charts; opened late, the page still shows what happened before.
+import { api, every } from "./api.js";
 import { el, svg } from "./dom.js";
 
-const SAMPLES = 120;
 const WIDTH = 360;
 const HEIGHT = 110;
 const COLOURS = ["#1a7f37", "#cf222e", "#bf8700", "#8250df", "#0969da", "#bc4c00", "#57606a"]; // as .series0-6 in CSS
 const DEVICE_ENDPOINTS = ["auth", "topic"];
-const history = []; // [{ at: seconds, counts: Map("endpoint outcome" -> count) }]
+const section = document.getElementById("traffic");
+let history = []; // [{ at: seconds, counts: Map("endpoint outcome" -> count) }], oldest first
+let capacity = 120; // samples the emulator keeps (one a second), the charts' width
 
-function flatten(counters) {
+function flatten(requests) {
   const counts = new Map();
-  for (const [endpoint, outcomes] of Object.entries(counters.requests)) {
+  for (const [endpoint, outcomes] of Object.entries(requests)) {
     for (const [outcome, count] of Object.entries(outcomes)) counts.set(`${endpoint} ${outcome}`, count);
   }
   return counts;
@@ -23,7 +25,7 @@ function rates(pick) {
   for (let i = 1; i < history.length; i++) {
     const seconds = history[i].at - history[i - 1].at;
     const sum = (sample) => [...sample.counts].reduce((total, [key, count]) => total + (pick(key) ? count : 0), 0);
-    points.push(Math.max(0, sum(history[i]) - sum(history[i - 1])) / seconds);
+    points.push(seconds > 0 ? Math.max(0, sum(history[i]) - sum(history[i - 1])) / seconds : 0);
   }
   return points;
 }
@@ -34,7 +36,7 @@ function chart(title, series) {
   const drawing = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, width: WIDTH, height: HEIGHT, role: "img" });
   drawing.append(svg("line", { x1: 0, y1: HEIGHT - 0.5, x2: WIDTH, y2: HEIGHT - 0.5, stroke: "#d0d7de" }));
   series.forEach((line, index) => {
-    const step = WIDTH / (SAMPLES - 1);
+    const step = WIDTH / Math.max(1, capacity - 1);
     const offset = WIDTH - step * (line.points.length - 1);
     const coordinates = line.points.map((value, i) =>
       `${(offset + i * step).toFixed(1)},${(HEIGHT - 2 - (value / top) * (HEIGHT - 4)).toFixed(1)}`);
@@ -44,7 +46,8 @@ function chart(title, series) {
   const legend = el("div", { class: "legend" }, ...series.map((line, index) =>
     el("span", { class: `series${index % COLOURS.length}` },
       `${line.name}: ${(line.points.at(-1) ?? 0).toFixed(1)}/s`)));
-  return el("figure", { "data-chart": title }, el("figcaption", {}, `${title} (peak ${peak.toFixed(1)}/s)`), drawing, legend);
+  const caption = `${title}: peak ${peak.toFixed(1)}/s in the last ${Math.round(capacity / 60)} minutes`;
+  return el("figure", { "data-chart": title }, el("figcaption", {}, caption), drawing, legend);
 }
 
 function draw() {
@@ -60,19 +63,13 @@ function draw() {
   document.getElementById("charts").replaceChildren(...charts);
 }
 
-async function sample() {
-  try {
-    const counters = await api("/counters");
-    history.push({ at: performance.now() / 1000, counts: flatten(counters) });
-    if (history.length > SAMPLES) history.shift();
-    document.getElementById("status").textContent = `${counters.messages} messages stored`;
-    if (document.getElementById("traffic").classList.contains("current")) draw();
-  } catch (error) {
-    showError(error);
-  }
-  setTimeout(sample, 1000);
+async function refresh() {
+  const traffic = await api("/traffic");
+  capacity = traffic.seconds;
+  history = traffic.samples.map((sample) => ({ at: sample.at / 1000, counts: flatten(sample.requests) }));
+  draw();
 }
 
 export function start() {
-  sample();
+  every(1000, section, refresh);
 }
