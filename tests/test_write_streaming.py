@@ -4,6 +4,7 @@ end, and after the buffering delay; exact accounting throughout.
 Not on Prism 2.62: its stateful streaming runs one key in two bundles at once, and these tests' exact
 payloads failed there in 2 of 2 CI runs (a record lost of 1,500; a window's 5 records in two payloads).
 The relay runs on Flink instead (tests/test_runners.py)."""
+import itertools
 import json
 
 import apache_beam as beam
@@ -104,6 +105,30 @@ def test_streaming_flushes_after_the_buffering_delay(clock, payloads, clean_emul
               .add_elements(second).advance_watermark_to_infinity())
     run_stream(stream, clean_emulator, devices, tmp_path, max_buffering_delay=5, processing_clock=clock)
     assert payload_seqs(clean_emulator) == payloads
+
+
+_TICKS = itertools.count()
+
+
+def ticking_clock():
+    """A processing clock one second later at every reading: time passes while records come."""
+    return float(next(_TICKS))
+
+
+def test_a_record_after_the_delay_flushes_the_buffer_though_the_timer_has_not_fired(clean_emulator, devices,
+                                                                                   tmp_path):
+    """A runner may fire the delay's timer late while a key keeps getting records (Prism 2.77 did, until
+    those records stopped): the first record that comes after the delay flushes what was held before
+    it. TestStream's processing time never moves here, so the timer itself fires only as the stream
+    ends; the clock moves a second each time the sink reads it, so no buffer outlives 3 readings."""
+    values = stamped(devices[:1], 12, 1)
+    stream = test_stream.TestStream().add_elements(values).advance_watermark_to_infinity()
+    run = run_stream(stream, clean_emulator, devices, tmp_path, max_buffering_delay=2.5, processing_clock=ticking_clock)
+    result = account(records_of(values), clean_emulator.messages(), run.failed, get_encoder("jsonl"))
+    assert result.delivered == 12 and result.complete and result.duplicated == 0, result.summary()
+    payloads = payload_seqs(clean_emulator)
+    assert [seq for payload in payloads for seq in payload] == [1000 + i for i in range(12)]
+    assert len(payloads) >= 4 and all(len(payload) <= 3 for payload in payloads), payloads
 
 
 def test_without_a_delay_streaming_waits_for_the_window_end(clean_emulator, devices, tmp_path):
