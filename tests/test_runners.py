@@ -18,7 +18,7 @@ import pytest
 
 from connector.emulator import Emulator, make_devices
 from pipelines import backfill, dead_letters
-from pipelines.runners import flink_dist, flink_job_server
+from pipelines.runners import flink_dist, flink_job_server, prism
 from pipelines.runners.flink_cluster import FlinkCluster
 from pipelines.runners.tools import free_port
 from runner_support import require_flink, require_prism, run_relay, unavailable
@@ -42,6 +42,14 @@ FLINK_EMBEDDED = ["--runner=FlinkRunner", "--flink_master=[local]", "--paralleli
 # runner's, not the sink's; real sources (Kafka, Pub/Sub) keep their own watermarks.
 RELAY_PARALLELISM = "--parallelism=1"
 PRISM = ["--runner=PrismRunner"]
+
+
+def test_which_beam_releases_have_a_flink_runner_here_and_real_time_on_prism():
+    """Release numbers compare as numbers: 2.100 is after 2.62 and 2.66."""
+    assert flink_job_server.served("2.62.0") and flink_job_server.served("2.61.0")
+    assert not any(flink_job_server.served(v) for v in ("2.63.0", "2.77.0", "2.100.0", "3.0.0"))
+    assert not prism.streams_in_real_time("2.65.0") and not prism.streams_in_real_time("2.62.0")
+    assert all(prism.streams_in_real_time(v) for v in ("2.66.0", "2.77.0", "2.100.0", "3.0.0"))
 
 
 @pytest.fixture
