@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import FlinkRunnerOptions
 from apache_beam.version import __version__ as BEAM_VERSION
 
 from . import beam_jars
+from .tools import beam_release
 
 # What --flink_version defaults to in the installed Beam, and so the jar FlinkRunner looks for.
 FLINK_VERSION = FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS[-1]
@@ -24,7 +25,7 @@ NEWEST_SERVED = "2.62.0"
 def served(version=BEAM_VERSION):
     """Whether Maven Central is known to serve the Flink runner of this Beam release (`fetch flink` tries
     any release; this says which ones the tests and `fetch all` expect it for)."""
-    return _release(version) <= _release(NEWEST_SERVED)
+    return beam_release(version) <= beam_release(NEWEST_SERVED)
 
 
 def not_served():
@@ -32,9 +33,6 @@ def not_served():
     return (f"Maven Central serves no Flink runner for Beam {BEAM_VERSION} ({NEWEST_SERVED} is the newest it serves "
             f"whole); Flink is tested on Beam {NEWEST_SERVED}: pip install -e '.[flink]'")
 
-
-def _release(version):
-    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
 
 
 def jar_path(flink_version=FLINK_VERSION):

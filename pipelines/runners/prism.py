@@ -15,7 +15,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.prism_runner import PrismJobServer
 from apache_beam.version import __version__ as BEAM_VERSION
 
-from .tools import require, run
+from .tools import beam_release, require, run
 
 PACKAGE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
 # The first Beam release whose Prism keeps real processing time in streaming (earlier ones fire a
@@ -37,7 +37,7 @@ class FetchError(RuntimeError):
 def streams_in_real_time(version=BEAM_VERSION):
     """Whether the installed Beam's Prism runs streaming pipelines in real processing time: the relay
     and the sink's streaming tests are run on it then."""
-    return tuple(int(part) for part in version.split(".")[:2]) >= REAL_TIME_SINCE
+    return beam_release(version) >= REAL_TIME_SINCE
 
 
 def for_stateful_streaming(argv):
