@@ -2,15 +2,16 @@
 
 Beam 2.63-2.77 log "apitools not found, and bigquery client libraries are not available" on the root
 logger whenever apache_beam is imported without Google Cloud's extras, which these pipelines do not use.
-Beam 2.77 logs "Really destroying service at ..." as a warning when it stops the Prism job server it
-keeps for the process, at every normal exit of a run on Prism (2.62 does not). A filter on each of those
+Beam 2.77 logs "Really starting service at ..." and "Really destroying service at ..." as warnings when
+it starts and stops the Prism job server it keeps for the process, in every run on Prism (2.62 logs the
+start at INFO, which does not show, and not the stop). A filter on each of those
 loggers drops that one message; every other warning still shows.
 """
 import logging
 
 # logger name -> the messages (their format strings' beginnings) dropped there
 _NOISE = {"": ("apitools not found, and bigquery client libraries are not available",),
-          "apache_beam.utils.subprocess_server": ("Really destroying service at",)}
+          "apache_beam.utils.subprocess_server": ("Really starting service at", "Really destroying service at")}
 
 
 class _DropBeamNoise(logging.Filter):
