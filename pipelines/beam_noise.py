@@ -1,21 +1,31 @@
-"""Warnings Beam prints at import that say nothing to a user of these pipelines.
+"""Warnings Beam prints that say nothing to a user of these pipelines.
 
-Beam 2.6x-2.7x logs "apitools not found, and bigquery client libraries are not available" on the
-root logger whenever apache_beam is imported without Google Cloud's extras, which these pipelines do
-not use. A filter on the root logger drops that one message; every other warning still shows.
+Beam 2.63-2.77 log "apitools not found, and bigquery client libraries are not available" on the root
+logger whenever apache_beam is imported without Google Cloud's extras, which these pipelines do not use.
+Beam 2.77 logs "Really starting service at ..." and "Really destroying service at ..." as warnings when
+it starts and stops the Prism job server it keeps for the process, in every run on Prism (2.62 logs the
+start at INFO, which does not show, and not the stop). A filter on each of those
+loggers drops that one message; every other warning still shows.
 """
 import logging
 
-_NOISE = ("apitools not found, and bigquery client libraries are not available",)
+# logger name -> the messages (their format strings' beginnings) dropped there
+_NOISE = {"": ("apitools not found, and bigquery client libraries are not available",),
+          "apache_beam.utils.subprocess_server": ("Really starting service at", "Really destroying service at")}
 
 
 class _DropBeamNoise(logging.Filter):
+    def __init__(self, messages):
+        super().__init__()
+        self._messages = messages
+
     def filter(self, record):
-        return not (isinstance(record.msg, str) and record.msg.startswith(_NOISE))
+        return not (isinstance(record.msg, str) and record.msg.startswith(self._messages))
 
 
 def silence():
-    """Install the filter once, before apache_beam is first imported."""
-    root = logging.getLogger()
-    if not any(isinstance(f, _DropBeamNoise) for f in root.filters):
-        root.addFilter(_DropBeamNoise())
+    """Install the filters once, before apache_beam is first imported."""
+    for name, messages in _NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropBeamNoise) for f in logger.filters):
+            logger.addFilter(_DropBeamNoise(messages))

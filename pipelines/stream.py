@@ -24,6 +24,7 @@ from connector.emulator import Emulator, make_devices
 
 from . import batch, checks, dead_letters, fleet, options
 from .json_messages import ParseJsonMessages
+from .runners import prism
 from .summary import Progress
 
 DEMO_PRODUCT_KEY = "a1DemoRelay"
@@ -92,9 +93,10 @@ def run(argv):
     args, pipeline_options = options.parse(parser, argv)
     runner = _runner(pipeline_options)
     if runner == "prismrunner":
-        print("relay: warning: Prism 2.62 runs a stateful streaming stage's elements twice and one key in two "
-              "bundles at once: records are duplicated and lost there (see the README's Runners section)",
-              file=sys.stderr)
+        more, note = prism.for_stateful_streaming(argv)
+        print(f"relay: {note}", file=sys.stderr)
+        if more:
+            args, pipeline_options = options.parse(parser, [*argv, *more])
     if args.duration is not None and runner == "flinkrunner" and not any(
             arg.startswith("--shutdown_sources_after_idle_ms") for arg in argv):
         # Flink keeps a streaming job's impulse alive for checkpoints, so the job would never end: let it

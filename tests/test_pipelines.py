@@ -25,7 +25,7 @@ from connector import FailedRecord, Reason, get_encoder
 from connector.beam.rows import record_json
 from connector.emulator import Emulator
 from pipelines import backfill, dead_letters, dry_run, options, replay, sample_data, stream
-from pipelines.runners.tools import free_port
+from pipelines.runners.tools import beam_release, free_port
 from pipelines.summary import HINTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -349,14 +349,18 @@ def write_avro(path, records):
 
 def test_beams_apitools_warning_is_silenced_and_other_warnings_are_not():
     # Beam 2.63 to 2.77 log this on the root logger when apache_beam is imported without Google Cloud's
-    # extras (Beam 2.62, which the tests install, does not); the child logs it the way Beam does.
+    # extras (Beam 2.62 does not); the child logs it the way Beam does, and then imports Beam itself.
     beams = ("apitools not found, and bigquery client libraries are not available despite the import "
              "not raising an ImportError.")
     done = subprocess.run([sys.executable, "-c", "import logging, sys, pipelines; "
-                           "logging.warning(sys.argv[1]); logging.warning('disk is full')", beams],
-                          capture_output=True, text=True, timeout=60, cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
+                           "logging.warning(sys.argv[1]); logging.warning('disk is full'); import apache_beam",
+                           beams], capture_output=True, text=True, timeout=60, cwd=REPO,
+                          env=dict(os.environ, PYTHONPATH=REPO))
     assert done.returncode == 0, done.stderr
     assert "apitools" not in done.stderr and "disk is full" in done.stderr, done.stderr
+    # Without the pipelines' filter, the installed Beam's own import says it (from 2.63 on).
+    bare = subprocess.run([sys.executable, "-c", "import apache_beam"], capture_output=True, text=True, timeout=60)
+    assert ("apitools not found" in bare.stderr) == (beam_release() >= (2, 63)), bare.stderr
 
 
 # Checked before submitting, each in one line.

@@ -2,7 +2,8 @@
 
   fetch [flink|prism|sql|all]   the Flink job server jar (Maven) and Flink's distribution (PyPI);
                                 Prism (go install of Beam's Go module); Beam SQL's expansion service
-                                jar (Maven); all: the three. Idempotent.
+                                jar (Maven); all: the three (Prism only on a Beam whose Flink runner
+                                Maven Central does not serve). Idempotent.
   flink-cluster start [--taskmanagers N] [--rest-port P] [--workdir D]
   flink-cluster stop|status [--workdir D]
 """
@@ -20,8 +21,19 @@ def fetch_flink():
     flink_dist.fetch(flink_job_server.flink_release(jar))
 
 
-FETCHERS = {"flink": [fetch_flink], "prism": [prism.fetch], "sql": [sql_expansion.fetch],
-            "all": [fetch_flink, prism.fetch, sql_expansion.fetch]}
+def fetch_all():
+    """Everything the installed Beam can use: on a Beam whose Flink runner Maven Central does not serve,
+    Prism only (Beam SQL's expansion service runs on Flink here)."""
+    if not flink_job_server.served():
+        print(f"flink, sql: skipped: {flink_job_server.not_served()}")
+        prism.fetch()
+        return
+    fetch_flink()
+    prism.fetch()
+    sql_expansion.fetch()
+
+
+FETCHERS = {"flink": fetch_flink, "prism": prism.fetch, "sql": sql_expansion.fetch, "all": fetch_all}
 
 
 def make_parser():
@@ -70,8 +82,7 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     try:
         if args.command == "fetch":
-            for fetch in FETCHERS[args.runner]:
-                fetch()
+            FETCHERS[args.runner]()
             return 0
         return run_cluster(args)
     except (MissingTool, ClusterError, beam_jars.FetchError, flink_dist.FetchError, prism.FetchError) as error:

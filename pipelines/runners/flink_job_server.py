@@ -12,10 +12,27 @@ from apache_beam.options.pipeline_options import FlinkRunnerOptions
 from apache_beam.version import __version__ as BEAM_VERSION
 
 from . import beam_jars
+from .tools import beam_release
 
 # What --flink_version defaults to in the installed Beam, and so the jar FlinkRunner looks for.
 FLINK_VERSION = FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS[-1]
 MAIN_CLASS = "org.apache.beam.runners.flink.FlinkJobServerDriver"
+# The newest Beam release whose Flink runner Maven Central serves with all its dependencies (checked on
+# 2026-12-05, when PyPI served 2.77.0 and Maven Central's newest Beam Java SDK was 2.76.0).
+NEWEST_SERVED = "2.62.0"
+
+
+def served(version=BEAM_VERSION):
+    """Whether Maven Central is known to serve the Flink runner of this Beam release (`fetch flink` tries
+    any release; this says which ones the tests and `fetch all` expect it for)."""
+    return beam_release(version) <= beam_release(NEWEST_SERVED)
+
+
+def not_served():
+    """Why the installed Beam has no Flink runner here, in one line."""
+    return (f"Maven Central serves no Flink runner for Beam {BEAM_VERSION} ({NEWEST_SERVED} is the newest it serves "
+            f"whole); Flink is tested on Beam {NEWEST_SERVED}: pip install -e '.[flink]'")
+
 
 
 def jar_path(flink_version=FLINK_VERSION):

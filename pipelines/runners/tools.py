@@ -1,8 +1,10 @@
-"""The programs the runners are fetched and run with (java, mvn, go), running them, and a free port
-on loopback for what they serve."""
+"""The programs the runners are fetched and run with (java, mvn, go), running them, a free port on
+loopback for what they serve, and the installed Beam's release."""
 import shutil
 import socket
 import subprocess
+
+from apache_beam.version import __version__ as BEAM_VERSION
 
 
 class MissingTool(RuntimeError):
@@ -39,3 +41,8 @@ def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def beam_release(version=BEAM_VERSION):
+    """A Beam version as numbers to compare ("2.77.0" -> (2, 77, 0); "2.78.0rc1" -> (2, 78))."""
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
