@@ -36,7 +36,8 @@ def make_parser():
     cluster.add_argument("--rest-port", type=int, default=flink_cluster.DEFAULT_REST_PORT)
     cluster.add_argument("--rpc-port", type=int, default=flink_cluster.DEFAULT_RPC_PORT)
     cluster.add_argument("--workdir", default=flink_cluster.DEFAULT_WORKDIR,
-                         help="configuration, logs, checkpoints and process ids (default %(default)s)")
+                         help="configuration, logs, checkpoints and its processes' records, a private "
+                         "directory (default %(default)s)")
     return parser
 
 
