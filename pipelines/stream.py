@@ -17,7 +17,7 @@ import tempfile
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.runners.runner import PipelineState
 
 from connector import FileCredentials
 from connector.emulator import Emulator, make_devices
@@ -27,6 +27,8 @@ from .json_messages import ParseJsonMessages
 from .summary import Progress
 
 DEMO_PRODUCT_KEY = "a1DemoRelay"
+# A job that ends in these states may still have held readings in its buffers: the summary says how many.
+STOPPED = (PipelineState.CANCELLED, PipelineState.STOPPED)
 SOURCE_GRACE_SECONDS = 30.0
 
 
@@ -90,8 +92,8 @@ def _demo_fleet(args, stack):
 def run(argv):
     parser = make_parser()
     args, pipeline_options = options.parse(parser, argv)
-    runner = _runner(pipeline_options)
-    if runner == "prismrunner":
+    runner = options.runner_name(pipeline_options)
+    if runner == "PrismRunner":
         print("relay: warning: Prism 2.62 runs a stateful streaming stage's elements twice and one key in two "
               "bundles at once: records are duplicated and lost there (see the README's Runners section)",
               file=sys.stderr)
@@ -117,8 +119,8 @@ def run(argv):
         started = time.monotonic()
         with _stop_on_sigint(), Progress("relay", poll):
             result = pipeline.run()
-            result.wait_until_finish()
-        return batch.summarize(result, time.monotonic() - started, args)
+            state = result.wait_until_finish()
+        return batch.summarize(result, time.monotonic() - started, args, runner, stopped=state in STOPPED)
 
 
 def _beam_options(argv, runner, duration):
@@ -138,18 +140,12 @@ def _beam_options(argv, runner, duration):
     """
     given = {arg.split("=", 1)[0] for arg in argv}
     added = [] if "--streaming" in given else ["--streaming"]
-    if runner == "flinkrunner":
+    if runner == "FlinkRunner":
         if "--finish_bundle_before_checkpointing" not in given:
             added.append("--finish_bundle_before_checkpointing")
         if duration is not None and "--shutdown_sources_after_idle_ms" not in given:
             added.append(f"--shutdown_sources_after_idle_ms={int((duration + SOURCE_GRACE_SECONDS) * 1000)}")
     return added
-
-
-def _runner(pipeline_options):
-    """The runner's class name in lower case ("flinkrunner", "prismrunner", ...)."""
-    name = (pipeline_options.view_as(StandardOptions).runner or "").rsplit(".", 1)[-1].lower()
-    return name if name.endswith("runner") else name + "runner"
 
 
 def main(argv=None):
