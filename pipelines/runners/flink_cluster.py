@@ -25,13 +25,14 @@ DEFAULT_REST_PORT = 8081
 DEFAULT_RPC_PORT = 6123
 ENTRY_POINTS = {"jobmanager": "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
                 "taskmanager": "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"}
-# What Flink's default configuration passes to every JVM so that it runs on Java 17.
-JAVA_17_OPTIONS = [f"--add-exports={name}=ALL-UNNAMED" for name in (
-    "java.base/sun.net.util", "java.rmi/sun.rmi.registry", "java.security.jgss/sun.security.krb5")] + [
-    f"--add-opens=java.base/{name}=ALL-UNNAMED" for name in (
-        "java.lang", "java.net", "java.io", "java.nio", "sun.nio.ch", "java.lang.reflect", "java.text",
-        "java.time", "java.util", "java.util.concurrent", "java.util.concurrent.atomic",
-        "java.util.concurrent.locks")]
+# What Flink's default configuration passes to every JVM so that it runs on Java 17: these packages
+# exported and opened to code on the class path (Flink serializes JDK collections by reflection).
+JAVA_17_EXPORTS = ["java.base/sun.net.util", "java.rmi/sun.rmi.registry", "java.security.jgss/sun.security.krb5"]
+JAVA_17_OPENS = [f"java.base/{name}" for name in (
+    "java.lang", "java.net", "java.io", "java.nio", "sun.nio.ch", "java.lang.reflect", "java.text", "java.time",
+    "java.util", "java.util.concurrent", "java.util.concurrent.atomic", "java.util.concurrent.locks")]
+JAVA_17_OPTIONS = ([f"--add-exports={name}=ALL-UNNAMED" for name in JAVA_17_EXPORTS]
+                   + [f"--add-opens={name}=ALL-UNNAMED" for name in JAVA_17_OPENS])
 LOG4J = """rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = File
 appender.file.name = File
@@ -227,11 +228,7 @@ class FlinkCluster:
         state = {"release": self.release, "rest_port": self.rest_port, "rpc_port": self.rpc_port, "slots": self.slots,
                  "jobmanager": self.jobmanager, "taskmanagers": self.taskmanagers,
                  "started": [list(started) for started in self._started.values()]}
-        path = os.path.join(self.workdir, "cluster.json")
-        private = os.open(path + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with open(private, "w", encoding="utf-8") as handle:
-            json.dump(state, handle)
-        os.replace(path + ".part", path)
+        processes.save_record(os.path.join(self.workdir, "cluster.json"), state)
 
 
 def _free(port):

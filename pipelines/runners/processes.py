@@ -7,6 +7,7 @@ must hold (the work directory it was started for); both must match before it is 
 lives in a private directory (the user's own, mode 0700), never in a shared /tmp path that anyone could
 write pids into.
 """
+import json
 import os
 import signal
 import stat
@@ -28,6 +29,14 @@ def private_directory(path):
         raise NotPrivate(f"{path} is not this user's private directory (owner uid {info.st_uid}, mode "
                          f"{stat.filemode(info.st_mode)}): choose another, or chmod 700 it")
     return path
+
+
+def save_record(path, state):
+    """Write a JSON record (readable by this user only), whole or not at all."""
+    private = os.open(path + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(private, "w", encoding="utf-8") as handle:
+        json.dump(state, handle)
+    os.replace(path + ".part", path)
 
 
 class Started(NamedTuple):
