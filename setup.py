@@ -31,7 +31,10 @@ setuptools.setup(
         # dependencies, so that python -m pipelines.runners fetch can build the Flink job server for it.
         "test": ["apache-beam[yaml]==2.62.0", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "psutil>=5.9",
                  # The console's tests drive a real headless Chromium through its chromedriver.
-                 "selenium>=4.20"],
+                 "selenium>=4.20",
+                 # The Kafka relay tests produce their readings to the broker with a pure-Python client
+                 # (the relay itself reads with Beam's KafkaIO, in Java).
+                 "kafka-python>=2.2"],
         # WriteToIoTPlatform in Beam YAML pipelines (connector.beam.yaml_provider): apache_beam.yaml needs
         # jinja2, docstring_parser and pandas, which Beam's own yaml extra brings in the versions it supports.
         "yaml": ["apache-beam[yaml]>=2.62"],
