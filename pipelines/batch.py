@@ -69,16 +69,17 @@ def _nothing_read(label, args):
 
 
 def summarize(pipeline_result, wall_seconds, args, runner, stopped=False):
-    """Print the run's summary table and accounting; the exit status (see report)."""
-    return report(sink_counters(pipeline_result), wall_seconds, args, runner, stopped)
+    """Print a streaming run's summary table and accounting; the exit status (see report)."""
+    return report(sink_counters(pipeline_result), wall_seconds, args, runner, stopped, streaming=True)
 
 
-def report(counters, wall_seconds, args, runner, stopped=False):
+def report(counters, wall_seconds, args, runner, stopped=False, streaming=False):
     """Print the summary table of the sink's counters and check that they account for every record read.
-    The exit status: 5 when they do not (records lost, or counted twice), 6 when a stopped streaming job
-    still held records; else --strict: 3 when any record failed; else 0. The check's lines are printed
-    last, where a user looks, and to stderr too."""
-    accounting = Accounting(counters, runner, stopped)
+    The exit status: 5 when they do not (records lost, or, in batch, counted twice: a restored streaming
+    job publishes what its checkpoint's buffers held, which the attempt before counted in), 6 when a
+    stopped streaming job still held records; else --strict: 3 when any record failed; else 0. The
+    check's lines are printed last, where a user looks, and to stderr too."""
+    accounting = Accounting(counters, runner, stopped, streaming)
     print("\n".join(summary_table(counters, wall_seconds, args.dead_letter, accounting.held)), flush=True)
     for line in accounting.lines():
         print(f"\n{line}", flush=True)

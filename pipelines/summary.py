@@ -141,7 +141,8 @@ class Accounting:
     """Records read by the sink against what became of them: published, failed, or (a streaming job
     stopped before it flushed) held in its buffers when it stopped."""
 
-    def __init__(self, counters, runner, stopped=False):
+    def __init__(self, counters, runner, stopped=False, streaming=False):
+        self.streaming = streaming
         self.read = counters.get("records_in", 0)
         self.published = counters.get("records_published", 0)
         self.failed = counters.get("records_failed", 0)
@@ -163,11 +164,13 @@ class Accounting:
                          + (f" nor held ({self.held:,})" if self.held else ""))
         elif self.unaccounted < 0:
             lines.append(f"RECORDS COUNTED TWICE: {self.runner} published {self.published:,} and failed "
-                         f"{self.failed:,} records of {self.read:,} read: {-self.unaccounted:,} more than read")
+                         f"{self.failed:,} records of {self.read:,} read: {-self.unaccounted:,} more than read"
+                         + (" (a streaming job restored from a checkpoint publishes what its buffers held then, "
+                            "which the attempt before it counted in: at least once)" if self.streaming else ""))
         return lines
 
     def status(self):
         """EXIT_UNACCOUNTED, EXIT_STOPPED_HOLDING, or None when the run accounts for every record."""
-        if self.unaccounted:
+        if self.unaccounted > 0 or (self.unaccounted < 0 and not self.streaming):
             return EXIT_UNACCOUNTED
         return EXIT_STOPPED_HOLDING if self.held else None

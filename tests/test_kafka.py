@@ -1,6 +1,6 @@
 """The relay reading a real Kafka broker (python -m pipelines.runners kafka) on embedded Flink, through
 the expansion service `fetch kafka` assembles: readings produced before and while the relay runs, on a
-topic of 2 partitions, at parallelism 2, ended by --duration; every reading stored, the malformed values
+topic of 2 partitions, at parallelism 1 and 2, ended by --duration; every reading stored, the malformed values
 and unknown devices' readings in the dead letters, the accounting complete."""
 import json
 import os
@@ -37,13 +37,16 @@ def reading(device, n):
             "ts": int(time.time() * 1000)}
 
 
-def test_relay_from_kafka_on_embedded_flink_loses_nothing(broker, tmp_path, capsys):
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_relay_from_kafka_on_embedded_flink_loses_nothing(broker, tmp_path, capsys, parallelism):
+    """At parallelism 1 one source task reads both partitions: a reader of two partitions read one
+    record of each and no more (2 of 1,000, exit 0) until each partition got a reader of its own."""
     from kafka import KafkaProducer  # the test extras' client: producing is the test's part, not the relay's
 
     devices = make_devices(10, product_key="a1KafkaRelay", prefix="k-")
     credentials = tmp_path / "credentials.json"
     credentials.write_text(json.dumps(devices[:9]))  # the last device is unknown to the relay
-    topic, produced = "readings", []
+    topic, produced = f"readings-{parallelism}", []
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=5)
 
     def produce(count):
@@ -66,8 +69,9 @@ def test_relay_from_kafka_on_embedded_flink_loses_nothing(broker, tmp_path, caps
         status = stream.run(["--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file,
                              "--credentials", str(credentials), "--dead-letter", str(tmp_path / "dead" / "failed"),
                              "--kafka_bootstrap_servers", broker.bootstrap_servers, "--kafka-topic", topic,
-                             "--kafka_group", "test-relay", "--duration", "25", "--max-buffering-delay", "2",
-                             "--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2",
+                             "--kafka_group", f"test-relay-{parallelism}", "--duration", "25",
+                             "--max-buffering-delay", "2",
+                             "--runner=FlinkRunner", "--flink_master=[local]", f"--parallelism={parallelism}",
                              "--checkpointing_interval=2000"])
         live.join()
         messages = emulator.messages()

@@ -139,6 +139,7 @@ public class KafkaReadRegistrar implements ExternalTransformRegistrar {
    * deadline: what was not read stays uncommitted in Kafka for the next run.
    */
   static class StopAt<T, C extends UnboundedSource.CheckpointMark> extends UnboundedSource<T, C> {
+    private static final int MAX_SPLITS = 10_000;
     private final UnboundedSource<T, C> source;
     private final long stopAt;
 
@@ -149,8 +150,10 @@ public class KafkaReadRegistrar implements ExternalTransformRegistrar {
 
     @Override
     public List<StopAt<T, C>> split(int desiredNumSplits, PipelineOptions options) throws Exception {
+      // One split per partition, whatever the parallelism: a reader of several partitions, on Flink
+      // with fewer source tasks than partitions, read one record of each and no more (2 of 1,000).
       List<StopAt<T, C>> splits = new ArrayList<>();
-      for (UnboundedSource<T, C> split : source.split(desiredNumSplits, options)) {
+      for (UnboundedSource<T, C> split : source.split(Math.max(desiredNumSplits, MAX_SPLITS), options)) {
         splits.add(new StopAt<>(split, stopAt));
       }
       return splits;
