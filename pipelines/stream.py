@@ -1,7 +1,7 @@
 """python -m pipelines.stream: relay live readings to IoT Platform as they arrive.
 
 Readings (JSON objects) come from Kafka (--kafka_bootstrap_servers, --kafka_topic; on Flink) or Pub/Sub
-(--input_subscription; on Dataflow, or the DirectRunner). Without either, from a simulated fleet
+(--input_subscription; on Dataflow). Without either, from a simulated fleet
 (--devices, --rate) on this machine; with no --endpoint, the relay also starts an embedded emulator for
 that fleet. Each device's readings are buffered and sent when a payload is full,
 or --max-buffering-delay seconds after the first one came. Failed records go to Avro dead letters, one

@@ -607,3 +607,22 @@ def test_underscore_spellings_of_our_options_are_ours(sample, emulator, tmp_path
     assert published(emulator)[0] == readings()
     assert dead_letters.read_all(str(dead_letter)) == []
 
+
+
+@pytest.mark.parametrize("runner", ["FnApiRunner", "PrismRunner", "FlinkRunner", "DataflowRunner"])
+def test_the_relay_is_a_streaming_pipeline_on_every_runner(runner):
+    """Issue 22: without --streaming the relay on Flink ran as a batch job (nothing sent for 36 s). It sets
+    --streaming itself, and on Flink the option that keeps checkpoints from losing whole runs."""
+    added = stream._beam_options([f"--runner={runner}"], runner, duration=None)
+    assert "--streaming" in added
+    assert ("--finish_bundle_before_checkpointing" in added) == (runner == "FlinkRunner")
+    assert stream._beam_options(["--streaming", "--finish_bundle_before_checkpointing"], runner, None) == []
+
+
+def test_the_relay_reads_kafka_only_where_it_can(emulator, sample, tmp_path):
+    done = command("stream", "--kafka_bootstrap_servers", "127.0.0.1:9", "--kafka-topic", "t",
+                   *sink_args(sample, emulator, tmp_path / "failed"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the relay reads Kafka on Flink (--runner=FlinkRunner), not FnApiRunner: Beam's Kafka read "
+        "runs in the runner's Java processes")
