@@ -33,7 +33,10 @@ setuptools.setup(
         # The tests, on the newest Beam pip finds unless the flink extra pins it (below).
         "test": ["apache-beam[yaml]>=2.62", "pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "psutil>=5.9",
                  # The console's tests drive a real headless Chromium through its chromedriver.
-                 "selenium>=4.20"],
+                 "selenium>=4.20",
+                 # The Kafka relay tests produce their readings to the broker with a pure-Python client
+                 # (the relay itself reads with Beam's KafkaIO, in Java).
+                 "kafka-python>=2.2"],
         # The Flink runner: 2.62.0 is the newest Beam whose Flink runner Maven Central serves with all its
         # dependencies, so that python -m pipelines.runners fetch flink can build its job server (and sql
         # Beam SQL's expansion service). CI runs the suite with it (".[test,flink]") and again on the

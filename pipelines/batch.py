@@ -9,12 +9,13 @@ from apache_beam.runners.runner import PipelineState
 
 from . import checks, dry_run, options
 from .dead_letters import WriteDeadLetters
-from .summary import Progress, sink_counters, summary_table
+from .summary import Accounting, Progress, sink_counters, summary_table
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_RECORDS_FAILED = 3  # with --strict
 EXIT_NOTHING_READ = 4
+# 5 and 6 (summary.EXIT_UNACCOUNTED, EXIT_STOPPED_HOLDING): the run did not account for every record read.
 
 
 def run(parser, args, pipeline_options, read, poll=None, label="run"):
@@ -57,7 +58,7 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
         print("\n".join(dry_run.report(rows, args.top)), flush=True)
         return _nothing_read(label, args) if not dry_run.totals(rows)["records"] else EXIT_OK
     counters = sink_counters(pipeline_result)
-    status = report(counters, wall_seconds, args)
+    status = report(counters, wall_seconds, args, options.runner_name(pipeline_options))
     return _nothing_read(label, args) if not counters.get("records_in") else status
 
 
@@ -67,12 +68,23 @@ def _nothing_read(label, args):
     return EXIT_NOTHING_READ
 
 
-def summarize(pipeline_result, wall_seconds, args):
-    """Print the run's summary table; the exit status (--strict: 3 when any record failed)."""
-    return report(sink_counters(pipeline_result), wall_seconds, args)
+def summarize(pipeline_result, wall_seconds, args, runner, stopped=False):
+    """Print a streaming run's summary table and accounting; the exit status (see report)."""
+    return report(sink_counters(pipeline_result), wall_seconds, args, runner, stopped, streaming=True)
 
 
-def report(counters, wall_seconds, args):
-    """Print the summary table of the sink's counters; the exit status (--strict: 3 when any record failed)."""
-    print("\n".join(summary_table(counters, wall_seconds, args.dead_letter)), flush=True)
+def report(counters, wall_seconds, args, runner, stopped=False, streaming=False):
+    """Print the summary table of the sink's counters and check that they account for every record read.
+    The exit status: 5 when they do not (records lost, or, in batch, counted twice: a restored streaming
+    job publishes what its checkpoint's buffers held, which the attempt before counted in), 6 when a
+    stopped streaming job still held records; else --strict: 3 when any record failed; else 0. The
+    check's lines are printed last, where a user looks, and to stderr too."""
+    accounting = Accounting(counters, runner, stopped, streaming)
+    print("\n".join(summary_table(counters, wall_seconds, args.dead_letter, accounting.held)), flush=True)
+    for line in accounting.lines():
+        print(f"\n{line}", flush=True)
+        print(line, file=sys.stderr, flush=True)
+    status = accounting.status()
+    if status is not None:
+        return status
     return EXIT_RECORDS_FAILED if args.strict and counters.get("records_failed") else EXIT_OK

@@ -9,7 +9,7 @@ import logging
 import sys
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from connector import WriteToIoTPlatform, get_encoder
 from connector.beam.json_values import ISO, TIMESTAMP_FORMATS
@@ -91,6 +91,12 @@ def parse(parser, argv):
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
         beam_args = [f"--runner={LOCAL_RUNNER}"] + beam_args
     return args, PipelineOptions(beam_args)
+
+
+def runner_name(pipeline_options):
+    """The runner's class name ("FlinkRunner", "PrismRunner", "FnApiRunner", ...), as users name it."""
+    name = (pipeline_options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1]
+    return name if name.lower().endswith("runner") else name + "Runner"
 
 
 def _our_spelling(parser, argv):

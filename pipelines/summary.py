@@ -1,4 +1,5 @@
-"""What a run did: progress lines while it works, and a summary table from the sink's Beam metrics."""
+"""What a run did: progress lines while it works, a summary table from the sink's Beam metrics, and the
+check that the run accounts for every record it read."""
 import sys
 import threading
 import time
@@ -7,6 +8,9 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from connector import Reason
 from connector.beam.metrics import NAMESPACE
+
+EXIT_UNACCOUNTED = 5  # records read != published + failed: records lost (or counted twice) somewhere
+EXIT_STOPPED_HOLDING = 6  # a streaming job stopped while its buffers still held records (counted, not sent)
 
 # What to check first, per reason; the dead-letter messages give the details.
 HINTS = {
@@ -104,14 +108,17 @@ def _on_a_deep_stack(call, stack_bytes=512 << 20, depth=1_000_000):
     return outcome["value"]
 
 
-def summary_table(counters, wall_seconds, dead_letter=None):
-    """The summary as text lines; records/s counts records read."""
+def summary_table(counters, wall_seconds, dead_letter=None, held=0):
+    """The summary as text lines; records/s counts records read. held: records a stopped streaming job
+    still held in its buffers (a row of its own when there were any)."""
     records_in = counters.get("records_in", 0)
     rows = [("records read", records_in),
             ("records published", counters.get("records_published", 0)),
             ("messages", counters.get("messages", 0)),
             ("payload bytes", counters.get("payload_bytes", 0)),
             ("records failed", counters.get("records_failed", 0))]
+    if held:
+        rows.insert(2, ("records held at stop", held))
     failed = sorted((name[len("failed_"):], value) for name, value in counters.items()
                     if name.startswith("failed_") and value)
     rows += [(f"  {reason}", value) for reason, value in failed]
@@ -128,3 +135,42 @@ def summary_table(counters, wall_seconds, dead_letter=None):
         lines.append(f"\nFailed records are in {where} (reason and message for each). Likely causes:")
         lines += [f"  {reason}: {HINTS[reason]}" for reason, _ in failed if reason in HINTS]
     return lines
+
+
+class Accounting:
+    """Records read by the sink against what became of them: published, failed, or (a streaming job
+    stopped before it flushed) held in its buffers when it stopped."""
+
+    def __init__(self, counters, runner, stopped=False, streaming=False):
+        self.streaming = streaming
+        self.read = counters.get("records_in", 0)
+        self.published = counters.get("records_published", 0)
+        self.failed = counters.get("records_failed", 0)
+        self.runner, self.stopped = runner, stopped
+        left = self.read - self.published - self.failed
+        self.held = left if stopped and left > 0 else 0
+        self.unaccounted = left - self.held  # > 0: lost; < 0: published or failed more than read
+
+    def lines(self):
+        """Nothing when every record is accounted for; else one loud line (and one for what was held)."""
+        lines = []
+        if self.held:
+            lines.append(f"STOPPED: the {self.runner} job stopped while its buffers held {self.held:,} of the "
+                         f"{self.read:,} records read: they were not sent (a savepoint keeps them; else "
+                         "resend them from the source)")
+        if self.unaccounted > 0:
+            lines.append(f"RECORDS LOST: {self.unaccounted:,} of the {self.read:,} records read on {self.runner} "
+                         f"were neither published ({self.published:,}) nor failed ({self.failed:,})"
+                         + (f" nor held ({self.held:,})" if self.held else ""))
+        elif self.unaccounted < 0:
+            lines.append(f"RECORDS COUNTED TWICE: {self.runner} published {self.published:,} and failed "
+                         f"{self.failed:,} records of {self.read:,} read: {-self.unaccounted:,} more than read"
+                         + (" (a streaming job restored from a checkpoint publishes what its buffers held then, "
+                            "which the attempt before it counted in: at least once)" if self.streaming else ""))
+        return lines
+
+    def status(self):
+        """EXIT_UNACCOUNTED, EXIT_STOPPED_HOLDING, or None when the run accounts for every record."""
+        if self.unaccounted > 0 or (self.unaccounted < 0 and not self.streaming):
+            return EXIT_UNACCOUNTED
+        return EXIT_STOPPED_HOLDING if self.held else None

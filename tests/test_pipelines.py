@@ -24,7 +24,7 @@ from conftest import reset_around
 from connector import FailedRecord, Reason, get_encoder
 from connector.beam.rows import record_json
 from connector.emulator import Emulator
-from pipelines import backfill, dead_letters, dry_run, options, replay, sample_data, stream
+from pipelines import backfill, batch, dead_letters, dry_run, options, replay, sample_data, stream, summary
 from pipelines.runners.tools import beam_release, free_port
 from pipelines.summary import HINTS
 
@@ -240,6 +240,19 @@ def run_relay_on_test_stream(source, sample, emulator, tmp_path, **build):
     stream.build(pipeline, source, args, **build)
     pipeline.run().wait_until_finish()
     return published(emulator)[0], dead_letters.read_all(str(dead_letter))
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_run_that_loses_records_says_so_last_and_fails_even_without_strict(tmp_path, capsys, strict):
+    """Issue 22: the relay on Flink lost every reading (3,000 read, 0 published, 0 failed) with exit 0.
+    Every pipeline's summary now checks its counts: one loud line, last, naming the runner, and exit 5."""
+    args, _ = stream.make_parser().parse_known_args(["--dead-letter", str(tmp_path / "failed")]
+                                                    + ["--strict"] * strict)
+    status = batch.report({"records_in": 3000, "messages": 0}, 70.0, args, "FlinkRunner")
+    out = capsys.readouterr()
+    loud = "RECORDS LOST: 3,000 of the 3,000 records read on FlinkRunner were neither published (0) nor failed (0)"
+    assert status == summary.EXIT_UNACCOUNTED == 5
+    assert out.out.rstrip().splitlines()[-1] == loud and out.err.strip() == loud
 
 
 def test_relay_dead_letters_malformed_messages_with_their_bytes_and_relays_the_rest(sample, emulator, tmp_path):
@@ -602,3 +615,22 @@ def test_underscore_spellings_of_our_options_are_ours(sample, emulator, tmp_path
     assert published(emulator)[0] == readings()
     assert dead_letters.read_all(str(dead_letter)) == []
 
+
+
+@pytest.mark.parametrize("runner", ["FnApiRunner", "PrismRunner", "FlinkRunner", "DataflowRunner"])
+def test_the_relay_is_a_streaming_pipeline_on_every_runner(runner):
+    """Issue 22: without --streaming the relay on Flink ran as a batch job (nothing sent for 36 s). It sets
+    --streaming itself, and on Flink the option that keeps checkpoints from losing whole runs."""
+    added = stream._beam_options([f"--runner={runner}"], runner, duration=None)
+    assert "--streaming" in added
+    assert ("--finish_bundle_before_checkpointing" in added) == (runner == "FlinkRunner")
+    assert stream._beam_options(["--streaming", "--finish_bundle_before_checkpointing"], runner, None) == []
+
+
+def test_the_relay_reads_kafka_only_where_it_can(emulator, sample, tmp_path):
+    done = command("stream", "--kafka_bootstrap_servers", "127.0.0.1:9", "--kafka-topic", "t",
+                   *sink_args(sample, emulator, tmp_path / "failed"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the relay reads Kafka on Flink (--runner=FlinkRunner), not FnApiRunner: Beam's Kafka read "
+        "runs in the runner's Java processes")

@@ -1,9 +1,16 @@
-"""The summary: a hint for every failure reason, and reading a long streaming run's metrics
-(FnApiRunner chains one lazy generator per bundle)."""
+"""The summary: a hint for every failure reason, reading a long streaming run's metrics (FnApiRunner
+chains one lazy generator per bundle), and the check that a run accounts for every record it read."""
 import pytest
 
 from connector import Reason
-from pipelines.summary import HINTS, _on_a_deep_stack, summary_table
+from pipelines.summary import (
+    EXIT_STOPPED_HOLDING,
+    EXIT_UNACCOUNTED,
+    HINTS,
+    Accounting,
+    _on_a_deep_stack,
+    summary_table,
+)
 
 
 def chained(depth):
@@ -31,3 +38,27 @@ def test_every_reason_has_a_hint_in_the_summary():
     for reason in Reason.ALL:
         assert HINTS.get(reason), reason
         assert f"  {reason}: {HINTS[reason]}" in lines
+
+
+@pytest.mark.parametrize("counters, stopped, status, loud", [
+    ({"records_in": 10, "records_published": 7, "records_failed": 3}, False, None, None),
+    ({"records_in": 3000}, False, EXIT_UNACCOUNTED,
+     "RECORDS LOST: 3,000 of the 3,000 records read on FlinkRunner were neither published (0) nor failed (0)"),
+    ({"records_in": 10, "records_published": 11}, False, EXIT_UNACCOUNTED,
+     "RECORDS COUNTED TWICE: FlinkRunner published 11 and failed 0 records of 10 read: 1 more than read"),
+    ({"records_in": 10, "records_published": 6, "records_failed": 1}, True, EXIT_STOPPED_HOLDING,
+     "STOPPED: the FlinkRunner job stopped while its buffers held 3 of the 10 records read"),
+])
+def test_the_accounting_check(counters, stopped, status, loud):
+    accounting = Accounting(counters, "FlinkRunner", stopped)
+    assert accounting.status() == status
+    assert [line.startswith(loud) for line in accounting.lines()] == ([True] if loud else [])
+
+
+def test_a_restored_streaming_job_publishing_more_than_it_read_says_so_and_passes():
+    """Flink's metrics after a restore are the restored attempt's: it publishes what the checkpoint's
+    buffers held, which the killed attempt had counted in (5,522 read, 5,700 published in a test)."""
+    accounting = Accounting({"records_in": 5522, "records_published": 5700}, "FlinkRunner", streaming=True)
+    assert accounting.status() is None
+    assert accounting.lines()[0].startswith("RECORDS COUNTED TWICE: FlinkRunner published 5,700") and (
+        "restored from a checkpoint" in accounting.lines()[0])

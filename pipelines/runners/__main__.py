@@ -1,18 +1,34 @@
-"""python -m pipelines.runners: fetch what Beam's runners and Beam SQL need; run a Flink session cluster.
+"""python -m pipelines.runners: fetch what Beam's runners, Beam SQL and the relay's Kafka source need; run
+a Flink session cluster and a Kafka broker.
 
-  fetch [flink|prism|sql|all]   the Flink job server jar (Maven) and Flink's distribution (PyPI);
+  fetch [flink|prism|sql|kafka|all]   the Flink job server jar (Maven) and Flink's distribution (PyPI);
                                 Prism (go install of Beam's Go module); Beam SQL's expansion service
-                                jar (Maven); all: the three (Prism only on a Beam whose Flink runner
-                                Maven Central does not serve). Idempotent.
+                                jar (Maven); Kafka's jars and the Flink job server with KafkaIO, the
+                                relay's Kafka expansion service (Maven); all: every one (Prism only on
+                                a Beam whose Flink runner Maven Central does not serve). Idempotent.
   flink-cluster start [--taskmanagers N] [--rest-port P] [--workdir D]
   flink-cluster stop|status [--workdir D]
+  kafka start [--partitions N] [--workdir D]   a single-node KRaft broker on loopback; prints one JSON
+                                line with "bootstrap_servers"
+  kafka stop|status [--workdir D]
 """
 import argparse
+import json
 import os
 import sys
 
-from . import beam_jars, flink_cluster, flink_dist, flink_job_server, prism, sql_expansion
+from . import (
+    beam_jars,
+    flink_cluster,
+    flink_dist,
+    flink_job_server,
+    kafka_broker,
+    kafka_expansion,
+    prism,
+    sql_expansion,
+)
 from .flink_cluster import ClusterError, FlinkCluster
+from .kafka_broker import BrokerError, KafkaBroker
 from .tools import MissingTool
 
 
@@ -21,19 +37,26 @@ def fetch_flink():
     flink_dist.fetch(flink_job_server.flink_release(jar))
 
 
+def fetch_kafka():
+    kafka_broker.fetch()
+    kafka_expansion.fetch()
+
+
 def fetch_all():
     """Everything the installed Beam can use: on a Beam whose Flink runner Maven Central does not serve,
-    Prism only (Beam SQL's expansion service runs on Flink here)."""
+    Prism only (Beam SQL's expansion service and the relay's Kafka source run on Flink here)."""
     if not flink_job_server.served():
-        print(f"flink, sql: skipped: {flink_job_server.not_served()}")
+        print(f"flink, sql, kafka: skipped: {flink_job_server.not_served()}")
         prism.fetch()
         return
     fetch_flink()
     prism.fetch()
     sql_expansion.fetch()
+    fetch_kafka()
 
 
-FETCHERS = {"flink": fetch_flink, "prism": prism.fetch, "sql": sql_expansion.fetch, "all": fetch_all}
+FETCHERS = {"flink": fetch_flink, "prism": prism.fetch, "sql": sql_expansion.fetch, "kafka": fetch_kafka,
+            "all": fetch_all}
 
 
 def make_parser():
@@ -48,8 +71,32 @@ def make_parser():
     cluster.add_argument("--rest-port", type=int, default=flink_cluster.DEFAULT_REST_PORT)
     cluster.add_argument("--rpc-port", type=int, default=flink_cluster.DEFAULT_RPC_PORT)
     cluster.add_argument("--workdir", default=flink_cluster.DEFAULT_WORKDIR,
-                         help="configuration, logs, checkpoints and process ids (default %(default)s)")
+                         help="configuration, logs, checkpoints and its processes' records, a private "
+                         "directory (default %(default)s)")
+    kafka = commands.add_parser("kafka", help="a single-node Kafka broker on this machine's loopback")
+    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.add_argument("--partitions", type=int, default=1, help="partitions of each topic it creates")
+    kafka.add_argument("--workdir", default=kafka_broker.DEFAULT_WORKDIR,
+                       help="configuration, data, log and its process's record, a private directory "
+                       "(default %(default)s)")
     return parser
+
+
+def run_kafka(args):
+    if args.action == "start":
+        broker = KafkaBroker(args.workdir).start(partitions=args.partitions)
+        print(json.dumps({"bootstrap_servers": broker.bootstrap_servers, "pid": broker.process.pid,
+                          "workdir": broker.workdir}), flush=True)
+        return 0
+    broker = KafkaBroker.load(args.workdir)
+    if args.action == "stop":
+        broker.stop()
+        print(f"stopped the Kafka broker of {broker.workdir}")
+        return 0
+    running = broker.running()
+    print(f"Kafka broker of {broker.workdir}: {'running' if running else 'not running'}, "
+          f"bootstrap servers {broker.bootstrap_servers}")
+    return 0 if running else 1
 
 
 def run_cluster(args):
@@ -84,8 +131,11 @@ def main(argv=None):
         if args.command == "fetch":
             FETCHERS[args.runner]()
             return 0
+        if args.command == "kafka":
+            return run_kafka(args)
         return run_cluster(args)
-    except (MissingTool, ClusterError, beam_jars.FetchError, flink_dist.FetchError, prism.FetchError) as error:
+    except (MissingTool, ClusterError, BrokerError, beam_jars.FetchError, flink_dist.FetchError, prism.FetchError,
+            kafka_broker.FetchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

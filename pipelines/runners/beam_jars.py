@@ -57,10 +57,29 @@ def fetch(name, gradle_target, assembly, log=print):
             log(f"{name}: Maven Central does not serve {artifact}:{BEAM_VERSION}; assembling it from "
                 f"{', '.join(coordinates for coordinates, _ in assembly.dependencies)}")
             built = _assemble(mvn, artifact, assembly, work)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        shutil.move(built, path + ".part")
-        os.replace(path + ".part", path)
+        _put(built, path)
     return path
+
+
+def assemble(name, path, assembly, log=print):
+    """Build a jar of our own (no Maven artifact of that name exists) at `path`; its path. Idempotent."""
+    if os.path.exists(path):
+        log(f"{name}: in place: {path}")
+        return path
+    mvn, _ = require("mvn", "java")
+    artifact = os.path.basename(path)[:-len(f"-{BEAM_VERSION}.jar")]
+    with tempfile.TemporaryDirectory(prefix=f"{artifact}-") as work:
+        log(f"{name}: assembling {os.path.basename(path)} from "
+            f"{', '.join(coordinates for coordinates, _ in assembly.dependencies)}")
+        _put(_assemble(mvn, artifact, assembly, work), path)
+    return path
+
+
+def _put(built, path):
+    """Move a built jar into place whole, so that a reader never sees half of it."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    shutil.move(built, path + ".part")
+    os.replace(path + ".part", path)
 
 
 def _assemble(mvn, artifact, assembly, work):

@@ -4,35 +4,35 @@ Started from the distribution of the Flink release the job server was built with
 Flink's own scripts start them (BashJavaUtils sizes each JVM from the configuration), with a
 configuration written for a small machine: 1 GB for the JobManager, 2 GB and 2 slots per TaskManager,
 heap state with checkpoints in the work directory, a fixed-delay restart strategy, and heartbeats short
-enough that a lost TaskManager is noticed in seconds. Its process ids live in the work directory, so
-`stop` and `status` work from another process. Jobs reach it with
+enough that a lost TaskManager is noticed in seconds. Its processes are recorded in the work directory
+(a private one: ~/.iot-platform-beam/flink-cluster by default), so `stop` and `status` work from another
+process; `stop` signals only the JVMs it can prove are still the ones it started (processes.Started). Jobs reach it with
 `--runner=FlinkRunner --flink_master=localhost:<rest port>`.
 """
 import json
 import os
-import signal
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
 
-from . import flink_dist
+from . import flink_dist, processes
 from .tools import require
 
-DEFAULT_WORKDIR = os.path.join(tempfile.gettempdir(), "iot-flink-cluster")
+DEFAULT_WORKDIR = os.path.join(processes.STATE_HOME, "flink-cluster")
 DEFAULT_REST_PORT = 8081
 DEFAULT_RPC_PORT = 6123
 ENTRY_POINTS = {"jobmanager": "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
                 "taskmanager": "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"}
-# What Flink's default configuration passes to every JVM so that it runs on Java 17.
-JAVA_17_OPTIONS = [f"--add-exports={name}=ALL-UNNAMED" for name in (
-    "java.base/sun.net.util", "java.rmi/sun.rmi.registry", "java.security.jgss/sun.security.krb5")] + [
-    f"--add-opens=java.base/{name}=ALL-UNNAMED" for name in (
-        "java.lang", "java.net", "java.io", "java.nio", "sun.nio.ch", "java.lang.reflect", "java.text",
-        "java.time", "java.util", "java.util.concurrent", "java.util.concurrent.atomic",
-        "java.util.concurrent.locks")]
+# What Flink's default configuration passes to every JVM so that it runs on Java 17: these packages
+# exported and opened to code on the class path (Flink serializes JDK collections by reflection).
+JAVA_17_EXPORTS = ["java.base/sun.net.util", "java.rmi/sun.rmi.registry", "java.security.jgss/sun.security.krb5"]
+JAVA_17_OPENS = [f"java.base/{name}" for name in (
+    "java.lang", "java.net", "java.io", "java.nio", "sun.nio.ch", "java.lang.reflect", "java.text", "java.time",
+    "java.util", "java.util.concurrent", "java.util.concurrent.atomic", "java.util.concurrent.locks")]
+JAVA_17_OPTIONS = ([f"--add-exports={name}=ALL-UNNAMED" for name in JAVA_17_EXPORTS]
+                   + [f"--add-opens={name}=ALL-UNNAMED" for name in JAVA_17_OPENS])
 LOG4J = """rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = File
 appender.file.name = File
@@ -52,21 +52,26 @@ class FlinkCluster:
 
     def __init__(self, release, workdir=DEFAULT_WORKDIR, rest_port=DEFAULT_REST_PORT, slots=2,
                  rpc_port=DEFAULT_RPC_PORT):
-        self.release, self.workdir, self.rest_port, self.slots = release, workdir, rest_port, slots
+        self.release, self.workdir, self.rest_port, self.slots = release, os.path.abspath(workdir), rest_port, slots
         self.rpc_port = rpc_port
         self.jobmanager = None  # pid
         self.taskmanagers = []  # pids, in start order
+        self._started = {}  # pid -> processes.Started, what proves a pid is still the JVM started here
 
     @classmethod
     def load(cls, workdir=DEFAULT_WORKDIR):
         """The cluster a `start` left in `workdir`, or ClusterError."""
         try:
+            processes.private_directory(workdir)
             with open(os.path.join(workdir, "cluster.json"), encoding="utf-8") as handle:
                 state = json.load(handle)
         except FileNotFoundError:
             raise ClusterError(f"no Flink cluster was started from {workdir}") from None
+        except processes.NotPrivate as error:
+            raise ClusterError(str(error)) from None
         cluster = cls(state["release"], workdir, state["rest_port"], state["slots"], state["rpc_port"])
         cluster.jobmanager, cluster.taskmanagers = state["jobmanager"], state["taskmanagers"]
+        cluster._started = {started[0]: processes.Started(*started) for started in state["started"]}
         return cluster
 
     @property
@@ -84,6 +89,10 @@ class FlinkCluster:
             if not _free(port):
                 raise ClusterError(f"port {port} on localhost is taken (another Flink cluster?): choose "
                                    f"--rest-port and --rpc-port, or stop that one")
+        try:
+            processes.private_directory(self.workdir)
+        except processes.NotPrivate as error:
+            raise ClusterError(str(error)) from None
         for name in ("conf", "log", "checkpoints"):
             os.makedirs(os.path.join(self.workdir, name), exist_ok=True)
         self._write_configuration()
@@ -108,7 +117,10 @@ class FlinkCluster:
         return pid
 
     def live_taskmanagers(self):
-        return [pid for pid in self.taskmanagers if _alive(pid)]
+        return [pid for pid in self.taskmanagers if self._running(pid)]
+
+    def _running(self, pid):
+        return pid in self._started and self._started[pid].running()
 
     def busy_taskmanagers(self):
         """The pids of the TaskManagers that run part of a job (some of their slots are taken)."""
@@ -132,17 +144,11 @@ class FlinkCluster:
             return None
 
     def stop(self, timeout=20):
-        """Stop every process this cluster started: TaskManagers first, then the JobManager."""
-        pids = [pid for pid in [*self.taskmanagers, self.jobmanager] if pid and _alive(pid)]
-        for pid in pids:
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for pid in pids:
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        self.jobmanager, self.taskmanagers = None, []
+        """Stop every process this cluster started and still runs: TaskManagers first, then the JobManager.
+        A recorded pid that now names another process (the JVM ended, the number was reused) is left alone."""
+        processes.stop([self._started[pid] for pid in [*self.taskmanagers, self.jobmanager] if pid in self._started],
+                       timeout)
+        self.jobmanager, self.taskmanagers, self._started = None, [], {}
         self._save()
 
     def __enter__(self):
@@ -192,6 +198,7 @@ class FlinkCluster:
         with open(os.path.join(self.workdir, "log", name + ".out"), "ab") as out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        start_new_session=True)  # outlives the command that started it
+        self._started[process.pid] = processes.Started.of(process.pid, marker=self.workdir)
         return process.pid
 
     def _resources(self, java, role, classpath, conf):
@@ -212,16 +219,16 @@ class FlinkCluster:
         while time.monotonic() < deadline:
             if ready(self.overview()):
                 return
-            if self.jobmanager and not _alive(self.jobmanager):
+            if self.jobmanager and not self._running(self.jobmanager):
                 break
             time.sleep(0.5)
         raise ClusterError(f"timed out waiting for {what}; logs in {os.path.join(self.workdir, 'log')}")
 
     def _save(self):
         state = {"release": self.release, "rest_port": self.rest_port, "rpc_port": self.rpc_port, "slots": self.slots,
-                 "jobmanager": self.jobmanager, "taskmanagers": self.taskmanagers}
-        with open(os.path.join(self.workdir, "cluster.json"), "w", encoding="utf-8") as handle:
-            json.dump(state, handle)
+                 "jobmanager": self.jobmanager, "taskmanagers": self.taskmanagers,
+                 "started": [list(started) for started in self._started.values()]}
+        processes.save_record(os.path.join(self.workdir, "cluster.json"), state)
 
 
 def _free(port):
@@ -230,19 +237,4 @@ def _free(port):
             probe.bind(("127.0.0.1", port))
         except OSError:
             return False
-    return True
-
-
-def _alive(pid):
-    """Whether `pid` runs (a zombie child of this process counts as ended)."""
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass  # not our child: ask the kernel
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     return True

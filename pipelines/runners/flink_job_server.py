@@ -42,7 +42,7 @@ def jar_path(flink_version=FLINK_VERSION):
 
 def fetch(flink_version=FLINK_VERSION, log=print):
     """Put the job server jar for the installed Beam where FlinkRunner finds it; its path. Idempotent."""
-    path = beam_jars.fetch("flink", _target(flink_version), _assembly(flink_version), log)
+    path = beam_jars.fetch("flink", _target(flink_version), assembly(flink_version), log)
     log(f"flink: job server for Flink {flink_release(path)} at {path}")
     return path
 
@@ -60,7 +60,7 @@ def _target(flink_version):
     return f":runners:flink:{flink_version}:job-server:shadowJar"
 
 
-def _assembly(flink_version):
+def assembly(flink_version=FLINK_VERSION):
     """The job server as Beam's build makes it (runners/flink/job-server): the runner, jcl-over-slf4j in
     place of commons-logging, slf4j-simple."""
     return beam_jars.Assembly(
