@@ -37,6 +37,7 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
     else:
         result = records | "Publish" >> options.write_transform(args)
         result.failed | "DeadLetters" >> WriteDeadLetters(args.dead_letter)
+    runner = options.runner_name(pipeline_options)  # before the run: Beam's portable runners clear it
     started = time.monotonic()
     try:
         with Progress(label, poll):
@@ -58,7 +59,7 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
         print("\n".join(dry_run.report(rows, args.top)), flush=True)
         return _nothing_read(label, args) if not dry_run.totals(rows)["records"] else EXIT_OK
     counters = sink_counters(pipeline_result)
-    status = report(counters, wall_seconds, args, options.runner_name(pipeline_options))
+    status = report(counters, wall_seconds, args, runner)
     return _nothing_read(label, args) if not counters.get("records_in") else status
 
 

@@ -173,7 +173,12 @@ def _read(pattern, input_format, csv_types):
 
 
 class ReadInputFiles(beam.PTransform):
-    """One read per glob or path (Beam's IO splits the files across workers), flattened.
+    """One read per glob or path (Beam's IO splits the files across workers), flattened, then reshuffled.
+
+    The reshuffle is for Flink: it runs each consumer of a Flatten once per input, under one step name,
+    and keeps the metrics of only one of those copies (Beam 2.62, batch), so the sink's own counts (records
+    read, failed before publishing) would miss the other inputs' records and the run's accounting would
+    not add up. After a reshuffle the records have one consumer on every runner.
 
     input_format: one of FORMATS, or None to guess each pattern's from its extension.
     csv_types: {column: type name} for CSV columns (see parse_csv_types).
@@ -188,4 +193,6 @@ class ReadInputFiles(beam.PTransform):
     def expand(self, pbegin):
         reads = [pbegin | f"Read{i}" >> _read(pattern, self.input_format or format_of(pattern), self.csv_types)
                  for i, pattern in enumerate(self.patterns)]
-        return reads[0] if len(reads) == 1 else tuple(reads) | beam.Flatten()
+        if len(reads) == 1:
+            return reads[0]
+        return tuple(reads) | beam.Flatten() | "OneConsumer" >> beam.Reshuffle()
