@@ -31,7 +31,7 @@ SCHEMA = {
         {"name": "reason", "type": "string", "doc": "a connector.Reason name, e.g. auth_failed"},
         {"name": "code", "type": ["null", "int"], "default": None, "doc": "the platform's code, if it answered"},
         {"name": "message", "type": "string"},
-        {"name": "attempts", "type": "int", "doc": "publish attempts made (0: never sent)"},
+        {"name": "attempts", "type": "int", "doc": "publish requests sent with its payload (0: never sent)"},
         {"name": "record_bytes", "type": ["null", "bytes"], "default": None,
          "doc": "the original record, exactly, when it was bytes"},
     ],

@@ -479,7 +479,8 @@ def test_http_404_fails_at_once_with_a_reason_and_a_hint(sample, emulator, tmp_p
                    *sink_args(sample, emulator, dead_letter, endpoint=emulator.endpoint + "/no/such/path"), *LOCAL)
     assert done.returncode == 0, done.stderr[-3000:]
     failed = dead_letters.read_all(str(dead_letter))
-    assert [(row["reason"], row["attempts"]) for row in failed] == [(NOT_FOUND, 1)] * 3
+    # /auth met the 404: no publish request left (attempts 0).
+    assert [(row["reason"], row["attempts"]) for row in failed] == [(NOT_FOUND, 0)] * 3
     assert "404" in failed[0]["message"]
     assert f"  {NOT_FOUND}: {HINTS[NOT_FOUND]}" in done.stdout
 
@@ -499,12 +500,13 @@ def test_an_unreachable_endpoint_is_reported_while_retrying(sample, emulator, tm
 
 
 def test_max_attempts_bounds_the_attempts(sample, emulator, tmp_path):
-    emulator.set_faults(http_status_rate={"503": 1})
+    emulator.set_faults(error_rate={"30001": 1})  # /auth answers, every publish is refused
     write_avro(tmp_path / "in.avro", readings(1))
     dead_letter = tmp_path / "failed"
     assert backfill.run(["--input", str(tmp_path / "in.avro"), *sink_args(sample, emulator, dead_letter),
                          "--max-attempts", "2", *LOCAL]) == 0
     assert [row["attempts"] for row in dead_letters.read_all(str(dead_letter))] == [2]
+    assert emulator.counters()["requests"]["topic"] == {"30001": 2}
 
 
 # Input formats.
