@@ -6,6 +6,7 @@ letter with the reason the sample says it must have.
 import collections
 import csv
 import glob
+import inspect
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 
 from conftest import reset_around
-from connector import FailedRecord, Reason, get_encoder
+from connector import FailedRecord, Reason, WriteToIoTPlatform, get_encoder
 from connector.beam.rows import record_json
 from connector.emulator import Emulator
 from pipelines import backfill, batch, dead_letters, dry_run, options, replay, sample_data, stream, summary
@@ -617,6 +618,18 @@ def test_underscore_spellings_of_our_options_are_ours(sample, emulator, tmp_path
     assert published(emulator)[0] == readings()
     assert dead_letters.read_all(str(dead_letter)) == []
 
+
+
+def test_the_pipelines_default_to_the_transforms_settings():
+    """One default per setting, whichever way a user publishes (the relay's delay was 2 s against the
+    transform's 5 s, and the README gave the backfill 16 requests in flight against 64)."""
+    transform = inspect.signature(WriteToIoTPlatform.__init__).parameters
+    for parser in (backfill.make_parser(), replay.make_parser(), stream.make_parser()):
+        assert parser.get_default("max_in_flight") == transform["max_in_flight"].default
+    assert stream.make_parser().get_default("max_buffering_delay") == transform["max_buffering_delay"].default
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    assert f"per worker process (default {transform['max_in_flight'].default}" in readme
+    assert f"(default {transform['max_buffering_delay'].default:g} s" in readme
 
 
 @pytest.mark.parametrize("runner", ["FnApiRunner", "PrismRunner", "FlinkRunner", "DataflowRunner"])
