@@ -77,7 +77,7 @@ def build(pipeline, source, args, json_messages=False):
         readings = readings | "EventTime" >> beam.Map(_at_event_time, args.timestamp_field)
     result = readings | "Publish" >> options.write_transform(args, streaming=True,
                                                                max_buffering_delay=args.max_buffering_delay)
-    result.failed | "DeadLetters" >> dead_letters.write_per_bundle(args.dead_letter)
+    result.failed | "DeadLetters" >> dead_letters.write_per_bundle(args.dead_letter, options.encoder_spec(args))
     return result
 
 
