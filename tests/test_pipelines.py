@@ -707,6 +707,7 @@ def test_csv_values_that_do_not_parse_as_their_type_go_to_the_dead_letters(sampl
     assert sorted(map(key, sent)) == sorted(map(key, good + [dict(empty_ts, ts=None)]))
     failed = sorted(dead_letters.read_all(str(dead_letter)), key=lambda row: row["message"])
     assert [row["reason"] for row in failed] == [Reason.INVALID_RECORD] * 2
+    assert [(row["product_key"], row["device_name"]) for row in failed] == [DEVICE] * 2  # the device each row names
     assert [dead_letters.original_record(row) for row in failed] == [not_float, not_int]
     assert [row["message"] for row in failed] == [
         f"{path} line 3: column 'temperature': 'abc' is not float (see --csv-types)",
@@ -778,7 +779,6 @@ def test_underscore_spellings_of_our_options_are_ours(sample, emulator, tmp_path
                          "--order_by", "ts", *LOCAL]) == 0
     assert published(emulator)[0] == readings()
     assert dead_letters.read_all(str(dead_letter)) == []
-
 
 
 def test_the_pipelines_default_to_the_transforms_settings():
