@@ -45,7 +45,8 @@ def run(argv, poll=None):
         csv_types = parse_csv_types(args.csv_types)
     except ValueError as error:
         raise UsageError(f"--csv-types: {error}") from None
-    return batch.run(parser, args, pipeline_options, lambda: ReadInputFiles(args.input, args.input_format, csv_types),
+    return batch.run(parser, args, pipeline_options,
+                     lambda: ReadInputFiles(args.input, args.input_format, csv_types, options.router(args)),
                      poll, label="backfill")
 
 

@@ -36,7 +36,7 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
         records | "Plan" >> dry_run.Plan(args, plan_path)
     else:
         result = records | "Publish" >> options.write_transform(args)
-        result.failed | "DeadLetters" >> WriteDeadLetters(args.dead_letter)
+        result.failed | "DeadLetters" >> WriteDeadLetters(args.dead_letter, options.encoder_spec(args))
     runner = options.runner_name(pipeline_options)  # before the run: Beam's portable runners clear it
     started = time.monotonic()
     try:

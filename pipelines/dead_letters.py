@@ -7,6 +7,11 @@ with its digits), so that a replay publishes what the run would have; NaN and In
 JSON's common extension, so a record that failed for holding one comes back as it was; what JSON
 cannot hold as its str(). A record that is bytes (a raw record, a Pub/Sub message that is not JSON;
 bytearray and memoryview too) is kept exactly in record_bytes, and its str() in record.
+
+Each dead letter also keeps how its run encoded (encoder, encoder_options: the name and options of
+pipelines.options.encoder_spec), beside where it was going (product_key, device_name, topic), so that a
+replay sends it where and as it was meant to go. Files written before those fields read as before,
+with both null.
 """
 import io
 import json
@@ -31,22 +36,46 @@ SCHEMA = {
         {"name": "reason", "type": "string", "doc": "a connector.Reason name, e.g. auth_failed"},
         {"name": "code", "type": ["null", "int"], "default": None, "doc": "the platform's code, if it answered"},
         {"name": "message", "type": "string"},
-        {"name": "attempts", "type": "int", "doc": "publish attempts made (0: never sent)"},
+        {"name": "attempts", "type": "int", "doc": "publish requests sent with its payload (0: never sent)"},
         {"name": "record_bytes", "type": ["null", "bytes"], "default": None,
          "doc": "the original record, exactly, when it was bytes"},
+        {"name": "encoder", "type": ["null", "string"], "default": None,
+         "doc": "the run's encoder (--encoder), which replay encodes with; null before it was kept"},
+        {"name": "encoder_options", "type": ["null", "string"], "default": None,
+         "doc": "that encoder's options as JSON text (time_field, exclude, timestamps, schema, ...)"},
     ],
 }
 SUFFIX = ".avro"
 _PARSED = fastavro.parse_schema(SCHEMA)
 
 
-def to_avro(failed):
-    """A FailedRecord as a dict of the dead-letter schema."""
+def stamp(encoder_spec):
+    """The fields that say how a run encoded, from its (encoder name, options): what to_avro adds to each
+    dead letter. None: unknown (a writer that was not told), written as nulls."""
+    if encoder_spec is None:
+        return _UNSTAMPED
+    name, options = encoder_spec
+    return {"encoder": name, "encoder_options": json.dumps(options, sort_keys=True, separators=(",", ":"))}
+
+
+def encoder_spec_of(dead_letter):
+    """(encoder name, options) a dead letter says its run encoded with; None for one written before
+    dead letters kept it."""
+    if dead_letter.get("encoder") is None:
+        return None
+    return dead_letter["encoder"], json.loads(dead_letter.get("encoder_options") or "{}")
+
+
+_UNSTAMPED = {"encoder": None, "encoder_options": None}
+
+
+def to_avro(failed, stamped=_UNSTAMPED):
+    """A FailedRecord as a dict of the dead-letter schema; stamped: how the run encoded (stamp)."""
     text, raw = original(failed.record)
     return {"record": record_json(str(raw)) if text is None else text,
             "product_key": failed.product_key, "device_name": failed.device_name, "topic": failed.topic,
             "reason": failed.reason, "code": failed.code, "message": failed.message, "attempts": failed.attempts,
-            "record_bytes": raw}
+            "record_bytes": raw, **stamped}
 
 
 def original_record(dead_letter):
@@ -55,15 +84,39 @@ def original_record(dead_letter):
     return json.loads(dead_letter["record"]) if raw is None else raw
 
 
-class WriteDeadLetters(beam.PTransform):
-    """Batch: FailedRecords to Avro files <prefix>-SSSSS-of-NNNNN.avro with WriteToAvro."""
+class Replayed(dict):
+    """A dead letter's record (a dict, as it was given to the sink) carrying where it was going: route,
+    (Device, topic), which DeadLetterRouter sends it to. Encoders see the dict."""
 
-    def __init__(self, prefix):
+    def __init__(self, record, route):
+        super().__init__(record)
+        self.route = route
+
+
+class DeadLetterRouter:
+    """Routes a Replayed record to its dead letter's device and topic, and any other record by the
+    run's own router (fallback): a record that failed before it was routed, or replayed with --topic."""
+
+    def __init__(self, fallback):
+        self.fallback = fallback
+
+    def __call__(self, record):
+        route = record.route if isinstance(record, Replayed) else None
+        return self.fallback(record) if route is None else route
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Batch: FailedRecords to Avro files <prefix>-SSSSS-of-NNNNN.avro with WriteToAvro.
+
+    encoder_spec: (name, options) of the run's encoder, kept in each dead letter for replay."""
+
+    def __init__(self, prefix, encoder_spec=None):
         super().__init__()
         self.prefix = prefix
+        self.stamped = stamp(encoder_spec)
 
     def expand(self, failed):
-        return (failed | "ToAvro" >> beam.Map(to_avro)
+        return (failed | "ToAvro" >> beam.Map(to_avro, self.stamped)
                 | "Write" >> beam.io.WriteToAvro(self.prefix, SCHEMA, file_name_suffix=SUFFIX))
 
 
@@ -81,14 +134,15 @@ class _WritePerBundleFn(beam.DoFn):
     BundleBasedDirectRunner never ends a TestStream run, and Prism refuses the trigger.
     """
 
-    def __init__(self, prefix):
+    def __init__(self, prefix, stamped):
         self._prefix = prefix
+        self._stamped = stamped
 
     def start_bundle(self):
         self._rows = []
 
     def process(self, failed):
-        self._rows.append(to_avro(failed))
+        self._rows.append(to_avro(failed, self._stamped))
 
     def finish_bundle(self):
         if not self._rows:
@@ -100,20 +154,25 @@ class _WritePerBundleFn(beam.DoFn):
         self._rows = []
 
 
-def write_per_bundle(prefix):
-    """Streaming: FailedRecords to Avro files <prefix>-<random>.avro, one per bundle that had any."""
-    return beam.ParDo(_WritePerBundleFn(prefix))
+def write_per_bundle(prefix, encoder_spec=None):
+    """Streaming: FailedRecords to Avro files <prefix>-<random>.avro, one per bundle that had any;
+    encoder_spec as for WriteDeadLetters."""
+    return beam.ParDo(_WritePerBundleFn(prefix, stamp(encoder_spec)))
 
 
 class ReadDeadLetters(beam.PTransform):
-    """The original records back from dead-letter files (globs or paths on any Beam filesystem)."""
+    """The original records back from dead-letter files (globs or paths on any Beam filesystem).
 
-    def __init__(self, patterns):
+    replayed: a function dead letter -> what to send instead of its original record (replay's: the
+    record carrying its route, or a FailedRecord when it must not be sent as this replay would)."""
+
+    def __init__(self, patterns, replayed=original_record):
         super().__init__()
         self.patterns = patterns
+        self.replayed = replayed
 
     def expand(self, pbegin):
-        return pbegin | "Read" >> ReadInputFiles(self.patterns, "avro") | "Original" >> beam.Map(original_record)
+        return pbegin | "Read" >> ReadInputFiles(self.patterns, "avro") | "Original" >> beam.Map(self.replayed)
 
 
 def read_all(prefix):

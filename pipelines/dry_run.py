@@ -21,7 +21,6 @@ from connector import FileCredentials, Reason
 from connector.beam.hints import TIMESTAMP, WINDOW
 from connector.beam.metrics import SinkMetrics
 from connector.beam.prepack import _ChunkedPublishFn
-from connector.beam.routing import make_router
 from connector.beam.write import grouped_chunks
 from connector.protocol.limits import ACCOUNT_REQUESTS_PER_SECOND, DEVICE_MESSAGES_PER_SECOND
 
@@ -136,7 +135,7 @@ class Plan(beam.PTransform):
 
     def __init__(self, args, output):
         super().__init__()
-        self._router = make_router(**options.routing(args))
+        self._router = options.router(args)
         self._encoder = options.encoder(args)
         self._max_payload_bytes = args.max_payload_bytes
         self._credentials = args.credentials

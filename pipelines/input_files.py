@@ -22,6 +22,7 @@ from apache_beam.io import fileio
 
 from connector import Reason
 from connector.beam.results import failure
+from connector.beam.routing import RoutingError
 
 from .json_messages import _parsed
 
@@ -90,10 +91,10 @@ def _csv_value(text, type_name):
     return text
 
 
-def _csv_records(readable_file, types):
+def _csv_records(readable_file, types, router=None):
     """The rows of one CSV file (with a header line) as dicts of typed values; a row with a value that
     is not its column's type, or with more values than the header has columns, as a FailedRecord
-    (invalid_record) saying so."""
+    (invalid_record) saying so, with the device the row names when the router finds one in it."""
     with readable_file.open() as handle:
         rows = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8-sig", newline=""))
         for row in rows:
@@ -115,7 +116,21 @@ def _csv_records(readable_file, types):
             if not_their_type:
                 problems.append("; ".join(not_their_type) + " (see --csv-types)")
             yield failure(record, f"{readable_file.metadata.path} line {rows.line_num}: {'; '.join(problems)}",
-                          Reason.INVALID_RECORD)
+                          Reason.INVALID_RECORD, _device_named(record, router))
+
+
+def _device_named(record, router):
+    """The (productKey, deviceName) a record names by the run's router, or None: what a failed row's dead
+    letter says of where it was going, as those of the sink's own failures do."""
+    if router is None:
+        return None
+    try:
+        device, _ = router(record)
+    except RoutingError as error:  # a topic the template cannot make still has its device
+        device = error.device
+    except Exception:  # whatever a user's router raises: the row fails for its values all the same
+        device = None
+    return tuple(device) if device is not None else None
 
 
 def _json_line(line):
@@ -160,7 +175,7 @@ def _maps_as_dicts(value, arrow_type):
     return [_maps_as_dicts(item, arrow_type.value_type) for item in value]
 
 
-def _read(pattern, input_format, csv_types):
+def _read(pattern, input_format, csv_types, router):
     if input_format == "avro":
         return beam.io.ReadFromAvro(pattern)
     if input_format == "parquet":
@@ -169,7 +184,7 @@ def _read(pattern, input_format, csv_types):
         return (beam.io.ReadFromText(pattern) | "NonBlank" >> beam.Filter(str.strip)
                 | "Json" >> beam.Map(_json_line))
     return (fileio.MatchFiles(pattern) | fileio.ReadMatches()
-            | "Csv" >> beam.FlatMap(_csv_records, csv_types))
+            | "Csv" >> beam.FlatMap(_csv_records, csv_types, router))
 
 
 class ReadInputFiles(beam.PTransform):
@@ -182,16 +197,20 @@ class ReadInputFiles(beam.PTransform):
 
     input_format: one of FORMATS, or None to guess each pattern's from its extension.
     csv_types: {column: type name} for CSV columns (see parse_csv_types).
+    router: the run's router (connector.beam.routing.make_router), which names the device of a CSV row
+        that fails for its values.
     """
 
-    def __init__(self, patterns, input_format=None, csv_types=None):
+    def __init__(self, patterns, input_format=None, csv_types=None, router=None):
         super().__init__()
         self.patterns = [patterns] if isinstance(patterns, str) else list(patterns)
         self.input_format = input_format
         self.csv_types = csv_types or {}
+        self.router = router
 
     def expand(self, pbegin):
-        reads = [pbegin | f"Read{i}" >> _read(pattern, self.input_format or format_of(pattern), self.csv_types)
+        reads = [pbegin | f"Read{i}" >> _read(pattern, self.input_format or format_of(pattern), self.csv_types,
+                                              self.router)
                  for i, pattern in enumerate(self.patterns)]
         if len(reads) == 1:
             return reads[0]

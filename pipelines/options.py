@@ -14,14 +14,16 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from connector import WriteToIoTPlatform, get_encoder
 from connector.beam.json_values import ISO, TIMESTAMP_FORMATS
 from connector.beam.publisher import DEFAULT_MAX_IN_FLIGHT, RetryPolicy
-from connector.beam.routing import DEFAULT_TOPIC, default_topic
+from connector.beam.routing import DEFAULT_TOPIC, default_topic, make_router
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
 from connector.protocol.signing import CLIENT_SIGN_METHOD, SIGN_METHODS
 
 from .checks import UsageError
+from .dead_letters import DeadLetterRouter
 from .device_map import DeviceMapRouter, load_device_map
 
 ENCODERS = ("jsonl", "json-array", "alink-history", "alink-property", "avro")
+DEFAULT_TIME_FIELD = "time"
 # The DirectRunner first tries to download Prism, which fails offline; FnApiRunner runs in-process.
 # Named by its module: Beam releases before 2.63 do not know the short name "FnApiRunner".
 LOCAL_RUNNER = "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
@@ -61,14 +63,17 @@ def add_sink_options(parser):
                       f"the alink encoders' thing-model topic, else {DEFAULT_TOPIC})")
     sink.add_argument("--encoder", choices=ENCODERS, default="jsonl", help="payload format (default %(default)s)")
     sink.add_argument("--avro-schema", help="schema file (JSON) for --encoder avro")
-    sink.add_argument("--time-field", default="time", help="the alink encoders' time field: epoch ms or a timestamp")
+    sink.add_argument("--time-field", help="the alink encoders' time field: epoch ms or a timestamp (default time; "
+                      "alink-history needs it in every record, and so does alink-property when it is given: a "
+                      "record without it fails as unencodable rather than going out stamped with its arrival)")
     sink.add_argument("--timestamps", choices=TIMESTAMP_FORMATS, default=ISO,
                       help="how the JSON encoders write timestamp values: ISO-8601 text in UTC, or epoch "
                       "milliseconds (default %(default)s)")
     sink.add_argument("--order-by", help="field to order each device's records by before packing")
     sink.add_argument("--max-payload-bytes", type=int, default=MAX_PAYLOAD_BYTES)
     sink.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT,
-                      help="HTTP requests open at once per worker process")
+                      help="HTTP requests open at once per worker process (default %(default)s, the transform's: "
+                      "they hide the platform's round trip; against a local emulator fewer use less CPU)")
     sink.add_argument("--max-attempts", type=int, default=RetryPolicy().max_attempts,
                       help="attempts per message that reached the platform (default %(default)s)")
     sink.add_argument("--retry-max-seconds", type=float, default=RetryPolicy().max_seconds,
@@ -83,11 +88,14 @@ def add_sink_options(parser):
     route.add_argument("--device-map", help="JSON or CSV file mapping --device-id-field values to "
                        "productKey and deviceName (instead of the two fields)")
     route.add_argument("--device-id-field", default="sensor_id", help="the source id the device map is keyed by")
+    # Set by replay: the encoder the dead letters name, and routing to each dead letter's own topic.
+    parser.set_defaults(encoder_spec=None, dead_letter_routes=False)
 
 
-def parse(parser, argv):
-    """(our args, Beam's PipelineOptions): unknown options are Beam's; the runner defaults to local."""
-    args, beam_args = parser.parse_known_args(_our_spelling(parser, argv))
+def parse(parser, argv, namespace=None):
+    """(our args, Beam's PipelineOptions): unknown options are Beam's; the runner defaults to local.
+    namespace: values the parsed options start from (argparse leaves those not given as they are)."""
+    args, beam_args = parser.parse_known_args(_our_spelling(parser, argv), namespace)
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in beam_args):
         beam_args = [f"--runner={LOCAL_RUNNER}"] + beam_args
     return args, PipelineOptions(beam_args)
@@ -118,29 +126,51 @@ def require(parser, args, *names):
 
 
 def routing(args):
-    """Keyword arguments for make_router and WriteToIoTPlatform: fields, or a device map, and the topic."""
+    """Keyword arguments for make_router and WriteToIoTPlatform: fields, or a device map, and the topic;
+    for replay, a router that sends each record where its dead letter says, and the others by those."""
     router = None
-    topic = args.topic or default_topic(args.encoder)
+    topic = args.topic or default_topic(encoder_spec(args)[0])
     if args.device_map:
         router = DeviceMapRouter(load_device_map(args.device_map, args.device_id_field),
                                  args.device_id_field, topic)
+    if args.dead_letter_routes:
+        router = DeadLetterRouter(make_router(router, product_key_field=args.product_key_field,
+                                              device_name_field=args.device_name_field, topic=topic))
     return {"router": router, "product_key_field": args.product_key_field,
             "device_name_field": args.device_name_field, "topic": topic}
 
 
-def encoder(args):
-    """The Encoder the options name, with its options (the alink ones skip the routing fields)."""
+def router(args):
+    """The run's router, as WriteToIoTPlatform makes it from the options."""
+    return make_router(**routing(args))
+
+
+def encoder_spec(args):
+    """(name, options) of the encoder the options name, the options as JSON values: what the dead letters
+    keep, so that a replay encodes as the run did (replay sets args.encoder_spec to theirs). The alink
+    encoders skip the routing fields and, for alink-property, require the time field when it is given."""
+    if args.encoder_spec is not None:
+        return args.encoder_spec
     if args.encoder == "avro":
         if not args.avro_schema:
-            raise SystemExit("--encoder avro needs --avro-schema FILE")
+            raise UsageError("--encoder avro needs --avro-schema FILE")
         with FileSystems.open(args.avro_schema) as handle:
-            return get_encoder("avro", schema=json.load(handle))
+            return "avro", {"schema": json.load(handle)}
     if args.encoder.startswith("alink"):
         routing_fields = [args.device_id_field] if args.device_map else [args.product_key_field,
                                                                          args.device_name_field]
-        return get_encoder(args.encoder, time_field=args.time_field, exclude=routing_fields,
-                           timestamps=args.timestamps)
-    return get_encoder(args.encoder, timestamps=args.timestamps)
+        spec = {"time_field": args.time_field or DEFAULT_TIME_FIELD, "exclude": routing_fields,
+                "timestamps": args.timestamps}
+        if args.time_field and args.encoder == "alink-property":
+            spec["require_time"] = True
+        return args.encoder, spec
+    return args.encoder, {"timestamps": args.timestamps}
+
+
+def encoder(args):
+    """The Encoder the options name, with its options (encoder_spec)."""
+    name, spec = encoder_spec(args)
+    return get_encoder(name, **spec)
 
 
 def write_transform(args, **streaming):

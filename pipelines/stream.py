@@ -21,6 +21,7 @@ import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
 from connector import FileCredentials
+from connector.beam.write import DEFAULT_MAX_BUFFERING_DELAY
 from connector.emulator import Emulator, make_devices
 
 from . import batch, checks, dead_letters, fleet, kafka_source, options
@@ -55,8 +56,11 @@ def make_parser():
     source.add_argument("--rate", type=float, default=50.0, help="simulated readings per second, in all")
     source.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     options.add_sink_options(parser)
-    parser.add_argument("--max-buffering-delay", type=float, default=2.0,
-                        help="seconds a device's first buffered reading may wait (default %(default)s)")
+    parser.add_argument("--max-buffering-delay", type=float, default=DEFAULT_MAX_BUFFERING_DELAY,
+                        help="seconds a device's first buffered reading may wait (default %(default)s, the "
+                        "transform's: a device sends at most one message per delay unless a payload fills, so a "
+                        "longer one means fewer messages against the platform's per-device and per-account "
+                        "limits, and fresher data a shorter one)")
     return parser
 
 
@@ -73,7 +77,7 @@ def build(pipeline, source, args, json_messages=False):
         readings = readings | "EventTime" >> beam.Map(_at_event_time, args.timestamp_field)
     result = readings | "Publish" >> options.write_transform(args, streaming=True,
                                                                max_buffering_delay=args.max_buffering_delay)
-    result.failed | "DeadLetters" >> dead_letters.write_per_bundle(args.dead_letter)
+    result.failed | "DeadLetters" >> dead_letters.write_per_bundle(args.dead_letter, options.encoder_spec(args))
     return result
 
 

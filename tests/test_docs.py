@@ -6,8 +6,10 @@ import re
 
 import pytest
 
+from connector import Reason
 from connector.protocol import codes, limits, signing
 from connector.protocol.codes import Action
+from pipelines.summary import HINTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTOCOL_NOTES = os.path.join(ROOT, "docs", "protocol.md")
@@ -67,3 +69,21 @@ def test_the_notes_name_the_sign_methods_the_default_and_the_limits():
     assert f"default `{signing.CLIENT_SIGN_METHOD}`" in text
     assert f"{limits.MAX_PAYLOAD_BYTES:,}" in text and f"{limits.MAX_TOPIC_BYTES} bytes" in text
     assert "/sys/${productKey}/${deviceName}/thing/event/property/history/post" in text
+
+
+def _readme_section(title):
+    """The README's text under a heading, to the next heading of any level."""
+    text = _read(os.path.join(ROOT, "README.md"))
+    start = text.index(f"\n{title}\n")
+    following = re.search(r"\n#+ ", text[start + len(title) + 2:])
+    return text[start:start + len(title) + 2 + following.start()] if following else text[start:]
+
+
+def test_the_readme_documents_every_failure_reason_and_no_other():
+    """The failure reasons table and the dead letters' `reason` field list exactly connector.Reason.ALL."""
+    table = re.findall(r"^\| `([a-z_]+)` \|", _readme_section("### Failure reasons"), re.MULTILINE)
+    assert table == list(Reason.ALL)
+    field = next(line for line in _readme_section("### Dead letters and replay").splitlines()
+                 if line.startswith("| `reason` |"))
+    assert re.findall(r"`([a-z_]+)`", field.split("|")[3]) == list(Reason.ALL)
+    assert set(HINTS) == set(Reason.ALL)  # the summary's hint for each

@@ -40,9 +40,9 @@ READINGS = [
 T = 1524448722000
 
 
-def make(name):
+def make(name, **more):
     options = {"avro": {"schema": SCHEMA}, "raw-lines": {"separator": b"\n"}}.get(name, {})
-    return get_encoder(name.replace("raw-lines", "raw"), **options)
+    return get_encoder(name.replace("raw-lines", "raw"), **options, **more)
 
 
 def body_of(encoder, records):
@@ -179,7 +179,8 @@ def test_alink_history_body_matches_protocol():
 
 
 @pytest.mark.parametrize("time", [None, True, 1524448722.0, "1524448722000", -1, datetime.date(2024, 1, 1),
-                                  datetime.datetime(1969, 12, 31, 23, 59, 59)])
+                                  datetime.datetime(1969, 12, 31, 23, 59, 59), "2018-04-23", "yesterday 10:00",
+                                  "1969-12-31T23:59:59Z"])
 def test_alink_refuses_invalid_time(time):
     for name in ("alink-property", "alink-history"):
         with pytest.raises(EncodeError, match="epoch milliseconds"):
@@ -189,7 +190,8 @@ def test_alink_refuses_invalid_time(time):
 @pytest.mark.parametrize("time", [
     T, numpy.int64(T), datetime.datetime(2018, 4, 23, 1, 58, 42), pandas.Timestamp("2018-04-23T01:58:42Z"),
     datetime.datetime(2018, 4, 23, 9, 58, 42, tzinfo=datetime.timezone(datetime.timedelta(hours=8))),
-    Timestamp(micros=T * 1000), numpy.datetime64("2018-04-23T01:58:42.000")])
+    Timestamp(micros=T * 1000), numpy.datetime64("2018-04-23T01:58:42.000"),
+    "2018-04-23T01:58:42.000Z", "2018-04-23 09:58:42+08:00", "2018-04-23T01:58:42"])  # text: as dead letters keep it
 def test_alink_time_field_takes_epoch_milliseconds_or_a_timestamp(time):
     """A timestamp is an instant: naive ones are UTC, as the value mapping reads them."""
     for name in ("alink-property", "alink-history"):
@@ -197,8 +199,18 @@ def test_alink_time_field_takes_epoch_milliseconds_or_a_timestamp(time):
 
 
 def test_alink_history_requires_time():
-    with pytest.raises(EncodeError, match="need a time field 'time'"):
+    with pytest.raises(EncodeError, match="need their time field 'time'"):
         make("alink-history").encode({"temperature": 1.0})
+    with pytest.raises(EncodeError, match="need their time field 'time'"):
+        make("alink-history", require_time=False).encode({"temperature": 1.0})  # history cannot do without
+
+
+def test_alink_property_requires_time_only_when_asked():
+    """Without a time a live report is stamped with its arrival; a run that names its time field wants
+    that field, and a record without it fails rather than going out stamped with the wrong time."""
+    assert make("alink-property").properties_of({"temperature": 1.0}) == {"temperature": {"value": 1.0}}
+    with pytest.raises(EncodeError, match="need their time field 'ts'"):
+        make("alink-property", time_field="ts", require_time=True).encode({"time": T, "temperature": 1.0})
 
 
 def test_alink_ids_count_up_and_wrap_at_2_to_the_32(monkeypatch):

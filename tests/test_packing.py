@@ -137,10 +137,20 @@ def test_a_record_exactly_at_the_limit_fits_and_one_byte_more_does_not():
 def test_a_record_too_large_leaves_the_open_payload_as_it_was():
     packer = Packer(JsonLinesEncoder(), DEVICE, 10)
     packer.add("a", b"123")
-    with pytest.raises(RecordTooLarge, match="encodes to 11 bytes.*at most 10 bytes"):
+    with pytest.raises(RecordTooLarge) as refused:
         packer.add("big", b"x" * 11)
+    assert str(refused.value) == "a record encodes to 11 bytes, more than a payload holds (10 bytes at most)"
     assert packer.add("b", b"456") is None
     assert packer.flush() == Payload(b"123\n456", ["a", "b"])
+
+
+def test_a_too_large_record_is_told_what_the_envelope_takes():
+    encoder = get_encoder("alink-history")
+    overhead = encoder.overhead(DEVICE)
+    with pytest.raises(RecordTooLarge) as refused:
+        Packer(encoder, DEVICE, 1000).check(b"x" * (1001 - overhead))
+    assert str(refused.value) == (f"a record encodes to {1001 - overhead} bytes, more than a payload holds "
+                                  f"(1000 bytes at most, {overhead} of them for the alink-history envelope)")
 
 
 @pytest.mark.parametrize("encoder", [get_encoder("alink-property"), get_encoder("raw")], ids=["alink-property", "raw"])

@@ -6,6 +6,7 @@ letter with the reason the sample says it must have.
 import collections
 import csv
 import glob
+import inspect
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 
 from conftest import reset_around
-from connector import FailedRecord, Reason, get_encoder
+from connector import FailedRecord, Reason, WriteToIoTPlatform, get_encoder
 from connector.beam.rows import record_json
 from connector.emulator import Emulator
 from pipelines import backfill, batch, dead_letters, dry_run, options, replay, sample_data, stream, summary
@@ -197,6 +198,167 @@ def test_replay_sends_dead_letters_once_the_credentials_are_fixed(sample, emulat
     assert_accounted(read_input(sample.input_pattern), sent_all, dead_letters.read_all(str(again)), still_bad)
     assert len(sent_all) - len(sent_first) == (sample.expected_failures[Reason.AUTH_FAILED]
                                                + sample.expected_failures[Reason.UNKNOWN_DEVICE])
+
+
+def test_replay_sends_records_where_and_as_their_run_meant_to(sample, emulator, tmp_path, capsys):
+    """An alink-history backfill's dead letters go back to the history topic in the history format, each
+    reading with its own time from the run's time field (a timestamp: the dead letters keep it as text)."""
+    first = tmp_path / "first" / "failed"
+    assert backfill.run(["--input", sample.input_pattern, *sink_args(sample, emulator, first),
+                         "--encoder", "alink-history", "--time-field", "read_at", *LOCAL]) == 0
+    before = len(emulator.messages())
+    fixed = tmp_path / "fixed-credentials.json"
+    fixed.write_text(open(sample.devices_file).read())  # every device, with its true secret
+    again = tmp_path / "again" / "failed"
+    capsys.readouterr()
+    assert replay.run(["--input", f"{first}*.avro", *sink_args(sample, emulator, again, str(fixed)), *LOCAL]) == 0
+    replayed = emulator.messages()[before:]
+    assert {f"{m['productKey']}/{m['deviceName']}" for m in replayed} == {sample.wrong_secret_device,
+                                                                         sample.unknown_device}
+    readings_sent = []
+    for message in replayed:
+        assert message["topic"] == (f"/sys/{message['productKey']}/{message['deviceName']}"
+                                    "/thing/event/property/history/post")
+        assert json.loads(message["payload"])["method"] == "thing.event.property.history.post"
+        readings_sent += get_encoder("alink-history").decode(message["payload"])
+    assert len(readings_sent) == (sample.expected_failures[Reason.AUTH_FAILED]
+                                  + sample.expected_failures[Reason.UNKNOWN_DEVICE])
+    assert all({p["time"] for p in reading.values()} == {reading["ts"]["value"]} for reading in readings_sent)
+    assert "replay: encoding as the dead letters say: alink-history (time_field=read_at" in capsys.readouterr().err
+    # What fails again keeps how this replay encoded, for the next one.
+    rows = dead_letters.read_all(str(again))
+    assert {(row["encoder"], json.loads(row["encoder_options"])["time_field"]) for row in rows} == {
+        ("alink-history", "read_at")}
+
+
+def test_replay_refuses_in_one_line_what_it_cannot_resolve_and_does_what_it_is_told(sample, emulator, tmp_path):
+    history, lines = tmp_path / "history" / "failed", tmp_path / "lines" / "failed"
+    assert backfill.run(["--input", sample.input_pattern, *sink_args(sample, emulator, history),
+                         "--encoder", "alink-history", "--time-field", "ts", *LOCAL]) == 0
+    assert backfill.run(["--input", sample.input_pattern, *sink_args(sample, emulator, lines), *LOCAL]) == 0
+    before = len(emulator.messages())
+    fixed = tmp_path / "fixed-credentials.json"
+    fixed.write_text(open(sample.devices_file).read())
+    again = sink_args(sample, emulator, tmp_path / "again" / "failed", str(fixed))
+    done = command("replay", "--input", f"{history}*.avro", *again, "--encoder", "jsonl")
+    assert_one_line_error(done, "/thing/event/property/history/post takes alink-history payloads",
+                          "would send jsonl there", "--topic")
+    done = command("replay", "--input", f"{history}*.avro", f"{lines}*.avro", *again)
+    assert_one_line_error(done, "encoded differently", "alink-history (time_field=ts", "jsonl (timestamps=iso)")
+    assert len(emulator.messages()) == before  # nothing was sent
+    # Told otherwise, with a topic: JSON lines there.
+    assert replay.run(["--input", f"{history}*.avro", *again, "--encoder", "jsonl",
+                       "--topic", "/{productKey}/{deviceName}/user/update", *LOCAL]) == 0
+    replayed = emulator.messages()[before:]
+    assert {m["topic"].rsplit("/", 2)[-2:] == ["user", "update"] for m in replayed} == {True}
+    assert sum(len(JSONL.decode(m["payload"])) for m in replayed) == (
+        sample.expected_failures[Reason.AUTH_FAILED] + sample.expected_failures[Reason.UNKNOWN_DEVICE])
+
+
+def replay_a_mapped_history_backfill(sample, emulator, tmp_path, runner_options):
+    """A backfill routed by --device-map to the device whose secret is wrong, with alink-history; its dead
+    letters replayed with the right secret and no device map: only the dead letters know the device and
+    topic. The readings sent, with the replay's exit status."""
+    device = sample.wrong_secret_device.split("/")
+    readings_file = tmp_path / "by-sensor.jsonl"
+    records = [{"sensor_id": 17, "ts": 1_700_000_000_000 + i * 1000, "temperature": 20.5 + i} for i in range(5)]
+    readings_file.write_text("".join(json.dumps(record) + "\n" for record in records))
+    device_map = tmp_path / "map.csv"
+    device_map.write_text(f"sensor_id,productKey,deviceName\n17,{device[0]},{device[1]}\n")
+    first = tmp_path / "first" / "failed"
+    assert backfill.run(["--input", str(readings_file), *sink_args(sample, emulator, first), "--device-map",
+                         str(device_map), "--encoder", "alink-history", "--time-field", "ts", *runner_options]) == 0
+    assert [row["reason"] for row in dead_letters.read_all(str(first))] == [Reason.AUTH_FAILED] * 5
+    fixed = tmp_path / "fixed-credentials.json"
+    fixed.write_text(open(sample.devices_file).read())
+    status = replay.run(["--input", f"{first}*.avro",
+                         *sink_args(sample, emulator, tmp_path / "again" / "failed", str(fixed)), *runner_options])
+    history = f"/sys/{device[0]}/{device[1]}/thing/event/property/history/post"
+    sent = [reading for message in emulator.messages(topic=history)
+            for reading in get_encoder("alink-history").decode(message["payload"])]
+    expected = [{"temperature": {"value": r["temperature"], "time": r["ts"]}} for r in records]
+    return status, sorted(sent, key=lambda r: r["temperature"]["time"]), expected
+
+
+def test_replay_sends_to_the_dead_letters_device_and_topic_without_the_device_map(sample, emulator, tmp_path):
+    status, sent, expected = replay_a_mapped_history_backfill(sample, emulator, tmp_path, LOCAL)
+    assert status == 0 and sent == expected
+
+
+OLD_DEAD_LETTER_SCHEMA = dict(dead_letters.SCHEMA, fields=[
+    field for field in dead_letters.SCHEMA["fields"] if field["name"] not in ("encoder", "encoder_options")])
+
+
+def write_dead_letters(path, failed, schema=dead_letters.SCHEMA, encoder_specs=None):
+    """Dead letters as a run writes them: FailedRecords, each stamped with its (encoder, options) or not."""
+    specs = encoder_specs or [None] * len(failed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        fastavro.writer(out, fastavro.parse_schema(schema), [
+            dead_letters.to_avro(entry, dead_letters.stamp(spec)) for entry, spec in zip(failed, specs)])
+
+
+def test_replay_reads_dead_letters_written_before_they_kept_their_encoder(sample, emulator, tmp_path, capsys):
+    """Encoded as the command says, each record to its own topic; one bound for an encoder's thing-model
+    topic is refused unless the command names that encoder."""
+    pk, dn = DEVICE
+    update, history = f"/{pk}/{dn}/user/update", f"/sys/{pk}/{dn}/thing/event/property/history/post"
+    records = readings(2)
+    write_dead_letters(tmp_path / "old" / "lines.avro", [
+        FailedRecord(r, pk, dn, update, Reason.AUTH_FAILED, 20000, "refused", 0) for r in records],
+        OLD_DEAD_LETTER_SCHEMA)
+    write_dead_letters(tmp_path / "old" / "history.avro", [
+        FailedRecord(r, pk, dn, history, Reason.AUTH_FAILED, 20000, "refused", 0) for r in records],
+        OLD_DEAD_LETTER_SCHEMA)
+    args = [*sink_args(sample, emulator, tmp_path / "again" / "failed"), *LOCAL]
+    assert replay.run(["--input", str(tmp_path / "old" / "lines.avro"), *args]) == 0
+    assert "2 of the files" not in capsys.readouterr().err
+    assert [(m["topic"], JSONL.decode(m["payload"])) for m in emulator.messages()] == [(update, records)]
+    done = command("replay", "--input", str(tmp_path / "old" / "history.avro"), *args)
+    assert_one_line_error(done, "history.avro", "takes alink-history payloads", "--encoder alink-history")
+    assert replay.run(["--input", str(tmp_path / "old" / "history.avro"), *args,
+                       "--encoder", "alink-history", "--time-field", "ts"]) == 0
+    [message] = emulator.messages(topic=history)
+    assert [reading["temperature"]["time"] for reading in get_encoder("alink-history").decode(message["payload"])] \
+        == [r["ts"] for r in records]
+    assert "written before dead letters kept their encoder" in capsys.readouterr().err
+
+
+def test_replay_fails_a_dead_letter_its_file_says_was_encoded_otherwise(sample, emulator, tmp_path):
+    """Replay reads how each file's run encoded from its first dead letter; one further on that says
+    otherwise (a file put together by hand) fails rather than going out in the wrong format."""
+    pk, dn = DEVICE
+    history = f"/sys/{pk}/{dn}/thing/event/property/history/post"
+    records = readings(2)
+    specs = [("alink-history", {"time_field": "ts", "exclude": ["productKey", "deviceName"], "timestamps": "iso"}),
+             ("jsonl", {"timestamps": "iso"})]
+    write_dead_letters(tmp_path / "mixed.avro", [FailedRecord(r, pk, dn, history, Reason.AUTH_FAILED, 20000, "x", 0)
+                                                 for r in records], encoder_specs=specs)
+    again = tmp_path / "again" / "failed"
+    assert replay.run(["--input", str(tmp_path / "mixed.avro"), *sink_args(sample, emulator, again), *LOCAL]) == 0
+    [message] = emulator.messages()
+    assert message["topic"] == history and len(get_encoder("alink-history").decode(message["payload"])) == 1
+    [row] = dead_letters.read_all(str(again))
+    assert dead_letters.original_record(row) == records[1] and row["reason"] == Reason.INVALID_RECORD
+    assert "its run encoded as jsonl" in row["message"] and "replay it apart" in row["message"]
+
+
+def test_alink_property_fails_records_without_the_time_field_it_is_given(sample, emulator, tmp_path):
+    """Only the records can tell that --time-field names no field of theirs: each such record fails
+    (unencodable, saying so) instead of going out stamped with its arrival; replay with the right one."""
+    write_avro(tmp_path / "in.avro", readings(3))
+    first = tmp_path / "first" / "failed"
+    assert backfill.run(["--input", str(tmp_path / "in.avro"), *sink_args(sample, emulator, first),
+                         "--encoder", "alink-property", "--time-field", "time_ms", *LOCAL]) == 0
+    assert emulator.messages() == []
+    failed = dead_letters.read_all(str(first))
+    assert [row["reason"] for row in failed] == [Reason.UNENCODABLE] * 3
+    assert "need their time field 'time_ms'" in failed[0]["message"]
+    assert replay.run(["--input", f"{first}*.avro", *sink_args(sample, emulator, tmp_path / "again" / "failed"),
+                       "--time-field", "ts", *LOCAL]) == 0
+    reported = [get_encoder("alink-property").decode(m["payload"])[0] for m in emulator.messages()]
+    assert sorted(p["temperature"]["time"] for p in reported) == [r["ts"] for r in readings(3)]
+    assert {m["topic"] for m in emulator.messages()} == {f"/sys/{DEVICE[0]}/{DEVICE[1]}/thing/event/property/post"}
 
 
 def test_dead_letters_keep_records_as_replay_sends_them_again(tmp_path):
@@ -479,7 +641,8 @@ def test_http_404_fails_at_once_with_a_reason_and_a_hint(sample, emulator, tmp_p
                    *sink_args(sample, emulator, dead_letter, endpoint=emulator.endpoint + "/no/such/path"), *LOCAL)
     assert done.returncode == 0, done.stderr[-3000:]
     failed = dead_letters.read_all(str(dead_letter))
-    assert [(row["reason"], row["attempts"]) for row in failed] == [(NOT_FOUND, 1)] * 3
+    # /auth met the 404: no publish request left (attempts 0).
+    assert [(row["reason"], row["attempts"]) for row in failed] == [(NOT_FOUND, 0)] * 3
     assert "404" in failed[0]["message"]
     assert f"  {NOT_FOUND}: {HINTS[NOT_FOUND]}" in done.stdout
 
@@ -499,12 +662,13 @@ def test_an_unreachable_endpoint_is_reported_while_retrying(sample, emulator, tm
 
 
 def test_max_attempts_bounds_the_attempts(sample, emulator, tmp_path):
-    emulator.set_faults(http_status_rate={"503": 1})
+    emulator.set_faults(error_rate={"30001": 1})  # /auth answers, every publish is refused
     write_avro(tmp_path / "in.avro", readings(1))
     dead_letter = tmp_path / "failed"
     assert backfill.run(["--input", str(tmp_path / "in.avro"), *sink_args(sample, emulator, dead_letter),
                          "--max-attempts", "2", *LOCAL]) == 0
     assert [row["attempts"] for row in dead_letters.read_all(str(dead_letter))] == [2]
+    assert emulator.counters()["requests"]["topic"] == {"30001": 2}
 
 
 # Input formats.
@@ -543,6 +707,7 @@ def test_csv_values_that_do_not_parse_as_their_type_go_to_the_dead_letters(sampl
     assert sorted(map(key, sent)) == sorted(map(key, good + [dict(empty_ts, ts=None)]))
     failed = sorted(dead_letters.read_all(str(dead_letter)), key=lambda row: row["message"])
     assert [row["reason"] for row in failed] == [Reason.INVALID_RECORD] * 2
+    assert [(row["product_key"], row["device_name"]) for row in failed] == [DEVICE] * 2  # the device each row names
     assert [dead_letters.original_record(row) for row in failed] == [not_float, not_int]
     assert [row["message"] for row in failed] == [
         f"{path} line 3: column 'temperature': 'abc' is not float (see --csv-types)",
@@ -615,6 +780,17 @@ def test_underscore_spellings_of_our_options_are_ours(sample, emulator, tmp_path
     assert published(emulator)[0] == readings()
     assert dead_letters.read_all(str(dead_letter)) == []
 
+
+def test_the_pipelines_default_to_the_transforms_settings():
+    """One default per setting, whichever way a user publishes (the relay's delay was 2 s against the
+    transform's 5 s, and the README gave the backfill 16 requests in flight against 64)."""
+    transform = inspect.signature(WriteToIoTPlatform.__init__).parameters
+    for parser in (backfill.make_parser(), replay.make_parser(), stream.make_parser()):
+        assert parser.get_default("max_in_flight") == transform["max_in_flight"].default
+    assert stream.make_parser().get_default("max_buffering_delay") == transform["max_buffering_delay"].default
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    assert f"per worker process (default {transform['max_in_flight'].default}" in readme
+    assert f"(default {transform['max_buffering_delay'].default:g} s" in readme
 
 
 @pytest.mark.parametrize("runner", ["FnApiRunner", "PrismRunner", "FlinkRunner", "DataflowRunner"])

@@ -22,7 +22,7 @@ import connector
 from connector.beam.encoders import get_encoder
 from connector.beam.results import FailedRecordCoder, RecordText
 from connector.beam.rows import record_json
-from pipelines import backfill, dead_letters, dry_run, replay
+from pipelines import backfill, dead_letters, dry_run, options, replay
 from pipelines.options import LOCAL_RUNNER
 from write_support import run_write, write_credentials
 from zoo_support import zoo_records, zoo_values
@@ -156,7 +156,7 @@ def test_batch_every_record_ends_published_or_failed_once_whatever_it_holds(zoo,
         + (["--order-by", order_by] if order_by else []))
 
     def more(result):
-        result.failed | "DeadLetters" >> dead_letters.WriteDeadLetters(dead_letter)
+        result.failed | "DeadLetters" >> dead_letters.WriteDeadLetters(dead_letter, options.encoder_spec(args))
         result.published.pipeline | "Again" >> _Records(records) | "Plan" >> dry_run.Plan(args, plan)
         return {"Coded": result.failed | "Code" >> beam.Map(_coded), "Rows": result.failed | connector.ToRows()}
 

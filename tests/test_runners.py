@@ -28,6 +28,7 @@ from test_pipelines import (  # noqa: F401
     platform,
     published,
     read_input,
+    replay_a_mapped_history_backfill,
     sample,
     sink_args,
 )
@@ -83,6 +84,13 @@ def test_backfill_on_flink_embedded(flink, python_workers, sample, emulator, tmp
     status = backfill.run(["--input", sample.input_pattern, *sink_args(sample, emulator, dead_letter),
                            "--order-by", "ts", *FLINK_EMBEDDED, *python_workers])
     check_backfill(sample, emulator, dead_letter, status, capsys.readouterr().out)
+
+
+def test_replay_on_flink_embedded_sends_to_the_dead_letters_topics(flink, sample, emulator, tmp_path):
+    """The records replay reads carry their dead letter's device and topic across Flink's stages."""
+    status, sent, expected = replay_a_mapped_history_backfill(sample, emulator, tmp_path,
+                                                              [*FLINK_EMBEDDED, "--environment_type=LOOPBACK"])
+    assert status == 0 and sent == expected
 
 
 def test_backfill_on_prism(prism_runner, python_workers, sample, emulator, tmp_path, capsys):

@@ -112,7 +112,7 @@ def test_bad_records_fail_with_their_reason_and_the_rest_arrive(clean_emulator, 
     result = account(good, clean_emulator.messages(), [], get_encoder("jsonl"))
     assert result.delivered == len(good) and result.lost == 0
     for entry in run.failed:
-        assert entry.message and entry.attempts in (0, 1)
+        assert entry.message and entry.attempts == 0  # none of them was sent
         assert canonical(entry.record) in {canonical(b) for b in bad}  # not ==: NaN != NaN
 
 

@@ -123,3 +123,30 @@ def test_exhausted_retries_fail_the_payloads_records_with_the_last_code(fast_emu
     result = accounted(run, fast_emulator, records)
     assert result.delivered == 0 and run.failed_reasons() == {"retries_exhausted": len(records)}
     assert {(f.code, f.attempts, f.message) for f in run.failed} == {(30001, 3, "publish message error")}
+
+
+def test_attempts_count_the_publish_requests_that_left(fast_emulator, devices, credentials, tmp_path):
+    """0 for a record whose payload never left (refused before sending, no secret, refused at /auth, /auth
+    never answered); N for a payload sent N times. A dead letter with 0 cannot be a duplicate."""
+    wrong = [dict(devices[1], deviceSecret="not-its-secret")]
+    mixed = write_credentials(tmp_path / "mixed.json", [devices[0], *wrong])  # devices[2] has no secret
+    records = (readings(devices[:1], 2) + readings(devices[1:3], 1)
+               + [dict(readings(devices[:1], 1)[0], note="x" * 5000)])  # too large for a 4096-byte payload
+    run = run_write(records, fast_emulator, mixed, tmp_path, **FAST)
+    assert {(f.reason, f.attempts) for f in run.failed} == {("auth_failed", 0), ("unknown_device", 0),
+                                                            ("too_large", 0)}
+    assert topic_codes(fast_emulator) == {"0": 1}  # the one good payload; nothing else reached /topic
+
+    fast_emulator.reset()
+    fast_emulator.set_faults(http_status_rate={"503": 1.0})  # /auth never answers: nothing is published
+    run = run_write(readings(devices[:1], 2), fast_emulator, credentials, tmp_path / "b", **dict(
+        FAST, retry=connector.RetryPolicy(max_attempts=3, initial_backoff=0.01)))
+    assert {(f.reason, f.attempts) for f in run.failed} == {("retries_exhausted", 0)}
+    assert run.counters["retries"] == 2  # it was tried three times all the same
+    assert "topic" not in fast_emulator.counters()["requests"]
+
+    fast_emulator.set_faults(error_rate={"30001": 1.0})  # /auth answers; every publish is refused
+    run = run_write(readings(devices[:1], 2), fast_emulator, credentials, tmp_path / "c", **dict(
+        FAST, retry=connector.RetryPolicy(max_attempts=4, initial_backoff=0.01)))
+    assert {(f.reason, f.attempts) for f in run.failed} == {("retries_exhausted", 4)}
+    assert topic_codes(fast_emulator) == {"30001": 4}

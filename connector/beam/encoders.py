@@ -6,6 +6,7 @@ relies on ``overhead(device)`` being an upper bound of what ``payload`` adds aro
 
 Encoders are pickled into the pipeline: they hold only their options; anything costly is built lazily.
 """
+import datetime
 import hashlib
 import io
 import itertools
@@ -193,13 +194,26 @@ def next_message_id() -> str:
 
 def _epoch_ms(value: object, field: str) -> int:
     """value as epoch milliseconds: a non-negative int (a bool is an int to Python, not here), or a
-    timestamp (naive ones are UTC) not before 1970."""
-    ms = epoch_ms(value)
+    timestamp not before 1970: a datetime, or ISO-8601 text with a date and a time, as JSON carries one
+    (the dead letters keep timestamps so); naive ones are UTC."""
+    ms = epoch_ms(_instant(value) if isinstance(value, str) else value)
     if ms is not None and ms >= 0:
         return ms
     problem = f"is a {type(value).__name__}" if ms is None else "is before 1970"
+    if isinstance(value, str) and ms is None:
+        problem = "is text that is not an ISO-8601 date and time"
     raise EncodeError(f"time field {field!r} must be epoch milliseconds (a non-negative int) or a timestamp; "
                       f"it {problem}")
+
+
+def _instant(text: str) -> datetime.datetime | None:
+    """ISO-8601 text with a date and a time ("2024-01-01T00:00:00.000Z") as a datetime, else None."""
+    if len(text) < 16 or text[10] not in "T ":
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
 
 
 class _AlinkEncoder(Encoder):
@@ -210,11 +224,14 @@ class _AlinkEncoder(Encoder):
     time_required = False
 
     def __init__(self, time_field: str = "time", properties: Iterable[str] | None = None,
-                 exclude: Iterable[str] = DEVICE_FIELDS, timestamps: str = ISO) -> None:
+                 exclude: Iterable[str] = DEVICE_FIELDS, timestamps: str = ISO, require_time: bool = False) -> None:
         """properties: the fields to report (missing ones are skipped); default every field except
         those in exclude and the time field. time_field: epoch milliseconds or a timestamp.
-        timestamps: how timestamp values of properties are written, "iso" or "epoch-ms"."""
+        timestamps: how timestamp values of properties are written, "iso" or "epoch-ms".
+        require_time: fail a record without the time field (unencodable) rather than report it without
+        a time, which the platform stamps with its arrival (alink-history always requires it)."""
         self.timestamps = _timestamps_option(timestamps)
+        self.time_required = self.time_required or require_time
         self.time_field = time_field
         self.properties = None if properties is None else tuple(properties)
         self.exclude = frozenset(exclude) | {time_field}
@@ -226,7 +243,8 @@ class _AlinkEncoder(Encoder):
         if time is not _MISSING:
             stamp = {"time": _epoch_ms(time, self.time_field)}
         elif self.time_required:
-            raise EncodeError(f"{self.name} records need a time field {self.time_field!r} (epoch ms or a timestamp)")
+            raise EncodeError(f"{self.name} records need their time field {self.time_field!r} (epoch ms or a "
+                              "timestamp); this one has no such field")
         else:
             stamp = {}
         if self.properties is None:

@@ -47,8 +47,8 @@ class SinkMetrics:
 
     def outcome(self, outcome: Outcome, payload_bytes: int, record_count: int) -> None:
         """Count one payload's end."""
-        if outcome.attempts > 1:
-            self.retries.inc(outcome.attempts - 1)
+        if outcome.tries > 1:
+            self.retries.inc(outcome.tries - 1)
         if outcome.ambiguous_resends:
             self.ambiguous_resends.inc(outcome.ambiguous_resends)
         if outcome.throttled_seconds:

@@ -130,10 +130,9 @@ class Packer:
         """The one too-large check, wherever a record is encoded (batch before the shuffle, streaming,
         packing, the dry run): RecordTooLarge when the fragment cannot fit in a payload even alone."""
         if len(fragment) > self.max_fragment_bytes:
-            raise RecordTooLarge(
-                f"a record encodes to {len(fragment)} bytes, more than the {self.max_fragment_bytes} "
-                f"bytes a payload of at most {self.max_payload_bytes} bytes holds besides the "
-                f"{self.encoder.name} envelope ({self._overhead} bytes)")
+            envelope = f", {self._overhead} of them for the {self.encoder.name} envelope" if self._overhead else ""
+            raise RecordTooLarge(f"a record encodes to {len(fragment)} bytes, more than a payload holds "
+                                 f"({self.max_payload_bytes} bytes at most{envelope})")
 
     def _closes(self, used: int, held_records: int, size: int) -> bool:
         return held_records > 0 and (used + size > self._room or held_records >= self._max_records)

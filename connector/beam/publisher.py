@@ -79,7 +79,8 @@ class Outcome(NamedTuple):
     message_id: int | None  # set when accepted
     error: IoTPlatformError | None  # the last error when not accepted
     reason: str | None  # Reason name when not accepted
-    attempts: int
+    attempts: int  # requests that sent the payload and may have reached the platform (0: never sent)
+    tries: int  # attempts of any kind: those that failed before the payload left (/auth, no connection) too
     throttled_seconds: float
     latency_seconds: float  # of the accepted request
     ambiguous_resends: int  # resends after a failure that may have hidden an acceptance
@@ -131,18 +132,20 @@ class _ByteBudget:
 class _Job:
     """One payload on its way, with what its attempts have cost so far."""
 
-    __slots__ = ("topic", "payload", "held_bytes", "future", "started", "attempts", "unreached", "throttled",
+    __slots__ = ("topic", "payload", "held_bytes", "future", "started", "tries", "sent", "unreached", "throttled",
                  "ambiguous_resends")
 
     def __init__(self, topic: str, payload: bytes, held_bytes: int, future: Future[Outcome]) -> None:
         self.topic, self.payload, self.held_bytes, self.future = topic, payload, held_bytes, future
         self.started: float | None = None  # monotonic time of the first attempt
-        self.attempts = self.unreached = self.ambiguous_resends = 0  # unreached: attempts that found no platform
+        # tries: attempts of any kind; sent: those whose publish request left with the payload; unreached:
+        # those that found no platform.
+        self.tries = self.sent = self.unreached = self.ambiguous_resends = 0
         self.throttled = 0.0
 
     def outcome(self, message_id: int | None = None, error: IoTPlatformError | None = None,
                 latency: float = 0.0) -> Outcome:
-        return Outcome(message_id, error, None if error is None else failure_reason(error), self.attempts,
+        return Outcome(message_id, error, None if error is None else failure_reason(error), self.sent, self.tries,
                        self.throttled, latency, self.ambiguous_resends)
 
 
@@ -358,17 +361,20 @@ class Publisher:
         now = self._time.now()
         if job.started is None:
             job.started = now
-        job.attempts += 1
+        job.tries += 1
         token = None
         try:
             token = self.tokens.get(device)
             sent = self._time.now()
             message_id = self.client.publish(token, job.topic, job.payload)
+            job.sent += 1
             self._unreachable_since = None
             return job.outcome(message_id, latency=self._time.now() - sent)
         except IoTPlatformError as error:
             action = error.action
             unreached = isinstance(error, TransportError) and error.unreached
+            if token is not None and not unreached and not isinstance(error, InvalidRequest):
+                job.sent += 1  # the publish request left: the platform answered it, or may have taken it
             if unreached:
                 if self._unreachable_since is None:
                     self._unreachable_since = now
@@ -377,11 +383,10 @@ class Publisher:
                 self._unreachable_since = None
             if action is Action.REAUTHENTICATE and token is not None:
                 self.tokens.invalidate(device, token)
-            delay = 0.0 if action is Action.REAUTHENTICATE and job.attempts == 1 else policy.backoff(job.attempts,
-                                                                                                     action)
+            delay = 0.0 if action is Action.REAUTHENTICATE and job.tries == 1 else policy.backoff(job.tries, action)
             job.unreached += unreached
             then = self._time.now() + delay
-            out_of_budget = (job.attempts - job.unreached >= policy.max_attempts
+            out_of_budget = (job.tries - job.unreached >= policy.max_attempts
                              or then - job.started > policy.max_seconds
                              or unreached and then - (self._unreachable_since or now) > policy.max_seconds)
             if action is Action.PERMANENT or out_of_budget:

@@ -61,7 +61,7 @@ class FailedRecord(NamedTuple):
     reason: str  # one of Reason
     code: Optional[int]  # the platform's code, or None when the platform never answered
     message: str
-    attempts: int  # publish attempts made (0 when nothing was sent)
+    attempts: int  # publish requests that left with its payload (0: the platform never saw it)
 
 
 class RecordError(ValueError):
