@@ -10,7 +10,10 @@ from apache_beam.transforms import window
 
 from connector.beam import prepack
 from connector.beam.encoders import JsonLinesEncoder, get_encoder
+from connector.beam.packing import Packer
 from connector.beam.routing import make_router
+from connector.protocol.device import Device
+from connector.protocol.limits import MAX_PAYLOAD_BYTES
 from write_support import run_write, write_credentials
 
 
@@ -109,6 +112,28 @@ def test_a_bundle_sends_all_it_holds_at_bundle_bytes_counting_kept_records_at_th
     kept_count, kept_chunks = _records_until_the_bundle_sends(kept)
     assert kept_count * (kept_fragment + 64) * (1 + prepack.KEPT_RECORD_FACTOR) >= 40_000 and kept_count < count / 4
     assert all(len(originals.kept()) == len(fragments) for originals, fragments in kept_chunks)
+
+
+@pytest.mark.parametrize("encoder", ["alink-property", "jsonl"])
+def test_batch_sends_a_full_payload_before_it_reads_the_next_chunk(encoder):
+    """A payload goes as soon as it is full: one record of alink-property, or jsonl records that fill
+    it exactly, not when the group's next chunk (which may have to be read from the shuffle) comes."""
+    alink = encoder == "alink-property"
+    device = Device("pk", "d0")
+    packer = Packer(get_encoder(encoder), device, MAX_PAYLOAD_BYTES)
+    size = packer.max_fragment_bytes if alink else (MAX_PAYLOAD_BYTES - 1) // 2
+    sizes = [[size], [size, size]] if alink else [[size, MAX_PAYLOAD_BYTES - 1 - size], [size, 10]]
+    chunks = [prepack.encode_chunk([b"x" * n for n in chunk], {}) for chunk in sizes]
+    read = []
+
+    def from_the_shuffle():
+        for chunk in chunks:
+            read.append(chunk)
+            yield chunk
+    payloads = []
+    for payload in prepack._ChunkedPublishFn._payloads(packer, from_the_shuffle()):
+        payloads.append((len(payload.records), len(read)))
+    assert payloads == ([(1, 1), (1, 2), (1, 2)] if alink else [(2, 1), (2, 2)])
 
 
 class _InMinuteWindows(beam.PTransform):
