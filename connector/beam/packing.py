@@ -16,6 +16,7 @@ from connector.protocol.device import Device
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
 from .encoders import Encoder
+from .memory import deep_size
 from .results import Reason, RecordError
 
 
@@ -25,11 +26,11 @@ class Payload(NamedTuple):
 
     def held_bytes(self) -> int:
         """An estimate of the memory this payload holds until it ends: its body and its records' Python
-        objects, sized on a few of them (one device's records are alike). Objects records share (dict
-        keys, say) are counted in each: it errs on the high side."""
+        objects, sized on a few of them (one device's records are alike; memory.deep_size errs on the
+        high side)."""
         records = self.records
         sample = records[::max(1, len(records) // _SAMPLED_RECORDS)]
-        per_record = sum(map(_deep_size, sample)) / len(sample) if sample else 0
+        per_record = sum(map(deep_size, sample)) / len(sample) if sample else 0
         return len(self.body) + sys.getsizeof(records) + round(per_record * len(records))
 
     def restored(self) -> tuple[Sequence[Any], dict[int, str]]:
@@ -39,16 +40,6 @@ class Payload(NamedTuple):
 
 
 _SAMPLED_RECORDS = 8
-
-
-def _deep_size(value: object) -> int:
-    """The bytes of a value and of what it contains (dicts, lists, tuples, sets)."""
-    size = sys.getsizeof(value)
-    if isinstance(value, dict):
-        size += sum(_deep_size(key) + _deep_size(item) for key, item in value.items())
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        size += sum(map(_deep_size, value))
-    return size
 
 
 class RecordTooLarge(RecordError):

@@ -15,7 +15,7 @@ import collections.abc
 import logging
 import pickle
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -28,6 +28,7 @@ from connector.protocol.device import Device
 
 from .encoders import EncodeError, Encoder
 from .hints import TIMESTAMP, WINDOW, not_type_hints
+from .memory import CHECKER_BYTES, FRAGMENT_BYTES, OPEN_CHUNK_BYTES, WINDOW_BYTES, RecordWeigher
 from .metrics import SinkMetrics
 from .packing import Packer, Payload
 from .publish_fns import FAILED, Key, Output, Pair, _GroupedPublishFn
@@ -38,16 +39,13 @@ from .schemas import as_dict
 _LOG = logging.getLogger(__name__)
 
 # A chunk closes at this many bytes of fragments. A bundle sends all it holds when that is BUNDLE_BYTES
-# of memory: each fragment with its object and list slot, and a record kept beside its fragment at
-# KEPT_RECORD_FACTOR times the fragment's size (a 150-byte reading's dict takes about 6 times its JSON).
-# Fewer, fuller chunks are what make many devices cheap: 16 MB gave 10,000 devices a first stage a
-# quarter shorter than 8 MB, and holds less than 8 MB did when every record was kept.
+# of memory (connector.beam.memory): each fragment with its object and list slot, a record kept beside
+# its fragment (weighed), and each open chunk, window and device's too-large check. Fewer, fuller
+# chunks are what make many devices cheap: 16 MB gave 10,000 devices a first stage a quarter shorter
+# than 8 MB.
 CHUNK_BYTES = 256 << 10
 BUNDLE_BYTES = 16 << 20
-KEPT_RECORD_FACTOR = 6
-_FRAGMENT_OVERHEAD = sys.getsizeof(b"") + 8
 _GLOBAL_WINDOW = GlobalWindow()  # made once: making one costs more than routing a record
-_SEGMENT_BYTES = sys.getsizeof((None, 0, 0))  # a (chunk originals, start, stop) triple
 
 
 class _RouteFn(beam.DoFn):
@@ -109,6 +107,8 @@ class _RouteAndEncodeFn(_RouteFn):
         self._open: dict[BoundedWindow, dict[tuple[Device, str], _OpenChunk]] = {}  # window -> {key: chunk}
         self._global: dict[tuple[Device, str], _OpenChunk] = {}
         self._open[_GLOBAL_WINDOW] = self._global
+        self._checks: dict[Device, Callable[[bytes], None]] = {}  # device -> its too-large check
+        self._weigher = RecordWeigher()
         self._held = 0
         self._records_in = 0  # counted per bundle: a counter's inc per record costs as much as routing
 
@@ -133,7 +133,8 @@ class _RouteAndEncodeFn(_RouteFn):
             key, record = routed
         chunk = chunks.get(key)
         if chunk is None:
-            chunk = chunks[key] = _OpenChunk(self._encoder, key, self._max_payload_bytes)
+            chunk = chunks[key] = _OpenChunk(key, self._check(key[0]))
+            self._held += OPEN_CHUNK_BYTES
         try:
             fragment = self._encoder.encode(record)
             chunk.check(fragment)
@@ -141,10 +142,10 @@ class _RouteAndEncodeFn(_RouteFn):
         except Exception as error:
             return (self._failure(record, error, Reason.UNENCODABLE, key),)
         size = len(fragment)
-        held = size + _FRAGMENT_OVERHEAD
+        held = size + FRAGMENT_BYTES
         if not restores:
             chunk.kept[len(chunk.fragments)] = record
-            held += size * KEPT_RECORD_FACTOR
+            held += self._weigher.weigh(record, size)
         chunk.fragments.append(fragment)
         chunk.size += size
         chunk.held += held
@@ -157,6 +158,14 @@ class _RouteAndEncodeFn(_RouteFn):
             return self._closed(chunk, window)
         return None
 
+    def _check(self, device: Device) -> Callable[[bytes], None]:
+        """The device's too-large check (Packer.check), made once while the bundle holds chunks."""
+        check = self._checks.get(device)
+        if check is None:
+            check = self._checks[device] = Packer(self._encoder, device, self._max_payload_bytes).check
+            self._held += CHECKER_BYTES
+        return check
+
     def finish_bundle(self) -> list[WindowedValue | pvalue.TaggedOutput]:
         self._metrics.records_in.inc(self._records_in)
         self._records_in = 0
@@ -168,6 +177,7 @@ class _RouteAndEncodeFn(_RouteFn):
         for chunks in self._open.values():
             chunks.clear()
         self._open = {_GLOBAL_WINDOW: self._global}
+        self._checks = {}
         self._held = 0
         return closed
 
@@ -204,6 +214,7 @@ class _RouteAndEncodeInWindowsFn(_RouteAndEncodeFn):
         chunks = self._open.get(window)
         if chunks is None:
             chunks = self._open[window] = {}
+            self._held += WINDOW_BYTES
         return self._add(record, chunks, window)
 
 
@@ -213,13 +224,13 @@ class _OpenChunk:
 
     __slots__ = ("key", "fragments", "kept", "size", "held", "check")
 
-    def __init__(self, encoder: Encoder, key: tuple[Device, str], max_payload_bytes: int) -> None:
+    def __init__(self, key: tuple[Device, str], check: Callable[[bytes], None]) -> None:
         self.key = key
         self.fragments: list[bytes] = []
         self.kept: dict[int, Any] = {}  # place among the fragments -> record, for those not restored
         self.size = 0  # bytes of fragments
-        self.held = 0  # memory held, as BUNDLE_BYTES counts it
-        self.check = Packer(encoder, key[0], max_payload_bytes).check  # the one too-large check
+        self.held = OPEN_CHUNK_BYTES  # memory held, as BUNDLE_BYTES counts it
+        self.check = check  # the one too-large check: Packer.check
 
     def without(self, places: list[int]) -> tuple[list[bytes], dict[int, Any]]:
         """(fragments, kept records) with the records at these places left out."""
@@ -276,6 +287,10 @@ class _Originals:
         return self._kept
 
 
+# A (chunk originals, start, stop) triple, and the originals' object (shared by a chunk's payloads).
+_SEGMENT_BYTES = sys.getsizeof((None, 0, 0)) + sys.getsizeof(_Originals(b"", 0))
+
+
 def records_behind(count: int, kept: dict[int, Any], encoder: Encoder, device: Device,
                    body: bytes) -> tuple[list[Any], dict[int, str]]:
     """The `count` records of a payload's body: those kept (by place) as they are, the others as the
@@ -315,6 +330,8 @@ class _LazyRecords(collections.abc.Sequence[Any]):
     """A payload's records as (chunk originals, start, stop) segments, made when they are read: no
     object per record is held, for the memory and the garbage collector to go through."""
 
+    __slots__ = ("_body", "_encoder", "_device", "_segments")
+
     def __init__(self, body: bytes, packer: Packer, segments: list[tuple[_Originals, int, int]]) -> None:
         self._body = body
         self._encoder, self._device = packer.encoder, packer.device
@@ -340,8 +357,9 @@ class _LazyRecords(collections.abc.Sequence[Any]):
         return records_behind(place, kept, self._encoder, self._device, self._body)
 
     def held_bytes(self) -> int:
-        return sum(_SEGMENT_BYTES + chunk_originals.record_bytes * (stop - start)
-                   for chunk_originals, start, stop in self._segments)
+        return sys.getsizeof(self) + sys.getsizeof(self._segments) + sum(
+            _SEGMENT_BYTES + chunk_originals.record_bytes * (stop - start)
+            for chunk_originals, start, stop in self._segments)
 
 
 class _ChunkPayload(Payload):

@@ -27,6 +27,7 @@ from connector.protocol.device import Device
 
 from .encoders import Encoder
 from .hints import KEY, TIMESTAMP, WINDOW, not_type_hints, state, timer
+from .memory import IN_FLIGHT_BYTES, PAIR_BYTES, RecordWeigher
 from .metrics import SinkMetrics, report_sink
 from .packing import Packer, Payload
 from .publisher import Outcome, Publisher, PublisherConfig
@@ -120,7 +121,7 @@ class _PublishFn(beam.DoFn):
     def _submit(self, device: Device, topic: str, payload: Payload, window: BoundedWindow,
                 timestamp: Timestamp) -> Iterator[Output]:
         """Hand a payload to the Publisher; yields outputs of payloads that have ended meanwhile."""
-        future = self._publisher.submit(device, topic, payload.body, payload.held_bytes())
+        future = self._publisher.submit(device, topic, payload.body, payload.held_bytes() + IN_FLIGHT_BYTES)
         context = (device, topic, payload, window, timestamp)
         bundle = self._bundle  # this bundle's, even if the payload ends after the runner gave up on it
         assert bundle is not None  # started by start_bundle
@@ -209,7 +210,8 @@ class _GroupedPublishFn(_PublishFn):
     """Batch: packs one device+topic group as it streams by, so no group needs to fit in memory.
 
     With order_by, records are sorted by that field within each sort buffer (sort_buffer_bytes of
-    encoded records): a device whose history is larger is sorted buffer by buffer.
+    memory: the records and their fragments, connector.beam.memory): a device whose history is larger
+    is sorted buffer by buffer.
     """
 
     def __init__(self, config: PublisherConfig, encoder: Encoder, max_payload_bytes: int, order_by: str | None = None,
@@ -240,12 +242,14 @@ class _GroupedPublishFn(_PublishFn):
                            window: BoundedWindow, timestamp: Timestamp) -> Iterator[Pair | pvalue.TaggedOutput]:
         buffer: list[Pair] = []
         buffered_bytes = 0
+        weigher = RecordWeigher()
         for item in items:
             if isinstance(item, pvalue.TaggedOutput):
                 yield item
                 continue
             buffer.append(item)
-            buffered_bytes += len(item[1])
+            record, fragment = item
+            buffered_bytes += len(fragment) + PAIR_BYTES + weigher.weigh(record, len(fragment))
             if buffered_bytes >= self._sort_buffer_bytes:
                 yield from self._sorted(buffer, device, topic, window, timestamp)
                 buffer, buffered_bytes = [], 0
