@@ -5,8 +5,8 @@ Three bounds hold a worker's memory: the batch first stage sends its chunks when
 max_buffered_bytes in payloads. Each counts what it keeps alive, not only the bytes it sends: the
 records behind the bytes (their Python objects, weighed on samples) and the objects around each
 piece (a chunk per device and window, a payload's future and its place in its device's lane). Counted
-by fragment bytes alone, one window per record held 11 times what was counted, and a sort buffer of
-small readings 5.5 times.
+by fragment bytes alone, one window per record held 10 times what the first stage counted, a sort
+buffer of small readings 10 times, and payloads of one reading 18 times what the Publisher counted.
 
 The sizes below are CPython's (sys.getsizeof) or were measured with tracemalloc on CPython 3.11;
 tests/test_memory.py checks that what each bound counts is what it holds.

@@ -107,7 +107,7 @@ class _RouteAndEncodeFn(_RouteFn):
         self._open: dict[BoundedWindow, dict[tuple[Device, str], _OpenChunk]] = {}  # window -> {key: chunk}
         self._global: dict[tuple[Device, str], _OpenChunk] = {}
         self._open[_GLOBAL_WINDOW] = self._global
-        self._checks: dict[Device, Callable[[bytes], None]] = {}  # device -> its too-large check
+        self._checks: dict[int, Callable[[bytes], None]] = {}  # envelope bytes -> the too-large check
         self._weigher = RecordWeigher()
         self._held = 0
         self._records_in = 0  # counted per bundle: a counter's inc per record costs as much as routing
@@ -159,10 +159,12 @@ class _RouteAndEncodeFn(_RouteFn):
         return None
 
     def _check(self, device: Device) -> Callable[[bytes], None]:
-        """The device's too-large check (Packer.check), made once while the bundle holds chunks."""
-        check = self._checks.get(device)
+        """The device's too-large check (Packer.check). It depends on the device only through the
+        encoder's envelope, so one Packer serves every device whose envelope is as long."""
+        overhead = self._encoder.overhead(device)
+        check = self._checks.get(overhead)
         if check is None:
-            check = self._checks[device] = Packer(self._encoder, device, self._max_payload_bytes).check
+            check = self._checks[overhead] = Packer(self._encoder, device, self._max_payload_bytes).check
             self._held += CHECKER_BYTES
         return check
 
