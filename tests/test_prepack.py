@@ -207,7 +207,7 @@ def test_a_kept_record_that_cannot_be_pickled_fails_alone_and_its_chunk_crosses_
     records = [{"productKey": "pk", "deviceName": "dn", "v": n, "lock": threading.Lock() if n == 1 else None}
                for n in range(3)]
     assert all(fn.process(record) is None for record in records)
-    outputs = fn.finish_bundle()
+    outputs = list(fn.finish_bundle())
     (failed,) = [output.value.value for output in outputs if isinstance(output, beam.pvalue.TaggedOutput)]
     assert failed.reason == "unencodable" and failed.record is records[1] and "pickled" in failed.message
     (chunk,) = [output.value for output in outputs if not isinstance(output, beam.pvalue.TaggedOutput)]

@@ -27,8 +27,9 @@ WINDOW_BYTES = 450
 # A device's Packer, kept by the first stage for the too-large check of its records.
 CHECKER_BYTES = 550
 # A payload submitted and not yet ended beyond its body and records: the payload's objects, its
-# Future and callback, the Publisher's job and its place in the device's lane, the bundle's context.
-IN_FLIGHT_BYTES = 2300
+# Future and callback, the Publisher's job and its place in the device's lane, the bundle's context
+# and in it the payload's device, topic and window (a group's own, as GroupByKey hands them over).
+IN_FLIGHT_BYTES = 3000
 
 
 def deep_size(value: object) -> int:

@@ -114,11 +114,11 @@ class _RouteAndEncodeFn(_RouteFn):
 
     @not_type_hints
     def process(  # type: ignore[override]  # it outputs chunks where _RouteFn outputs keyed records
-            self, record: Any) -> Sequence[WindowedValue | pvalue.TaggedOutput] | None:
+            self, record: Any) -> Iterable[WindowedValue | pvalue.TaggedOutput] | None:
         return self._add(record, self._global, _GLOBAL_WINDOW)
 
     def _add(self, record: Any, chunks: dict[tuple[Device, str], "_OpenChunk"],
-             window: BoundedWindow) -> Sequence[WindowedValue | pvalue.TaggedOutput] | None:
+             window: BoundedWindow) -> Iterable[WindowedValue | pvalue.TaggedOutput] | None:
         """Route, encode and hold one record; returns the outputs this gives, if any."""
         self._records_in += 1
         if type(record) is dict:  # the common case, without a call
@@ -168,20 +168,29 @@ class _RouteAndEncodeFn(_RouteFn):
             self._held += CHECKER_BYTES
         return check
 
-    def finish_bundle(self) -> list[WindowedValue | pvalue.TaggedOutput]:
+    def finish_bundle(self) -> Iterator[WindowedValue | pvalue.TaggedOutput]:
         self._metrics.records_in.inc(self._records_in)
         self._records_in = 0
         return self._close_all()
 
-    def _close_all(self) -> list[WindowedValue | pvalue.TaggedOutput]:
-        closed = [output for window, chunks in self._open.items() for chunk in chunks.values() if chunk.fragments
-                  for output in self._closed(chunk, window)]
-        for chunks in self._open.values():
-            chunks.clear()
+    def _close_all(self) -> Iterator[WindowedValue | pvalue.TaggedOutput]:
+        """Every open chunk's output, made as the runner takes them (it sends each on before it asks
+        for the next): a chunk lets go of its fragments as its output is made, so the outputs do not
+        come on top of all that was held. The bundle starts holding anew at once."""
+        held = self._open
+        self._global = {}
         self._open = {_GLOBAL_WINDOW: self._global}
         self._checks = {}
         self._held = 0
-        return closed
+        return self._outputs(held)
+
+    def _outputs(self, held: dict[BoundedWindow, dict[tuple[Device, str], "_OpenChunk"]]
+                 ) -> Iterator[WindowedValue | pvalue.TaggedOutput]:
+        for window, chunks in held.items():
+            while chunks:
+                chunk = chunks.popitem()[1]
+                if chunk.fragments:
+                    yield from self._closed(chunk, window)
 
     def _closed(self, chunk: "_OpenChunk", window: BoundedWindow) -> list[WindowedValue | pvalue.TaggedOutput]:
         """A chunk's output; and the failed output of each record kept beside its fragment that cannot be
@@ -212,7 +221,7 @@ class _RouteAndEncodeInWindowsFn(_RouteAndEncodeFn):
     @not_type_hints
     def process(self, record: Any,  # type: ignore[override]  # it adds the window to its base's process
                 window: BoundedWindow = WINDOW,
-                ) -> Sequence[WindowedValue | pvalue.TaggedOutput] | None:
+                ) -> Iterable[WindowedValue | pvalue.TaggedOutput] | None:
         chunks = self._open.get(window)
         if chunks is None:
             chunks = self._open[window] = {}
