@@ -127,11 +127,13 @@ class _WritePerBundleFn(beam.DoFn):
     retries writes its file again under another name: dead letters are at least once.
 
     Beam's own file sinks lose or stall here (measured with Beam 2.62). In fixed windows of event time
-    (fileio.WriteToFiles), the records the sink flushes as the input ends come stamped far behind the
-    final watermark, and the write's GroupByKey dropped them: 2 of the 4 dead letters of the relay's
-    TestStream test. Allowed lateness short of for ever drops them too, and Prism refuses allowed
-    lateness. In the global window with a processing-time trigger (a triggering frequency), the
-    BundleBasedDirectRunner never ends a TestStream run, and Prism refuses the trigger.
+    (fileio.WriteToFiles), the write's GroupByKey dropped the records the sink's timers flush (2 of the
+    4 dead letters of the relay's TestStream test): the sink stamps them where its timers hold the
+    watermark, which Prism and Flink honour, but the BundleBasedDirectRunner keeps no hold for a timer,
+    so there they still come late (tests/test_write_output_times.py). Allowed lateness short of for
+    ever drops them too, and Prism refuses allowed lateness. In the global window with a
+    processing-time trigger (a triggering frequency), the BundleBasedDirectRunner never ends a
+    TestStream run, and Prism refuses the trigger.
     """
 
     def __init__(self, prefix, stamped):

@@ -126,12 +126,27 @@ def test_max_payload_bytes_must_leave_room_beside_the_envelope():
 
 def test_a_record_exactly_at_the_limit_fits_and_one_byte_more_does_not():
     packer = Packer(JsonLinesEncoder(), DEVICE, 10)
-    assert packer.add("a", b"12345") is None
-    assert packer.add("b", b"1234") is None  # 5 + 1 newline + 4 = 10
-    closed = packer.add("c", b"1")
-    assert closed == Payload(b"12345\n1234", ["a", "b"])
-    assert packer.flush() == Payload(b"1", ["c"])
+    assert packer.add("a", b"12345") == []
+    assert packer.add("b", b"1234") == [Payload(b"12345\n1234", ["a", "b"])]  # 5 + 1 newline + 4 = 10
+    assert packer.add("c", b"12345") == []
+    assert packer.add("d", b"12345") == [Payload(b"12345", ["c"])]  # 5 + 1 + 5 = 11
+    assert packer.flush() == Payload(b"12345", ["d"])
     assert packer.flush() is None
+
+
+def test_a_full_payload_closes_at_once_without_waiting_for_the_next_record():
+    """Exactly filled (5 + 1 newline + 4 = 10 bytes), or too full for a newline and one byte more: no
+    record can join it. Two bytes short, one still can."""
+    for last, full in ((b"1234", True), (b"123", True), (b"12", False)):
+        packer = Packer(JsonLinesEncoder(), DEVICE, 10)
+        assert packer.add("a", b"12345") == []
+        assert packer.add("b", last) == ([Payload(b"12345\n" + last, ["a", "b"])] if full else [])
+    assert packer.add("c", b"12345678") == [Payload(b"12345\n12", ["a", "b"])]  # 8 + 1 + 8 > 10: the open one
+    assert packer.add("d", b"1") == [Payload(b"12345678\n1", ["c", "d"])]  # and this one, full at 10
+    assert packer.flush() is None
+    assert packer.add("e", b"123") == [] and packer.add("f", b"x" * 10) == [Payload(b"123", ["e"]),
+                                                                            Payload(b"x" * 10, ["f"])]
+    assert packer.is_full(2, 9) and packer.is_full(2, 8) and not packer.is_full(1, 8) and not packer.is_full(0, 0)
 
 
 def test_a_record_too_large_leaves_the_open_payload_as_it_was():
@@ -140,7 +155,7 @@ def test_a_record_too_large_leaves_the_open_payload_as_it_was():
     with pytest.raises(RecordTooLarge) as refused:
         packer.add("big", b"x" * 11)
     assert str(refused.value) == "a record encodes to 11 bytes, more than a payload holds (10 bytes at most)"
-    assert packer.add("b", b"456") is None
+    assert packer.add("b", b"456") == []
     assert packer.flush() == Payload(b"123\n456", ["a", "b"])
 
 
@@ -177,7 +192,7 @@ class _Understating(Encoder):
 
 def test_a_body_over_the_limit_is_reported_as_a_bug():
     packer = Packer(_Understating(), DEVICE, 10)
-    packer.add("a", b"x" * 10)
+    packer.add("a", b"x" * 9)  # one byte short of full: it stays open
     with pytest.raises(AssertionError, match="bug"):
         packer.flush()
 
@@ -197,7 +212,7 @@ def test_extend_closes_the_payloads_add_would_close_one_record_at_a_time(name):
         max_fragment_bytes = Packer(encoder, DEVICE, limit).max_fragment_bytes
         fitting = [(r, f) for r, f in zip(records, fragments) if len(f) <= max_fragment_bytes]
         one_by_one = Packer(encoder, DEVICE, limit)
-        expected = [p for p in (one_by_one.add(r, f) for r, f in fitting) if p is not None] + [one_by_one.flush()]
+        expected = [p for r, f in fitting for p in one_by_one.add(r, f)] + [one_by_one.flush()]
         chunked = Packer(encoder, DEVICE, limit)
         got, bounds = [], sorted({0, len(fitting), *(min(c, len(fitting)) for c in cuts)})
         for start, stop in zip(bounds, bounds[1:]):

@@ -10,7 +10,10 @@ from apache_beam.transforms import window
 
 from connector.beam import prepack
 from connector.beam.encoders import JsonLinesEncoder, get_encoder
+from connector.beam.packing import Packer
 from connector.beam.routing import make_router
+from connector.protocol.device import Device
+from connector.protocol.limits import MAX_PAYLOAD_BYTES
 from write_support import run_write, write_credentials
 
 
@@ -97,18 +100,40 @@ def _records_until_the_bundle_sends(records):
 
 def test_a_bundle_sends_all_it_holds_at_bundle_bytes_counting_kept_records_at_their_weight(monkeypatch):
     """Many devices' open chunks are bounded together: at BUNDLE_BYTES of memory held the bundle sends
-    every device's chunk. A record kept beside its fragment (a tuple in it) weighs more than a fragment."""
-    monkeypatch.setattr(prepack, "BUNDLE_BYTES", 40_000)
+    every device's chunk. A record kept beside its fragment (a tuple in it) weighs more than a fragment.
+    (tests/test_memory.py checks what is counted against what is held.)"""
+    monkeypatch.setattr(prepack, "BUNDLE_BYTES", 80_000)
     plain = [{"productKey": "pk", "deviceName": f"d{i % 10}", "seq": 1000 + i, "note": "x" * 80} for i in range(2000)]
     fragment = len(get_encoder("jsonl").encode(plain[0]))
     count, chunks = _records_until_the_bundle_sends(plain)
     assert len(chunks) == 10 and sum(len(fragments) for _, fragments in chunks) == count
-    assert (count - 1) * fragment < 40_000 <= count * (fragment + 64)  # fragments and their objects
+    assert count * fragment < 80_000 <= count * (fragment + 64) + 10 * 1024  # fragments, chunks and checks
     kept = [dict(r, pair=(1, 2)) for r in plain]
-    kept_fragment = len(get_encoder("jsonl").encode(kept[0]))
     kept_count, kept_chunks = _records_until_the_bundle_sends(kept)
-    assert kept_count * (kept_fragment + 64) * (1 + prepack.KEPT_RECORD_FACTOR) >= 40_000 and kept_count < count / 4
+    assert kept_count < count / 3
     assert all(len(originals.kept()) == len(fragments) for originals, fragments in kept_chunks)
+
+
+@pytest.mark.parametrize("encoder", ["alink-property", "jsonl"])
+def test_batch_sends_a_full_payload_before_it_reads_the_next_chunk(encoder):
+    """A payload goes as soon as it is full: one record of alink-property, or jsonl records that fill
+    it exactly, not when the group's next chunk (which may have to be read from the shuffle) comes."""
+    alink = encoder == "alink-property"
+    device = Device("pk", "d0")
+    packer = Packer(get_encoder(encoder), device, MAX_PAYLOAD_BYTES)
+    size = packer.max_fragment_bytes if alink else (MAX_PAYLOAD_BYTES - 1) // 2
+    sizes = [[size], [size, size]] if alink else [[size, MAX_PAYLOAD_BYTES - 1 - size], [size, 10]]
+    chunks = [prepack.encode_chunk([b"x" * n for n in chunk], {}) for chunk in sizes]
+    read = []
+
+    def from_the_shuffle():
+        for chunk in chunks:
+            read.append(chunk)
+            yield chunk
+    payloads = []
+    for payload in prepack._ChunkedPublishFn._payloads(packer, from_the_shuffle()):
+        payloads.append((len(payload.records), len(read)))
+    assert payloads == ([(1, 1), (1, 2), (1, 2)] if alink else [(2, 1), (2, 2)])
 
 
 class _InMinuteWindows(beam.PTransform):
@@ -182,7 +207,7 @@ def test_a_kept_record_that_cannot_be_pickled_fails_alone_and_its_chunk_crosses_
     records = [{"productKey": "pk", "deviceName": "dn", "v": n, "lock": threading.Lock() if n == 1 else None}
                for n in range(3)]
     assert all(fn.process(record) is None for record in records)
-    outputs = fn.finish_bundle()
+    outputs = list(fn.finish_bundle())
     (failed,) = [output.value.value for output in outputs if isinstance(output, beam.pvalue.TaggedOutput)]
     assert failed.reason == "unencodable" and failed.record is records[1] and "pickled" in failed.message
     (chunk,) = [output.value for output in outputs if not isinstance(output, beam.pvalue.TaggedOutput)]

@@ -10,18 +10,16 @@ import json
 
 import apache_beam as beam
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing import test_stream
 from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
 
-import connector
 from connector.beam.encoders import get_encoder
 from connector.emulator.accounting import account
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
 from pipelines.runners import prism
 from runner_support import require_prism
-from write_support import _IN_MEMORY, _Collect, run_write, write_credentials
+from write_support import run_write, write_credentials
 
 DIRECT = ["--runner=BundleBasedDirectRunner", "--streaming"]
 # As the relay runs Prism: without bundle splits (pipelines.runners.prism.NO_SPLITS).
@@ -197,15 +195,59 @@ def test_streaming_fails_bad_records_and_delivers_the_rest(runner, clean_emulato
     assert_accounted(good + bad, clean_emulator, run, delivered=len(good))
 
 
-def test_outputs_of_records_stamped_before_1970_keep_their_time(clean_emulator, devices, tmp_path):
-    values = stamped(devices[:1], 3, -1000)  # 1969-12-31T23:43:20, and a millisecond apart
+def receipt_stamps(result):
+    """Each receipt's record count and time: a payload sent in process is stamped at the time of the
+    record that sent it, one sent by a timer at the window's end or the delay's hold."""
+    return {"Stamps": result.published | beam.Map(lambda receipt, at=beam.DoFn.TimestampParam:
+                                                  (receipt.record_count, at))}
+
+
+def _raw_route(record):
+    """A raw record b"<deviceName>:<text>" routed to its device's default topic."""
+    device_name = record.split(b":")[0].decode()
+    return ("pkTest00001", device_name), f"/pkTest00001/{device_name}/user/update"
+
+
+@pytest.mark.parametrize("encoder", ["alink-property", "raw"])
+def test_a_record_that_fills_its_message_goes_at_once(encoder, runner, clean_emulator, devices, tmp_path):
+    """Encoders of one record a message (alink-property; raw without a separator): each record is sent
+    as it comes, not when its device's next record comes, the delay runs out or the window ends."""
+    if encoder == "raw":
+        values = [window.TimestampedValue(f"{d['deviceName']}:{i}".encode(), 1 + i)
+                  for i in range(3) for d in devices[:2]]
+        options, identity = {"router": _raw_route}, None
+    else:
+        values = [window.TimestampedValue({"productKey": d["productKey"], "deviceName": d["deviceName"],
+                                           "temperature": 20.5 + i, "time": 1000 + i}, 1 + i)
+                  for i in range(3) for d in devices[:2]]
+        alink = get_encoder(encoder)
+        options, identity = {}, lambda record: json.dumps(json.loads(alink.encode(record)), sort_keys=True,
+                                                          separators=(",", ":"))
     stream = test_stream.TestStream().add_elements(values).advance_watermark_to_infinity()
-    credentials = write_credentials(tmp_path / "credentials.json", devices)
-    pipeline = beam.Pipeline(options=PipelineOptions(DIRECT))
-    result = (pipeline | stream
-              | connector.WriteToIoTPlatform(clean_emulator.endpoint, credentials, ca_file=clean_emulator.ca_file,
-                                             processing_clock=frozen_clock))
-    stamps = result.published | beam.Map(lambda receipt, at=beam.DoFn.TimestampParam: at)
-    stamps | beam.ParDo(_Collect("before-1970"))
-    pipeline.run().wait_until_finish()
-    assert _IN_MEMORY.pop("before-1970") == [Timestamp(-999.998)]  # the latest record's, not epoch 0
+    run = run_stream(stream, clean_emulator, devices, tmp_path, windowing=window.FixedWindows(60), runner=runner,
+                     encoder=encoder, max_buffering_delay=60, more=receipt_stamps, **options)
+    result = account([v.value for v in values], clean_emulator.messages(), run.failed, get_encoder(encoder),
+                     **({"identity": identity} if identity else {}))
+    assert result.complete and result.delivered == 6 and not run.failed, result.summary()
+    assert sorted(run.more["Stamps"]) == sorted((1, v.timestamp) for v in values), run.more["Stamps"]
+
+
+def test_records_that_exactly_fill_a_payload_go_at_once(runner, clean_emulator, devices, tmp_path):
+    """Two records whose JSON lines and the newline between them make exactly 128 KB: their payload is
+    sent with the second, not with the next record or at the window's end; the last record waits."""
+    def sized(seq, size, seconds):
+        record = {"productKey": devices[0]["productKey"], "deviceName": devices[0]["deviceName"], "seq": seq,
+                  "note": ""}
+        record["note"] = "x" * (size - len(json.dumps(record, separators=(",", ":"))))
+        return window.TimestampedValue(record, seconds)
+    half = (MAX_PAYLOAD_BYTES - 1) // 2
+    values = [sized(0, half, 1), sized(1, MAX_PAYLOAD_BYTES - 1 - half, 2), sized(2, half, 3),
+              sized(3, MAX_PAYLOAD_BYTES - 1 - half, 4), sized(4, 100, 5)]
+    stream = test_stream.TestStream().add_elements(values).advance_watermark_to_infinity()
+    run = run_stream(stream, clean_emulator, devices, tmp_path, windowing=window.FixedWindows(60), runner=runner,
+                     max_buffering_delay=None, more=receipt_stamps)
+    assert_accounted(values, clean_emulator, run, delivered=5)
+    assert payload_seqs(clean_emulator) == [[0, 1], [2, 3], [4]]
+    assert sorted(r.payload_bytes for r in run.receipts) == [100, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES]
+    window_end = window.IntervalWindow(0, 60).max_timestamp()
+    assert sorted(run.more["Stamps"]) == [(1, window_end), (2, Timestamp(2)), (2, Timestamp(4))]

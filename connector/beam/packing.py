@@ -1,8 +1,10 @@
 """Packing encoded records into payloads of at most 128 KB, as full as the limit allows.
 
-Greedy and in arrival order: a payload closes when the next fragment would push it past the limit (or
-the encoder's record cap is reached). Sizes are counted from fragment lengths and the encoder's
-envelope bound, so a record is encoded once and a body is built only when its payload closes.
+Greedy and in arrival order: a payload closes when the next fragment would push it past the limit, and
+as soon as it is full (the encoder's record cap reached, or no byte left for another record), so that
+a full payload never waits for a record that cannot join it. Sizes are counted from fragment lengths
+and the encoder's envelope bound, so a record is encoded once and a body is built only when its
+payload closes.
 """
 import bisect
 import itertools
@@ -14,6 +16,7 @@ from connector.protocol.device import Device
 from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
 from .encoders import Encoder
+from .memory import deep_size
 from .results import Reason, RecordError
 
 
@@ -23,11 +26,11 @@ class Payload(NamedTuple):
 
     def held_bytes(self) -> int:
         """An estimate of the memory this payload holds until it ends: its body and its records' Python
-        objects, sized on a few of them (one device's records are alike). Objects records share (dict
-        keys, say) are counted in each: it errs on the high side."""
+        objects, sized on a few of them (one device's records are alike; memory.deep_size errs on the
+        high side)."""
         records = self.records
         sample = records[::max(1, len(records) // _SAMPLED_RECORDS)]
-        per_record = sum(map(_deep_size, sample)) / len(sample) if sample else 0
+        per_record = sum(map(deep_size, sample)) / len(sample) if sample else 0
         return len(self.body) + sys.getsizeof(records) + round(per_record * len(records))
 
     def restored(self) -> tuple[Sequence[Any], dict[int, str]]:
@@ -37,16 +40,6 @@ class Payload(NamedTuple):
 
 
 _SAMPLED_RECORDS = 8
-
-
-def _deep_size(value: object) -> int:
-    """The bytes of a value and of what it contains (dicts, lists, tuples, sets)."""
-    size = sys.getsizeof(value)
-    if isinstance(value, dict):
-        size += sum(_deep_size(key) + _deep_size(item) for key, item in value.items())
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        size += sum(map(_deep_size, value))
-    return size
 
 
 class RecordTooLarge(RecordError):
@@ -79,16 +72,19 @@ class Packer:
         self._fragments: list[bytes] = []
         self._used = 0
 
-    def add(self, record: Any, fragment: bytes) -> Payload | None:
-        """Add a record and its fragment; returns the payload this closed, if any.
+    def add(self, record: Any, fragment: bytes) -> list[Payload]:
+        """Add a record and its fragment; returns the payloads this closed: the open one if the record
+        does not fit in it, and the record's own if the record fills it.
 
         Raises RecordTooLarge, leaving the packer as it was, when the record cannot fit even alone.
         """
         size = self._size(fragment)
-        closed = self.flush() if self._closes(self._used, len(self._records), size) else None
+        closed = [self._close()] if self._closes(self._used, len(self._records), size) else []
         self._records.append(record)
         self._fragments.append(fragment)
         self._used += size
+        if self._full(self._used, len(self._records)):
+            closed.append(self._close())
         return closed
 
     def extend(self, records: Sequence[Any], fragments: Sequence[bytes]) -> list[Payload]:
@@ -112,6 +108,8 @@ class Packer:
             self._fragments.extend(fragments[start:stop])
             self._used += ends[stop] - ends[start]
             start = stop
+            if self._full(self._used, len(self._records)):
+                closed.append(self._close())
         return closed
 
     def would_close(self, held_records: int, held_fragment_bytes: int, fragment: bytes) -> bool:
@@ -120,6 +118,11 @@ class Packer:
         elsewhere (the streaming DoFn keeps it in Beam state). Raises RecordTooLarge as add() does."""
         used = held_fragment_bytes + self._separator * held_records
         return self._closes(used, held_records, self._size(fragment))
+
+    def is_full(self, held_records: int, held_fragment_bytes: int) -> bool:
+        """Whether an open payload of held_records fragments (held_fragment_bytes in all) is full, as
+        add() closes it at once: for a caller that keeps the open payload elsewhere."""
+        return self._full(held_fragment_bytes + self._separator * held_records, held_records)
 
     def _size(self, fragment: bytes) -> int:
         """The room a fragment takes, its separator included; RecordTooLarge when it can never fit."""
@@ -136,6 +139,10 @@ class Packer:
 
     def _closes(self, used: int, held_records: int, size: int) -> bool:
         return held_records > 0 and (used + size > self._room or held_records >= self._max_records)
+
+    def _full(self, used: int, held_records: int) -> bool:
+        """No record can join: the encoder's cap is reached, or not even a one-byte fragment fits."""
+        return held_records >= self._max_records or used + 1 + self._separator > self._room
 
     def flush(self) -> Payload | None:
         """Close and return the open payload, if any."""
@@ -161,12 +168,9 @@ def pack(encoder: Encoder, device: Device, records_with_fragments: Iterable[tupl
     packer = Packer(encoder, device, max_payload_bytes)
     for record, fragment in records_with_fragments:
         try:
-            payload = packer.add(record, fragment)
+            yield from packer.add(record, fragment)
         except RecordTooLarge as error:
             yield record, error
-            continue
-        if payload is not None:
-            yield payload
     payload = packer.flush()
     if payload is not None:
         yield payload

@@ -15,7 +15,7 @@ import collections.abc
 import logging
 import pickle
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -28,6 +28,7 @@ from connector.protocol.device import Device
 
 from .encoders import EncodeError, Encoder
 from .hints import TIMESTAMP, WINDOW, not_type_hints
+from .memory import CHECKER_BYTES, FRAGMENT_BYTES, OPEN_CHUNK_BYTES, WINDOW_BYTES, RecordWeigher
 from .metrics import SinkMetrics
 from .packing import Packer, Payload
 from .publish_fns import FAILED, Key, Output, Pair, _GroupedPublishFn
@@ -38,16 +39,13 @@ from .schemas import as_dict
 _LOG = logging.getLogger(__name__)
 
 # A chunk closes at this many bytes of fragments. A bundle sends all it holds when that is BUNDLE_BYTES
-# of memory: each fragment with its object and list slot, and a record kept beside its fragment at
-# KEPT_RECORD_FACTOR times the fragment's size (a 150-byte reading's dict takes about 6 times its JSON).
-# Fewer, fuller chunks are what make many devices cheap: 16 MB gave 10,000 devices a first stage a
-# quarter shorter than 8 MB, and holds less than 8 MB did when every record was kept.
+# of memory (connector.beam.memory): each fragment with its object and list slot, a record kept beside
+# its fragment (weighed), and each open chunk, window and device's too-large check. Fewer, fuller
+# chunks are what make many devices cheap: 16 MB gave 10,000 devices a first stage a quarter shorter
+# than 8 MB.
 CHUNK_BYTES = 256 << 10
 BUNDLE_BYTES = 16 << 20
-KEPT_RECORD_FACTOR = 6
-_FRAGMENT_OVERHEAD = sys.getsizeof(b"") + 8
 _GLOBAL_WINDOW = GlobalWindow()  # made once: making one costs more than routing a record
-_SEGMENT_BYTES = sys.getsizeof((None, 0, 0))  # a (chunk originals, start, stop) triple
 
 
 class _RouteFn(beam.DoFn):
@@ -109,16 +107,18 @@ class _RouteAndEncodeFn(_RouteFn):
         self._open: dict[BoundedWindow, dict[tuple[Device, str], _OpenChunk]] = {}  # window -> {key: chunk}
         self._global: dict[tuple[Device, str], _OpenChunk] = {}
         self._open[_GLOBAL_WINDOW] = self._global
+        self._checks: dict[int, Callable[[bytes], None]] = {}  # envelope bytes -> the too-large check
+        self._weigher = RecordWeigher()
         self._held = 0
         self._records_in = 0  # counted per bundle: a counter's inc per record costs as much as routing
 
     @not_type_hints
     def process(  # type: ignore[override]  # it outputs chunks where _RouteFn outputs keyed records
-            self, record: Any) -> Sequence[WindowedValue | pvalue.TaggedOutput] | None:
+            self, record: Any) -> Iterable[WindowedValue | pvalue.TaggedOutput] | None:
         return self._add(record, self._global, _GLOBAL_WINDOW)
 
     def _add(self, record: Any, chunks: dict[tuple[Device, str], "_OpenChunk"],
-             window: BoundedWindow) -> Sequence[WindowedValue | pvalue.TaggedOutput] | None:
+             window: BoundedWindow) -> Iterable[WindowedValue | pvalue.TaggedOutput] | None:
         """Route, encode and hold one record; returns the outputs this gives, if any."""
         self._records_in += 1
         if type(record) is dict:  # the common case, without a call
@@ -133,7 +133,8 @@ class _RouteAndEncodeFn(_RouteFn):
             key, record = routed
         chunk = chunks.get(key)
         if chunk is None:
-            chunk = chunks[key] = _OpenChunk(self._encoder, key, self._max_payload_bytes)
+            chunk = chunks[key] = _OpenChunk(key, self._check(key[0]))
+            self._held += OPEN_CHUNK_BYTES
         try:
             fragment = self._encoder.encode(record)
             chunk.check(fragment)
@@ -141,10 +142,10 @@ class _RouteAndEncodeFn(_RouteFn):
         except Exception as error:
             return (self._failure(record, error, Reason.UNENCODABLE, key),)
         size = len(fragment)
-        held = size + _FRAGMENT_OVERHEAD
+        held = size + FRAGMENT_BYTES
         if not restores:
             chunk.kept[len(chunk.fragments)] = record
-            held += size * KEPT_RECORD_FACTOR
+            held += self._weigher.weigh(record, size)
         chunk.fragments.append(fragment)
         chunk.size += size
         chunk.held += held
@@ -157,19 +158,39 @@ class _RouteAndEncodeFn(_RouteFn):
             return self._closed(chunk, window)
         return None
 
-    def finish_bundle(self) -> list[WindowedValue | pvalue.TaggedOutput]:
+    def _check(self, device: Device) -> Callable[[bytes], None]:
+        """The device's too-large check (Packer.check). It depends on the device only through the
+        encoder's envelope, so one Packer serves every device whose envelope is as long."""
+        overhead = self._encoder.overhead(device)
+        check = self._checks.get(overhead)
+        if check is None:
+            check = self._checks[overhead] = Packer(self._encoder, device, self._max_payload_bytes).check
+            self._held += CHECKER_BYTES
+        return check
+
+    def finish_bundle(self) -> Iterator[WindowedValue | pvalue.TaggedOutput]:
         self._metrics.records_in.inc(self._records_in)
         self._records_in = 0
         return self._close_all()
 
-    def _close_all(self) -> list[WindowedValue | pvalue.TaggedOutput]:
-        closed = [output for window, chunks in self._open.items() for chunk in chunks.values() if chunk.fragments
-                  for output in self._closed(chunk, window)]
-        for chunks in self._open.values():
-            chunks.clear()
+    def _close_all(self) -> Iterator[WindowedValue | pvalue.TaggedOutput]:
+        """Every open chunk's output, made as the runner takes them (it sends each on before it asks
+        for the next): a chunk lets go of its fragments as its output is made, so the outputs do not
+        come on top of all that was held. The bundle starts holding anew at once."""
+        held = self._open
+        self._global = {}
         self._open = {_GLOBAL_WINDOW: self._global}
+        self._checks = {}
         self._held = 0
-        return closed
+        return self._outputs(held)
+
+    def _outputs(self, held: dict[BoundedWindow, dict[tuple[Device, str], "_OpenChunk"]]
+                 ) -> Iterator[WindowedValue | pvalue.TaggedOutput]:
+        for window, chunks in held.items():
+            while chunks:
+                chunk = chunks.popitem()[1]
+                if chunk.fragments:
+                    yield from self._closed(chunk, window)
 
     def _closed(self, chunk: "_OpenChunk", window: BoundedWindow) -> list[WindowedValue | pvalue.TaggedOutput]:
         """A chunk's output; and the failed output of each record kept beside its fragment that cannot be
@@ -200,10 +221,11 @@ class _RouteAndEncodeInWindowsFn(_RouteAndEncodeFn):
     @not_type_hints
     def process(self, record: Any,  # type: ignore[override]  # it adds the window to its base's process
                 window: BoundedWindow = WINDOW,
-                ) -> Sequence[WindowedValue | pvalue.TaggedOutput] | None:
+                ) -> Iterable[WindowedValue | pvalue.TaggedOutput] | None:
         chunks = self._open.get(window)
         if chunks is None:
             chunks = self._open[window] = {}
+            self._held += WINDOW_BYTES
         return self._add(record, chunks, window)
 
 
@@ -213,13 +235,13 @@ class _OpenChunk:
 
     __slots__ = ("key", "fragments", "kept", "size", "held", "check")
 
-    def __init__(self, encoder: Encoder, key: tuple[Device, str], max_payload_bytes: int) -> None:
+    def __init__(self, key: tuple[Device, str], check: Callable[[bytes], None]) -> None:
         self.key = key
         self.fragments: list[bytes] = []
         self.kept: dict[int, Any] = {}  # place among the fragments -> record, for those not restored
         self.size = 0  # bytes of fragments
-        self.held = 0  # memory held, as BUNDLE_BYTES counts it
-        self.check = Packer(encoder, key[0], max_payload_bytes).check  # the one too-large check
+        self.held = OPEN_CHUNK_BYTES  # memory held, as BUNDLE_BYTES counts it
+        self.check = check  # the one too-large check: Packer.check
 
     def without(self, places: list[int]) -> tuple[list[bytes], dict[int, Any]]:
         """(fragments, kept records) with the records at these places left out."""
@@ -276,6 +298,10 @@ class _Originals:
         return self._kept
 
 
+# A (chunk originals, start, stop) triple, and the originals' object (shared by a chunk's payloads).
+_SEGMENT_BYTES = sys.getsizeof((None, 0, 0)) + sys.getsizeof(_Originals(b"", 0))
+
+
 def records_behind(count: int, kept: dict[int, Any], encoder: Encoder, device: Device,
                    body: bytes) -> tuple[list[Any], dict[int, str]]:
     """The `count` records of a payload's body: those kept (by place) as they are, the others as the
@@ -315,6 +341,8 @@ class _LazyRecords(collections.abc.Sequence[Any]):
     """A payload's records as (chunk originals, start, stop) segments, made when they are read: no
     object per record is held, for the memory and the garbage collector to go through."""
 
+    __slots__ = ("_body", "_encoder", "_device", "_segments")
+
     def __init__(self, body: bytes, packer: Packer, segments: list[tuple[_Originals, int, int]]) -> None:
         self._body = body
         self._encoder, self._device = packer.encoder, packer.device
@@ -340,8 +368,9 @@ class _LazyRecords(collections.abc.Sequence[Any]):
         return records_behind(place, kept, self._encoder, self._device, self._body)
 
     def held_bytes(self) -> int:
-        return sum(_SEGMENT_BYTES + chunk_originals.record_bytes * (stop - start)
-                   for chunk_originals, start, stop in self._segments)
+        return sys.getsizeof(self) + sys.getsizeof(self._segments) + sum(
+            _SEGMENT_BYTES + chunk_originals.record_bytes * (stop - start)
+            for chunk_originals, start, stop in self._segments)
 
 
 class _ChunkPayload(Payload):

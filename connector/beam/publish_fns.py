@@ -27,6 +27,7 @@ from connector.protocol.device import Device
 
 from .encoders import Encoder
 from .hints import KEY, TIMESTAMP, WINDOW, not_type_hints, state, timer
+from .memory import IN_FLIGHT_BYTES, PAIR_BYTES, RecordWeigher
 from .metrics import SinkMetrics, report_sink
 from .packing import Packer, Payload
 from .publisher import Outcome, Publisher, PublisherConfig
@@ -107,20 +108,20 @@ class _PublishFn(beam.DoFn):
                 continue
             record, fragment = item
             try:
-                payload = packer.add(record, fragment)
+                closed = packer.add(record, fragment)
             except Exception as error:
                 yield self._failed(record, error, Reason.TOO_LARGE, device, topic, window, timestamp)
                 continue
-            if payload is not None:
+            for payload in closed:
                 yield from self._submit(device, topic, payload, window, timestamp)
-        payload = packer.flush()
-        if payload is not None:
-            yield from self._submit(device, topic, payload, window, timestamp)
+        last = packer.flush()
+        if last is not None:
+            yield from self._submit(device, topic, last, window, timestamp)
 
     def _submit(self, device: Device, topic: str, payload: Payload, window: BoundedWindow,
                 timestamp: Timestamp) -> Iterator[Output]:
         """Hand a payload to the Publisher; yields outputs of payloads that have ended meanwhile."""
-        future = self._publisher.submit(device, topic, payload.body, payload.held_bytes())
+        future = self._publisher.submit(device, topic, payload.body, payload.held_bytes() + IN_FLIGHT_BYTES)
         context = (device, topic, payload, window, timestamp)
         bundle = self._bundle  # this bundle's, even if the payload ends after the runner gave up on it
         assert bundle is not None  # started by start_bundle
@@ -209,7 +210,8 @@ class _GroupedPublishFn(_PublishFn):
     """Batch: packs one device+topic group as it streams by, so no group needs to fit in memory.
 
     With order_by, records are sorted by that field within each sort buffer (sort_buffer_bytes of
-    encoded records): a device whose history is larger is sorted buffer by buffer.
+    memory: the records and their fragments, connector.beam.memory): a device whose history is larger
+    is sorted buffer by buffer.
     """
 
     def __init__(self, config: PublisherConfig, encoder: Encoder, max_payload_bytes: int, order_by: str | None = None,
@@ -240,12 +242,14 @@ class _GroupedPublishFn(_PublishFn):
                            window: BoundedWindow, timestamp: Timestamp) -> Iterator[Pair | pvalue.TaggedOutput]:
         buffer: list[Pair] = []
         buffered_bytes = 0
+        weigher = RecordWeigher()
         for item in items:
             if isinstance(item, pvalue.TaggedOutput):
                 yield item
                 continue
             buffer.append(item)
-            buffered_bytes += len(item[1])
+            record, fragment = item
+            buffered_bytes += len(fragment) + PAIR_BYTES + weigher.weigh(record, len(fragment))
             if buffered_bytes >= self._sort_buffer_bytes:
                 yield from self._sorted(buffer, device, topic, window, timestamp)
                 buffer, buffered_bytes = [], 0
@@ -316,7 +320,16 @@ class _LatestMicros(_SumInts):
 
 class _BufferedPublishFn(_PublishFn):
     """Streaming: buffers a device+topic's records in state; flushes when the next record would not
-    fit in the payload, at the window's end, and max_buffering_delay after the first record came.
+    fit in the payload, as soon as the payload is full, at the window's end, and max_buffering_delay
+    after the first record came.
+
+    Receipts and failed records are stamped at the time the watermark is held for them, as
+    GroupIntoBatches stamps its batches with its timer's time, so that a windowed step after
+    .published or .failed finds none of them late: a flush in process at its record's time (the
+    watermark has not passed it); the window's end flush at the window's end (its timer holds the
+    watermark there); the delay's flush at the time of the record that set the delay's timer (a
+    processing-time timer holds the watermark at the time of the record that set it, until it fires).
+    A record's own time would not do: the watermark passes it while the record waits in the buffer.
 
     The delay's deadline is kept in state as well as set as a processing-time timer, and a record that
     comes after it flushes the buffer first: a runner may fire the timer late while the key keeps
@@ -330,13 +343,14 @@ class _BufferedPublishFn(_PublishFn):
     # Beam's CombineFn.__init__ is untyped, so mypy takes a CombineFn's construction for an untyped call.
     COUNT = userstate.CombiningValueStateSpec("count", coders.VarIntCoder(), _SumInts())  # type: ignore[no-untyped-call]
     BYTES = userstate.CombiningValueStateSpec("bytes", coders.VarIntCoder(), _SumInts())  # type: ignore[no-untyped-call]
-    LATEST = userstate.CombiningValueStateSpec(
-        "latest_micros", coders.VarIntCoder(), _LatestMicros())  # type: ignore[no-untyped-call]
     WINDOW_END = userstate.TimerSpec("window_end", TimeDomain.WATERMARK)
     DELAY = userstate.TimerSpec("delay", TimeDomain.REAL_TIME)
-    # When the delay's timer is due (processing time, microseconds); read only while records are held.
+    # When the delay's timer is due (processing time), and the time of the record that set it, where
+    # the timer holds the watermark (microseconds); both read only while records are held.
     DEADLINE = userstate.CombiningValueStateSpec(
         "delay_deadline_micros", coders.VarIntCoder(), _LatestMicros())  # type: ignore[no-untyped-call]
+    HOLD = userstate.CombiningValueStateSpec(
+        "delay_hold_micros", coders.VarIntCoder(), _LatestMicros())  # type: ignore[no-untyped-call]
 
     def __init__(self, config: PublisherConfig, encoder: Encoder, max_payload_bytes: int,
                  max_buffering_delay: float | None = None, clock: Callable[[], float] | None = None) -> None:
@@ -351,35 +365,40 @@ class _BufferedPublishFn(_PublishFn):
                 buffer: BagRuntimeState = state(BUFFER),
                 count: CombiningValueRuntimeState = state(COUNT),
                 size: CombiningValueRuntimeState = state(BYTES),
-                latest: CombiningValueRuntimeState = state(LATEST),
                 window_end: RuntimeTimer = timer(WINDOW_END),
                 delay: RuntimeTimer = timer(DELAY),
                 deadline: CombiningValueRuntimeState = state(DEADLINE),
+                hold: CombiningValueRuntimeState = state(HOLD),
                 ) -> Iterator[Output]:
         ((product_key, device_name), topic), record = element
         device = Device(product_key, device_name)
         encoder = self._encoder
         # A CombiningValueState reads as its combined value, which Beam types as the Iterable of a bag's.
         held, held_bytes = cast(int, count.read()), cast(int, size.read())
+        timed = held > 0 and self._max_buffering_delay is not None  # the delay's timer is set
         try:  # the packer's own rules, so batch and streaming pack and refuse records alike
             fragment = encoder.encode(record)
-            closes = Packer(encoder, device, self._max_payload_bytes).would_close(held, held_bytes, fragment)
+            packer = Packer(encoder, device, self._max_payload_bytes)
+            closes = packer.would_close(held, held_bytes, fragment)
         except Exception as error:
             yield self._failed(record, error, Reason.UNENCODABLE, device, topic, window, timestamp)
             return
-        if closes or (held and self._max_buffering_delay is not None
-                      and self._now() >= Timestamp(micros=cast(int, deadline.read()))):
-            yield from self._flush(device, topic, window, buffer, count, size, latest)
-            held = 0
+        if closes or (timed and self._now() >= Timestamp(micros=cast(int, deadline.read()))):
+            yield from self._flush(device, topic, window, timestamp, buffer, count, size)
+            held = held_bytes = 0
         buffer.add((record, fragment))
         count.add(1)
         size.add(len(fragment))
-        latest.add(timestamp.micros)
         window_end.set(window.max_timestamp())
-        if held == 0 and self._max_buffering_delay is not None:
+        if packer.is_full(held + 1, held_bytes + len(fragment)):  # nothing more can join: it goes now
+            if timed:  # nothing is left for the delay's timer to send, or to hold the watermark for
+                delay.clear()
+            yield from self._flush(device, topic, window, timestamp, buffer, count, size)
+        elif held == 0 and self._max_buffering_delay is not None:
             due = self._now() + Duration.of(self._max_buffering_delay)
-            deadline.clear()
-            deadline.add(due.micros)
+            for kept, value in ((deadline, due.micros), (hold, timestamp.micros)):
+                kept.clear()
+                kept.add(value)
             delay.set(due)
 
     def _now(self) -> Timestamp:
@@ -389,26 +408,25 @@ class _BufferedPublishFn(_PublishFn):
     @userstate.on_timer(WINDOW_END)
     def on_window_end(self, key: Key = KEY, window: BoundedWindow = WINDOW, buffer: BagRuntimeState = state(BUFFER),
                       count: CombiningValueRuntimeState = state(COUNT), size: CombiningValueRuntimeState = state(BYTES),
-                      latest: CombiningValueRuntimeState = state(LATEST),
                       delay: RuntimeTimer = timer(DELAY)) -> Iterator[Output]:
         # A processing-time timer holds the watermark at its record's time until it fires, and Flink
         # fires none once the input has ended: left set, it would keep the job from ever finishing.
         delay.clear()
-        yield from self._flush(Device(*key[0]), key[1], window, buffer, count, size, latest)
+        yield from self._flush(Device(*key[0]), key[1], window, window.max_timestamp(), buffer, count, size)
 
     @userstate.on_timer(DELAY)
     def on_delay(self, key: Key = KEY, window: BoundedWindow = WINDOW, buffer: BagRuntimeState = state(BUFFER),
                  count: CombiningValueRuntimeState = state(COUNT), size: CombiningValueRuntimeState = state(BYTES),
-                 latest: CombiningValueRuntimeState = state(LATEST)) -> Iterator[Output]:
-        yield from self._flush(Device(*key[0]), key[1], window, buffer, count, size, latest)
+                 hold: CombiningValueRuntimeState = state(HOLD)) -> Iterator[Output]:
+        yield from self._flush(Device(*key[0]), key[1], window, Timestamp(micros=cast(int, hold.read())), buffer,
+                               count, size)
 
-    def _flush(self, device: Device, topic: str, window: BoundedWindow, buffer: BagRuntimeState,
-               count: CombiningValueRuntimeState, size: CombiningValueRuntimeState,
-               latest: CombiningValueRuntimeState) -> Iterator[Output]:
-        """Publish what is buffered (stamped with the latest record's time) and clear the state."""
+    def _flush(self, device: Device, topic: str, window: BoundedWindow, timestamp: Timestamp,
+               buffer: BagRuntimeState, count: CombiningValueRuntimeState,
+               size: CombiningValueRuntimeState) -> Iterator[Output]:
+        """Publish what is buffered, its outputs stamped with timestamp, and clear the buffer."""
         items = list(buffer.read())
-        timestamp = Timestamp(micros=cast(int, latest.read()))
-        for kept in (buffer, count, size, latest):
+        for kept in (buffer, count, size):
             kept.clear()
         if not items:
             return

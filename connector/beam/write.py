@@ -71,7 +71,9 @@ class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformRes
 
     In batch, records are grouped per device (GroupByKey). In streaming (unbounded input or
     `--streaming`), each device's records are buffered in Beam state and flushed when the next record
-    would not fit, at the window's end, and `max_buffering_delay` seconds after the first was buffered.
+    would not fit, as soon as a payload is full, at the window's end, and `max_buffering_delay` seconds
+    after the first was buffered; outputs are stamped where the watermark is held for them, so windowed
+    steps after `.published` and `.failed` count every one.
 
     Each worker process keeps one token per device, at most `max_in_flight` requests open and
     `max_buffered_bytes` held, and publishes each device's payloads in order at the platform's pace.
@@ -121,9 +123,10 @@ class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformRes
             router: A callable(record) -> (Device or (productKey, deviceName), topic), instead of the
                 fields and `topic`; it may raise RoutingError to fail the record with a reason.
             order_by: (Batch) a field to order each device's records by before packing, within
-                `sort_buffer_bytes` of encoded records at a time; a record whose value cannot be
+                `sort_buffer_bytes` of records at a time; a record whose value cannot be
                 ordered with the others fails as "unorderable".
-            sort_buffer_bytes: How much of a device's encoded records `order_by` sorts at a time.
+            sort_buffer_bytes: How much memory of a device's records (and their encodings) `order_by`
+                sorts at a time.
             streaming: True or False to choose; None follows the pipeline.
             max_buffering_delay: (Streaming) seconds a record may wait for its payload to fill; None:
                 flush only on size and at the window's end.

@@ -1,0 +1,66 @@
+"""What the sink's buffers hold in memory, as their bounds count it.
+
+Three bounds hold a worker's memory: the batch first stage sends its chunks when it holds BUNDLE_BYTES
+(prepack), order_by sorts sort_buffer_bytes at a time (publish_fns), and the Publisher holds at most
+max_buffered_bytes in payloads. Each counts what it keeps alive, not only the bytes it sends: the
+records behind the bytes (their Python objects, weighed on samples) and the objects around each
+piece (a chunk per device and window, a payload's future and its place in its device's lane). Counted
+by fragment bytes alone, one window per record held 10 times what the first stage counted, a sort
+buffer of small readings 10 times, and payloads of one reading 18 times what the Publisher counted.
+
+The sizes below are CPython's (sys.getsizeof) or were measured with tracemalloc on CPython 3.11;
+tests/test_memory.py checks that what each bound counts is what it holds.
+"""
+import sys
+from typing import Any
+
+# A fragment in a list: its bytes object beyond its content, and the list's slot.
+FRAGMENT_BYTES = sys.getsizeof(b"") + 8
+# A (record, fragment) pair in a list (order_by's sort buffer) beyond the record and the fragment's
+# content: the tuple, the fragment's object and the list's slot.
+PAIR_BYTES = sys.getsizeof((None, None)) + FRAGMENT_BYTES
+# An open chunk of the batch first stage beyond its fragments: its object, lists and dict, its key
+# (a Device and a topic) and its place in its window's dict.
+OPEN_CHUNK_BYTES = 450
+# A window the first stage holds chunks in: the window, its dict of chunks and its place among them.
+WINDOW_BYTES = 450
+# A device's Packer, kept by the first stage for the too-large check of its records.
+CHECKER_BYTES = 550
+# A payload submitted and not yet ended beyond its body and records: the payload's objects, its
+# Future and callback, the Publisher's job and its place in the device's lane, the bundle's context
+# and in it the payload's device, topic and window (a group's own, as GroupByKey hands them over).
+IN_FLIGHT_BYTES = 3000
+
+
+def deep_size(value: object) -> int:
+    """The bytes of a value and of what it contains (dicts, lists, tuples, sets). Objects that values
+    share (dict keys, say) are counted in each: it errs on the high side."""
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(deep_size(key) + deep_size(item) for key, item in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        size += sum(map(deep_size, value))
+    return size
+
+
+class RecordWeigher:
+    """Weighs records held beside their fragments: a record's Python objects (deep_size) on the first
+    and every SAMPLE_EVERY-th record, the others at that sample's bytes per fragment byte. One
+    device's records are alike, and weighing each would cost more than encoding it."""
+
+    SAMPLE_EVERY = 64
+    __slots__ = ("_per_fragment_byte", "_count")
+
+    def __init__(self) -> None:
+        self._per_fragment_byte = 0.0
+        self._count = 0
+
+    def weigh(self, record: Any, fragment_bytes: int) -> int:
+        """The memory a record holds, whose fragment is fragment_bytes long."""
+        if self._count % self.SAMPLE_EVERY == 0:
+            size = deep_size(record)
+            self._per_fragment_byte = size / max(1, fragment_bytes)
+        else:
+            size = round(self._per_fragment_byte * fragment_bytes)
+        self._count += 1
+        return size
