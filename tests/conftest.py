@@ -60,7 +60,8 @@ def worker_pool():
 def pytest_report_header(config):
     if not prism.streams_in_real_time():
         return (f"prism_streaming tests deselected: Beam {prism.BEAM_VERSION}'s Prism has no real processing time "
-                f"(Beam {'.'.join(map(str, prism.REAL_TIME_SINCE))} on) and loses stateful streaming records (README)")
+                f"(Beam {'.'.join(map(str, prism.REAL_TIME_SINCE))} on) and loses stateful streaming records "
+                "(docs/runners.md)")
     return None
 
 
