@@ -166,3 +166,36 @@ def test_the_notes_name_the_sign_methods_the_default_and_the_limits():
     assert f"default `{signing.CLIENT_SIGN_METHOD}`" in text
     assert f"{limits.MAX_PAYLOAD_BYTES:,}" in text and f"{limits.MAX_TOPIC_BYTES} bytes" in text
     assert "/sys/${productKey}/${deviceName}/thing/event/property/history/post" in text
+
+
+def _option_defaults(page, heading):
+    """{option: default cell} of the option table under a heading of a page, for rows of one option."""
+    section = _read(os.path.join(ROOT, "docs", page)).split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and re.fullmatch(r"`--[a-z_-]+`", cells[0]):
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+@pytest.mark.parametrize("page, heading, parser", [("pipelines.md", "Backfill", "backfill"),
+                                                   ("pipelines.md", "Streaming relay", "stream")])
+def test_the_pipelines_option_tables_give_the_commands_defaults(page, heading, parser):
+    import importlib
+
+    actions = {option: action for action in importlib.import_module(f"pipelines.{parser}").make_parser()._actions
+               for option in action.option_strings}
+    rows = _option_defaults(page, heading)
+    checked = 0
+    for option, default in rows.items():
+        action = actions[option if option in actions else option.replace("_", "-")]
+        written = re.fullmatch(r"`([^`]*)`|\**([0-9.]+)\**(?: s)?", default)
+        if written and action.default is not None:
+            value = written.group(1) if written.group(1) is not None else written.group(2)
+            if isinstance(action.default, int | float):
+                assert float(value) == action.default, (option, default, action.default)
+            else:
+                assert value == str(action.default), (option, default, action.default)
+            checked += 1
+    assert checked >= (8 if parser == "backfill" else 1)
