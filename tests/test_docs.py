@@ -199,3 +199,11 @@ def test_the_pipelines_option_tables_give_the_commands_defaults(page, heading, p
                 assert value == str(action.default), (option, default, action.default)
             checked += 1
     assert checked >= (8 if parser == "backfill" else 1)
+
+
+def test_ci_runs_the_readmes_test_command_and_the_readme_installs_what_ci_installs():
+    setup, tests = re.findall(r"```sh\n(.*?)\n```", _readme_section("Two commands"), re.S)[:2]
+    ci = _read(os.path.join(ROOT, ".ci", "run"))
+    assert tests.strip() == "python -m pytest -q" and f"    {tests.strip()}\n" in ci
+    assert 'pip install -e ".[test,flink]"' in setup and setup.strip().endswith("python -m pipelines.backfill")
+    assert 'install "$pinned" test,lint,flink' in ci
