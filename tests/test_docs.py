@@ -207,3 +207,15 @@ def test_ci_runs_the_readmes_test_command_and_the_readme_installs_what_ci_instal
     assert tests.strip() == "python -m pytest -q" and f"    {tests.strip()}\n" in ci
     assert 'pip install -e ".[test,flink]"' in setup and setup.strip().endswith("python -m pipelines.backfill")
     assert 'install "$pinned" test,lint,flink' in ci
+
+
+def test_the_user_guide_gives_every_option_of_the_transform():
+    import inspect
+
+    from connector import WriteToIoTPlatform
+
+    guide = _read(os.path.join(ROOT, "docs", "user-guide.md"))
+    section = guide.split("\n## The transform\n", 1)[1].split("\n## ", 1)[0]
+    documented = {name for line in section.splitlines() if line.startswith("| `")
+                  for name in re.findall(r"`([a-z_]+)`", line.split("|")[1])}
+    assert set(inspect.signature(WriteToIoTPlatform.__init__).parameters) - {"self"} <= documented
