@@ -1,6 +1,6 @@
 """Ready-to-run pipelines built on WriteToIoTPlatform: backfill from Avro, Parquet, CSV or JSON lines,
 replay dead letters, and a streaming relay. Each is a `python -m pipelines.<name>` command; see the
-README's "Pipelines" section."""
+docs/pipelines.md."""
 from . import beam_noise
 
 beam_noise.silence()

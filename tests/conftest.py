@@ -1,8 +1,11 @@
-"""Shared fixtures: devices, one emulator for the session, and fresh ones for tests that need their own."""
+"""Shared fixtures: devices, one emulator for the session, fresh ones for tests that need their own, and
+what the runner tests need, fetched on first use."""
+import contextlib
+
 import pytest
 
 from connector.emulator import Emulator, make_devices
-from pipelines.runners import prism
+from pipelines.runners import fetching, prism
 
 
 @pytest.fixture(scope="session")
@@ -57,10 +60,34 @@ def worker_pool():
     pool.close()
 
 
+@pytest.fixture(scope="session")
+def runner_artifacts(pytestconfig):
+    """What the runner tests need (Flink's job server and distribution, Prism, Beam SQL, Kafka), fetched
+    once per session before the first of them runs, by `python -m pipelines.runners fetch all`'s own
+    code: cached in ~/.apache_beam/cache, under the fetch lock, each line it fetches or finds printed.
+    A part that cannot be fetched (java, mvn or go missing) is said in one line; its tests then skip,
+    or fail where runner tests are required (runner_support)."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print("\nrunner tests: fetching what they need, once (python -m pipelines.runners fetch all)")
+        try:
+            fetching.fetch("all", log=lambda line: print(f"  {line}"))
+        except fetching.FetchFailed:
+            print("runner tests: not all of it could be fetched (above); the tests that need it say so")
+
+
+@pytest.fixture(autouse=True)
+def _fetched_for_runner_tests(request):
+    """A runner test (marked `runners`) gets what it needs on first use; other tests fetch nothing."""
+    if request.node.get_closest_marker("runners"):
+        request.getfixturevalue("runner_artifacts")
+
+
 def pytest_report_header(config):
     if not prism.streams_in_real_time():
         return (f"prism_streaming tests deselected: Beam {prism.BEAM_VERSION}'s Prism has no real processing time "
-                f"(Beam {'.'.join(map(str, prism.REAL_TIME_SINCE))} on) and loses stateful streaming records (README)")
+                f"(Beam {'.'.join(map(str, prism.REAL_TIME_SINCE))} on) and loses stateful streaming records "
+                "(docs/runners.md)")
     return None
 
 

@@ -84,10 +84,10 @@ def test_debug_log_has_one_line_per_request_and_no_secrets(fresh_emulator, devic
     assert value not in log and devices[0]["deviceSecret"] not in log
 
 
-def test_the_readme_names_every_option_in_its_usage_and_table():
-    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")) as f:
-        readme = f.read()
-    section = readme[readme.index("## The emulator"):readme.index("### The console")]
+def test_the_emulator_page_names_every_option_in_its_usage_and_table():
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "emulator.md")) as f:
+        page = f.read()
+    section = page[page.index("# The emulator"):page.index("## The console")]
     start = section.index("```sh")
     usage = section[start:section.index("```", start + 5)]
     options = [o for action in make_parser()._actions for o in action.option_strings if o.startswith("--")]

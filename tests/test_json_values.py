@@ -1,4 +1,4 @@
-"""The value mapping of the JSON encoders (json_values): the README's table is checked row by row against
+"""The value mapping of the JSON encoders (json_values): the user guide's table is checked row by row against
 the code, and hypothesis shows that the mapping is total: any value is written, or refused with an
 Unmappable naming its field, and the dead letters' text is made of anything without raising."""
 import datetime
@@ -22,16 +22,16 @@ from connector.beam import json_values
 from connector.beam.json_values import EPOCH_MS, ISO, MAX_DEPTH, Unmappable, record_text, write_json
 from zoo_support import deep, zoo_records, zoo_values
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+USER_GUIDE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "user-guide.md")
 # What the table's examples may name.
 NAMESPACE = {"datetime": datetime.datetime, "date": date, "time": time, "timedelta": timedelta, "timezone": timezone,
              "Decimal": Decimal, "UUID": UUID, "HTTPStatus": HTTPStatus, "np": np, "pd": pd, "beam": beam}
 
 
 def _table_rows():
-    """(value column, example, written as) of the README's "Values in JSON" table."""
-    with open(README, encoding="utf-8") as handle:
-        section = handle.read().split("#### Values in JSON", 1)[1].split("\n#", 1)[0]
+    """(value column, example, written as) of the user guide's "Values in JSON" table."""
+    with open(USER_GUIDE, encoding="utf-8") as handle:
+        section = handle.read().split("### Values in JSON", 1)[1].split("\n#", 1)[0]
     rows = []
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -56,8 +56,8 @@ def test_the_table_lists_every_kind_of_value():
 
 @pytest.mark.parametrize("kind, example, written", [row for row in ROWS if row[1]], ids=[row[0] for row in ROWS
                                                                                        if row[1]])
-def test_each_row_of_the_readmes_table_is_what_the_encoders_write(kind, example, written):
-    value = eval(example, dict(NAMESPACE))  # noqa: S307 - the README's own examples
+def test_each_row_of_the_user_guides_table_is_what_the_encoders_write(kind, example, written):
+    value = eval(example, dict(NAMESPACE))  # noqa: S307 - the user guide's own examples
     timestamps = EPOCH_MS if "epoch-ms" in kind else ISO
     if written == "refused":
         with pytest.raises(Unmappable) as refused:

@@ -98,7 +98,7 @@ def test_yaml_pipeline_without_error_handling_fails_on_a_failed_record(clean_emu
     assert "a record was not published (pkTest00001/noSuchDevice): unknown_device" in done.stderr
 
 
-def test_the_readmes_yaml_example_names_the_shipped_transform_and_its_options():
+def test_the_user_guides_yaml_example_names_the_shipped_transform_and_its_options():
     import inspect
     import re
 
@@ -106,7 +106,7 @@ def test_the_readmes_yaml_example_names_the_shipped_transform_and_its_options():
 
     from connector.beam.yaml_provider import write_to_iot_platform
 
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+    with open(os.path.join(ROOT, "docs", "user-guide.md"), encoding="utf-8") as handle:
         example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", handle.read(), re.S).group(1))
     assert example["providers"] == yaml.safe_load(PIPELINE.format(
         input="", endpoint="", credentials="", ca_file="", out=""))["providers"]

@@ -5,7 +5,8 @@ a Flink session cluster and a Kafka broker.
                                 Prism (go install of Beam's Go module); Beam SQL's expansion service
                                 jar (Maven); Kafka's jars and the Flink job server with KafkaIO, the
                                 relay's Kafka expansion service (Maven); all: every one (Prism only on
-                                a Beam whose Flink runner Maven Central does not serve). Idempotent.
+                                a Beam whose Flink runner Maven Central does not serve). Idempotent;
+                                one fetch at a time (a second waits for the first).
   flink-cluster start [--taskmanagers N] [--rest-port P] [--workdir D]
   flink-cluster stop|status [--workdir D]
   kafka start [--partitions N] [--workdir D]   a single-node KRaft broker on loopback; prints one JSON
@@ -17,46 +18,10 @@ import json
 import os
 import sys
 
-from . import (
-    beam_jars,
-    flink_cluster,
-    flink_dist,
-    flink_job_server,
-    kafka_broker,
-    kafka_expansion,
-    prism,
-    sql_expansion,
-)
+from . import fetching, flink_cluster, flink_job_server, kafka_broker
+from .fetching import FETCHERS
 from .flink_cluster import ClusterError, FlinkCluster
 from .kafka_broker import BrokerError, KafkaBroker
-from .tools import MissingTool
-
-
-def fetch_flink():
-    jar = flink_job_server.fetch()
-    flink_dist.fetch(flink_job_server.flink_release(jar))
-
-
-def fetch_kafka():
-    kafka_broker.fetch()
-    kafka_expansion.fetch()
-
-
-def fetch_all():
-    """Everything the installed Beam can use: on a Beam whose Flink runner Maven Central does not serve,
-    Prism only (Beam SQL's expansion service and the relay's Kafka source run on Flink here)."""
-    if not flink_job_server.served():
-        print(f"flink, sql, kafka: skipped: {flink_job_server.not_served()}")
-        prism.fetch()
-        return
-    fetch_flink()
-    prism.fetch()
-    sql_expansion.fetch()
-    fetch_kafka()
-
-
-FETCHERS = {"flink": fetch_flink, "prism": prism.fetch, "sql": sql_expansion.fetch, "kafka": fetch_kafka,
-            "all": fetch_all}
 
 
 def make_parser():
@@ -129,13 +94,12 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     try:
         if args.command == "fetch":
-            FETCHERS[args.runner]()
+            fetching.fetch(args.runner)
             return 0
         if args.command == "kafka":
             return run_kafka(args)
         return run_cluster(args)
-    except (MissingTool, ClusterError, BrokerError, beam_jars.FetchError, flink_dist.FetchError, prism.FetchError,
-            kafka_broker.FetchError) as error:
+    except (*fetching.ERRORS, fetching.FetchFailed, ClusterError, BrokerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

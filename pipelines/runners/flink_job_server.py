@@ -69,4 +69,4 @@ def assembly(flink_version=FLINK_VERSION):
                       (f"org.slf4j:jcl-over-slf4j:{beam_jars.SLF4J_VERSION}", []),
                       (f"org.slf4j:slf4j-simple:{beam_jars.SLF4J_VERSION}", [])],
         main_class=MAIN_CLASS, manifest={}, sources={},
-        hint="install a Beam release whose Flink runner Maven Central serves; see the README's Runners section")
+        hint="install a Beam release whose Flink runner Maven Central serves; see docs/runners.md")

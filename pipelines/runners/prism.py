@@ -20,7 +20,7 @@ from .tools import beam_release, require, run
 PACKAGE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
 # The first Beam release whose Prism keeps real processing time in streaming (earlier ones fire a
 # processing-time timer as soon as nothing else can run, and 2.62's ran a stateful stage's key in two
-# bundles at once: the README's Runners section).
+# bundles at once: docs/runners.md).
 REAL_TIME_SINCE = (2, 66)
 # Prism (2.77) splits a bundle that makes no progress and frees every key of the part it hands back,
 # also a key whose earlier records the running part still processes: a second bundle of that key then
@@ -45,12 +45,12 @@ def for_stateful_streaming(argv):
     options to add to argv, and one line saying what to expect there."""
     if not streams_in_real_time():
         return [], (f"warning: Prism {BEAM_VERSION} runs a stateful streaming stage's elements twice and one key "
-                    "in two bundles at once: records are duplicated and lost there (see the README's Runners section)")
+                    "in two bundles at once: records are duplicated and lost there (see docs/runners.md)")
     if any(NO_SPLITS in arg for arg in argv):
         return [], f"Prism {BEAM_VERSION}, its bundles not split ({NO_SPLITS})"
     return [f"--experiments={NO_SPLITS}"], (
         f"Prism {BEAM_VERSION}: its bundles are not split (--experiments={NO_SPLITS}): a split there lets two "
-        "bundles of one key run at once, which loses and duplicates records (see the README's Runners section)")
+        "bundles of one key run at once, which loses and duplicates records (see docs/runners.md)")
 
 
 def archive_path():
