@@ -165,7 +165,7 @@ class ChunkBuilder:
     def _closed(self, chunk: OpenChunk, window: BoundedWindow) -> list[Output]:
         """A chunk's output; and the failed output of each record kept beside its fragment that cannot be
         pickled (a lock in it, say), which the chunk then goes without. In the global window at the
-        earliest time, as Beam's own batch outputs are (a chunk at the end of time moved Prism 2.62's
+        earliest time, as Beam's own batch outputs are (a chunk at the end of time moves Prism 2.62's
         watermarks ahead of a later stage's side input); in other windows at their end, where the
         GroupByKey puts its output anyway."""
         timestamp = MIN_TIMESTAMP if isinstance(window, GlobalWindow) else window.max_timestamp()

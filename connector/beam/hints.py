@@ -3,7 +3,7 @@ markers typed for them.
 
 Beam takes the annotations of a DoFn's process, a PTransform's expand and a function given to Map as
 type hints: it checks them when the pipeline is built and picks coders by them (a result annotation on
-an expand made it warn at every run). The sink tells Beam its types where it means to, with
+an expand makes it warn at every run). The sink tells Beam its types where it means to, with
 with_output_types and element types; the annotations of those methods are for mypy only.
 """
 from collections.abc import Callable

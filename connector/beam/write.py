@@ -178,7 +178,7 @@ class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformRes
         }
         return {key: DisplayDataItem(value, label=label) for key, (value, label) in items.items()}
 
-    @not_type_hints  # a result annotation made Beam warn at every run
+    @not_type_hints  # a result annotation makes Beam warn at every run
     def expand(self, records: PCollection[Any]) -> WriteToIoTPlatformResult:
         encoder = self._encoder or AvroEncoder(avro_schema_of(records.element_type))
         publish_fn: beam.DoFn
