@@ -27,8 +27,8 @@ child process (FnApiRunner, pinned), so its peak RSS and CPU seconds are its own
              scenario's children, so its CPU seconds leave them out
   prism      the connector on Prism (LOOPBACK workers)
              (the runners need `python -m pipelines.runners fetch all` first)
-  memory     the connector's publishing stage alone (its DoFn fed one device's group as a lazy stream,
-             as GroupByKey hands it over), for 1 device x N records at two N: peak RSS of that process,
+  memory     the connector's publishing stage alone (its DoFn fed one device's chunks as a lazy stream,
+             as GroupByKey hands them over), for 1 device x N records at two N: peak RSS of that process,
              and how much it grew against max_buffered_bytes
 
 The emulator's own limits are raised (device_qps, account_qps) so the platform's throttling is not
@@ -152,11 +152,11 @@ def _ceiling_pipeline(records):
     answered at no cost to this machine."""
     import apache_beam as beam
 
+    from connector.beam.batch import grouped_chunks
+    from connector.beam.chunks import chunk_payloads
     from connector.beam.encoders import get_encoder
     from connector.beam.packing import Packer
-    from connector.beam.prepack import _ChunkedPublishFn
     from connector.beam.routing import default_topic, make_router
-    from connector.beam.write import grouped_chunks
     from connector.protocol.device import Device
     from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
@@ -172,7 +172,7 @@ def _ceiling_pipeline(records):
         def process(self, element):
             ((product_key, device_name), _topic), chunks = element
             packer = Packer(encoder, Device(product_key, device_name), MAX_PAYLOAD_BYTES)
-            for payload in _ChunkedPublishFn._payloads(packer, chunks):
+            for payload in chunk_payloads(packer, chunks):
                 self.messages.inc()
                 self.payload_bytes.inc(len(payload.body))
 
@@ -291,18 +291,32 @@ def run_child(args):
 
 
 def run_memory_child(args):
-    """The publishing stage alone: its DoFn fed one device's N records as a lazy stream."""
+    """The publishing stage alone: its DoFn fed one device's N records as a lazy stream of chunks, as
+    the first stage sends them (CHUNK_BYTES of fragments each) and GroupByKey hands them over."""
     from apache_beam.transforms.window import GlobalWindow
     from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
     from connector import WriteToIoTPlatform
-    from connector.beam.publish_fns import _GroupedPublishFn
+    from connector.beam.batch import CHUNK_BYTES, _PublishChunksFn
+    from connector.beam.chunks import encode_chunk
 
     transform = WriteToIoTPlatform(args.endpoint, args.credentials, ca_file=args.ca_file)
-    fn = _GroupedPublishFn(transform._config, transform._encoder, transform._max_payload_bytes)
+    encoder = transform._encoder
+    fn = _PublishChunksFn(transform._config, encoder, transform._max_payload_bytes)
     fn.setup()
     rng = random.Random(1)
-    group = (reading(rng, "sensor00000", START_MS + i * 1000) for i in range(args.records))
+
+    def chunks():
+        fragments, size = [], 0
+        for i in range(args.records):
+            fragments.append(encoder.encode(reading(rng, "sensor00000", START_MS + i * 1000)))
+            size += len(fragments[-1])
+            if size >= CHUNK_BYTES:
+                yield encode_chunk(fragments, {})
+                fragments, size = [], 0
+        if fragments:
+            yield encode_chunk(fragments, {})
+    group = chunks()
     key = ((PRODUCT_KEY, "sensor00000"), f"/{PRODUCT_KEY}/sensor00000/user/update")
     baseline = psutil.Process().memory_info().rss
     peak = [baseline]

@@ -8,7 +8,7 @@ and reports how much the process's peak RSS grew over what it had once set up, a
 bound, and the most the bound counted:
 
   first    the batch first stage (route, encode, chunk before the shuffle), its outputs dropped as the
-           runner would take them; bound: prepack.BUNDLE_BYTES (16 MB), after which it sends all it holds
+           runner would take them; bound: batch.BUNDLE_BYTES (16 MB), after which it sends all it holds
   sort     order_by's sort buffer of one device's records (as the publishing stage decodes them from
            the shuffle), sorted buffers dropped; bound: sort_buffer_bytes (--sort-buffer-mb)
   publish  the batch publishing stage fed the shape's groups as GroupByKey hands them over (a chunk
@@ -73,42 +73,41 @@ def peak_rss():
 
 
 def run_first(args, report):
-    from connector.beam import prepack
+    from connector.beam import batch
     from connector.beam.encoders import get_encoder
     from connector.beam.routing import make_router
 
-    fn = prepack._RouteAndEncodeInWindowsFn(make_router(), get_encoder("jsonl"), 131072)
+    fn = batch._RouteAndEncodeInWindowsFn(make_router(), get_encoder("jsonl"), 131072)
     fn.setup()
     fn.start_bundle()
-    close_all = fn._close_all
+    chunks = fn._chunks
+    close_all = chunks.close_all
 
     def counted_close_all():
-        report["counted"] = max(report["counted"], fn._held)
+        report["counted"] = max(report["counted"], chunks.held)
         return close_all()
-    fn._close_all = counted_close_all
-    report["bound"] = prepack.BUNDLE_BYTES
+    chunks.close_all = counted_close_all
+    report["bound"] = batch.BUNDLE_BYTES
     report["start_rss"] = rss()
     for record, window in records(args.shape, args.records, DEVICES):
         for _ in fn.process(record, window=window) or ():  # taken and dropped, as the runner sends them on
             pass
-    report["counted"] = max(report["counted"], fn._held)
+    report["counted"] = max(report["counted"], chunks.held)
     report["fed"] = args.records
 
 
 def run_sort(args, report):
-    from connector import WriteToIoTPlatform
-    from connector.beam.publish_fns import _GroupedPublishFn
+    from connector.beam.encoders import get_encoder
+    from connector.beam.ordering import OrderBy
 
-    write = WriteToIoTPlatform("https://127.0.0.1:9", "credentials.json")
     bound = args.sort_buffer_mb << 20
-    fn = _GroupedPublishFn(write._config, write._encoder, write._max_payload_bytes, order_by="ts",
-                           sort_buffer_bytes=bound)
-    encoder = write._encoder
+    order_by = OrderBy("ts", sort_buffer_bytes=bound)
+    encoder = get_encoder("jsonl")
     report["bound"] = bound
     report["counted"] = None  # the buffer's count is the method's own: it sorts at the bound
     pairs = ((record, encoder.encode(record)) for record, _ in records(args.shape, args.records, 1))
     report["start_rss"] = rss()
-    for _ in fn._sorted_in_buffers(pairs, None, None, None, None):
+    for _ in order_by.sorted_in_buffers(pairs, None, None):
         pass
     report["fed"] = args.records
 
@@ -117,16 +116,16 @@ def run_publish(args, report):
     from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
     from connector import WriteToIoTPlatform
-    from connector.beam import prepack
+    from connector.beam import batch, chunks
 
     bound = args.max_buffered_mb << 20
     write = WriteToIoTPlatform(args.endpoint, args.credentials, ca_file=args.ca_file, max_buffered_bytes=bound,
                                device_messages_per_second=0.001)
     encoder = write._encoder
-    fn = prepack._ChunkedPublishFn(write._config, encoder, write._max_payload_bytes)
+    fn = batch._PublishChunksFn(write._config, encoder, write._max_payload_bytes)
     fn.setup()
     fn.start_bundle()
-    budget = fn._publisher._budget
+    budget = fn._publishing.publisher._budget
     report["bound"] = bound
     devices = 1 if args.shape == "sessions" else 10
     fed = [0]
@@ -145,7 +144,7 @@ def run_publish(args, report):
             if args.shape == "windows" and len(group) < 10:
                 continue
             del open_groups[(key, window)]
-            yield key, window, prepack.encode_chunk(group, {})
+            yield key, window, chunks.encode_chunk(group, {})
 
     def feed():
         for key, window, chunk in groups():

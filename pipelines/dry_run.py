@@ -1,27 +1,25 @@
 """--dry-run: what a run would send, computed with the same steps as a run, without publishing anything.
 
-Records go through the connector's own batch steps (grouped_chunks: routed, encoded and chunked per
-device and topic before the shuffle, then grouped), and each device's chunks are packed (and ordered,
-with --order-by) by the publish step of a run, which here plans each payload instead of sending it. So
-a record a run would fail (unroutable, unencodable, too large, unorderable) the dry run reports failed,
-with the same reason and message. Devices missing from the credentials file are found too; a wrong
-secret or a skewed clock cannot be found without calling the platform. One row per device is gathered
-into a single JSON file (`--plan-output`, any Beam filesystem) that the launcher reads back to print
-the plan.
+Records go through the connector's own batch steps (batch.grouped_chunks: routed, encoded and chunked
+per device and topic before the shuffle, then grouped), and each device's chunks are packed (and
+ordered, with --order-by) by a run's packing (batch.ChunkPacking), which here plans each payload
+instead of sending it. So a record a run would fail (unroutable, unencodable, too large, unorderable)
+the dry run reports failed, with the same reason and message. Devices missing from the credentials
+file are found too; a wrong secret or a skewed clock cannot be found without calling the platform.
+One row per device is gathered into a single JSON file (`--plan-output`, any Beam filesystem) that the
+launcher reads back to print the plan.
 """
 import json
 import os
 import tempfile
 
 import apache_beam as beam
-from apache_beam import pvalue
 from apache_beam.io.filesystems import FileSystems
 
-from connector import FileCredentials, Reason
-from connector.beam.hints import TIMESTAMP, WINDOW
+from connector import FailedRecord, FileCredentials, Reason
+from connector.beam.batch import ChunkPacking, grouped_chunks
 from connector.beam.metrics import SinkMetrics
-from connector.beam.prepack import _ChunkedPublishFn
-from connector.beam.write import grouped_chunks
+from connector.protocol.device import Device
 from connector.protocol.limits import ACCOUNT_REQUESTS_PER_SECOND, DEVICE_MESSAGES_PER_SECOND
 
 from . import options
@@ -42,12 +40,12 @@ def _row(device=NO_DEVICE, records=0, messages=0, payload_bytes=0, failed=None, 
             "failed": failed or {}, "why": why or {}}
 
 
-class _PlanFn(_ChunkedPublishFn):
-    """A run's publish step for one device+topic group, planning each payload instead of sending it:
-    the group's row of the plan (the payloads, and the records that would fail)."""
+class _PlanFn(beam.DoFn):
+    """A run's packing of one device+topic group, planning each payload instead of sending it: the
+    group's row of the plan (the payloads, and the records that would fail)."""
 
     def __init__(self, encoder, max_payload_bytes, credentials, order_by):
-        super().__init__(None, encoder, max_payload_bytes, order_by)
+        self._packing = ChunkPacking(encoder, max_payload_bytes, order_by)
         self._credentials = credentials
 
     def setup(self):
@@ -55,42 +53,23 @@ class _PlanFn(_ChunkedPublishFn):
         # Only which devices have a secret is kept; the secrets themselves are dropped at once.
         self._known = set(FileCredentials(self._credentials).secrets()) if self._credentials else None
 
-    def start_bundle(self):
-        pass
-
-    def finish_bundle(self):
-        pass
-
-    def teardown(self):
-        pass
-
-    def process(self, element, window=WINDOW, timestamp=TIMESTAMP):
-        (device, _topic), _chunks = element
+    def process(self, element):
+        ((product_key, device_name), topic), chunks = element
+        device = Device(product_key, device_name)
         row = _row("/".join(device))
-        for output in super().process(element, window, timestamp):
-            if isinstance(output, pvalue.TaggedOutput):
-                failed = output.value.value
+        for item in self._packing.payloads(device, topic, chunks):
+            if isinstance(item, FailedRecord):
+                self._metrics.failed(item.reason)
                 row["records"] += 1
-                _fail(row, failed.reason, failed.message)
-            elif self._known is not None and output.device not in self._known:
-                row["records"] += len(output.records)
-                _fail(row, Reason.UNKNOWN_DEVICE, f"no secret for {output.device} in the credentials",
-                      len(output.records))
+                _fail(row, item.reason, item.message)
+            elif self._known is not None and device not in self._known:
+                row["records"] += len(item.records)
+                _fail(row, Reason.UNKNOWN_DEVICE, f"no secret for {device} in the credentials", len(item.records))
             else:
-                row["records"] += len(output.records)
+                row["records"] += len(item.records)
                 row["messages"] += 1
-                row["bytes"] += len(output.body)
+                row["bytes"] += len(item.body)
         yield row
-
-    def _submit(self, device, topic, payload, window, timestamp):
-        yield _Planned(device, payload.body, payload.records)
-
-
-class _Planned:
-    """A payload a run would publish."""
-
-    def __init__(self, device, body, records):
-        self.device, self.body, self.records = device, body, records
 
 
 def _failed_row(failed):

@@ -10,10 +10,12 @@ from apache_beam.transforms.window import GlobalWindow, IntervalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 import connector
-from connector.beam import prepack
+from connector.beam import batch
+from connector.beam.chunks import chunk_payloads, encode_chunk
 from connector.beam.encoders import get_encoder
+from connector.beam.ordering import OrderBy
 from connector.beam.packing import Packer
-from connector.beam.publish_fns import _GroupedPublishFn, _PublishFn
+from connector.beam.publishing import BundlePublisher
 from connector.beam.routing import make_router
 from connector.protocol.device import Device
 from write_support import write_credentials
@@ -49,17 +51,18 @@ SHAPES = {
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_the_first_stage_sends_its_chunks_when_it_holds_bundle_bytes(shape, monkeypatch):
-    monkeypatch.setattr(prepack, "BUNDLE_BYTES", 4 << 20)
-    fn = prepack._RouteAndEncodeInWindowsFn(make_router(), get_encoder("jsonl"), 131072)
+    monkeypatch.setattr(batch, "BUNDLE_BYTES", 4 << 20)
+    fn = batch._RouteAndEncodeInWindowsFn(make_router(), get_encoder("jsonl"), 131072)
     fn.setup()
     fn.start_bundle()
     when_sent = []
-    close_all = fn._close_all
+    chunks = fn._chunks
+    close_all = chunks.close_all
 
     def measured_close_all():
-        when_sent.append((tracemalloc.get_traced_memory()[0] - start, fn._held))
+        when_sent.append((tracemalloc.get_traced_memory()[0] - start, chunks.held))
         return close_all()
-    monkeypatch.setattr(fn, "_close_all", measured_close_all)
+    monkeypatch.setattr(chunks, "close_all", measured_close_all)
     tracemalloc.start()
     try:
         start = tracemalloc.get_traced_memory()[0]
@@ -75,22 +78,20 @@ def test_the_first_stage_sends_its_chunks_when_it_holds_bundle_bytes(shape, monk
 
 
 def test_order_by_sorts_sort_buffer_bytes_of_records_at_a_time(monkeypatch, devices):
-    write = connector.WriteToIoTPlatform("https://127.0.0.1:9", "credentials.json")
-    fn = _GroupedPublishFn(write._config, write._encoder, write._max_payload_bytes, order_by="ts",
-                           sort_buffer_bytes=4 << 20)
-    encoder = write._encoder
+    order_by = OrderBy("ts", sort_buffer_bytes=4 << 20)
+    encoder = get_encoder("jsonl")
     held = []
 
     def measured_sorted(pairs, *context):
         held.append(tracemalloc.get_traced_memory()[0] - start)
         raise StopIteration
-    monkeypatch.setattr(fn, "_sorted", measured_sorted)
+    monkeypatch.setattr(order_by, "sorted", measured_sorted)
     pairs = ((record, encoder.encode(record)) for record in map(reading, range(10**6)))
     tracemalloc.start()
     try:
         start = tracemalloc.get_traced_memory()[0]
         with pytest.raises(RuntimeError):  # the StopIteration, raised in a generator
-            list(fn._sorted_in_buffers(pairs, None, None, None, None))
+            list(order_by.sorted_in_buffers(pairs, None, None))
     finally:
         tracemalloc.stop()
     assert_bounded(held[0], 4 << 20)
@@ -106,31 +107,31 @@ def test_the_publisher_holds_max_buffered_bytes_of_payloads_in_flight(records_pe
     credentials = write_credentials(tmp_path / "credentials.json", devices)
     write = connector.WriteToIoTPlatform(emulator.endpoint, credentials, ca_file=emulator.ca_file,
                                          device_messages_per_second=0.01)
-    fn = _PublishFn(write._config, write._encoder, write._max_payload_bytes)
-    fn.setup()
-    fn.start_bundle()
+    publishing = BundlePublisher(write._config)
+    publishing.setup()
+    publishing.start_bundle()
     device = Device(devices[0]["productKey"], devices[0]["deviceName"])
-    encoder, budget = write._encoder, fn._publisher._budget
+    encoder, budget = write._encoder, publishing.publisher._budget
 
     def payloads(count):
         """As the batch publishing stage makes them: from a chunk that crossed the shuffle, each group
         with its own key and window, as GroupByKey hands them over."""
         for n in range(count):
             records = [reading(n * records_per_payload + i, devices=1) for i in range(records_per_payload)]
-            chunk = prepack.encode_chunk([encoder.encode(r) for r in records], {})
+            chunk = encode_chunk([encoder.encode(r) for r in records], {})
             key = Device(*json.loads(json.dumps(device)))
-            for payload in prepack._ChunkedPublishFn._payloads(Packer(encoder, key), [chunk]):
+            for payload in chunk_payloads(Packer(encoder, key), [chunk]):
                 yield key, f"/{key.product_key}/{key.device_name}/user/update", payload, IntervalWindow(n, n + 1)
     try:
         sent = payloads(1 + (4000 if records_per_payload == 1 else 40))
-        list(fn._submit(*next(sent), MIN_TIMESTAMP))  # the rest wait the device's pace
+        list(publishing.submit(*next(sent), MIN_TIMESTAMP))  # the rest wait the device's pace
         tracemalloc.start()
         start, counted_before = tracemalloc.get_traced_memory()[0], budget._used
         for key, topic, payload, window in sent:
-            list(fn._submit(key, topic, payload, window, MIN_TIMESTAMP))
+            list(publishing.submit(key, topic, payload, window, MIN_TIMESTAMP))
         held = tracemalloc.get_traced_memory()[0] - start
         tracemalloc.stop()
         assert_bounded(held, budget._used - counted_before)
     finally:
-        fn._publisher.cancel(fn._bundle.outstanding)
-        fn.teardown()
+        publishing.publisher.cancel(publishing.bundle.outstanding)
+        publishing.teardown()

@@ -7,14 +7,14 @@ from apache_beam.transforms.display import DisplayData
 from apache_beam.typehints.decorators import IOTypeHints
 
 import connector
+from connector.beam.batch import _PublishChunksFn, _RouteAndEncodeFn, _RouteAndEncodeInWindowsFn
 from connector.beam.credentials import as_credentials
 from connector.beam.encoders import JsonLinesEncoder
-from connector.beam.prepack import _ChunkedPublishFn, _RouteAndEncodeFn, _RouteAndEncodeInWindowsFn, _RouteFn
-from connector.beam.publish_fns import _BufferedPublishFn, _GroupedPublishFn
+from connector.beam.hints import same
 from connector.beam.publisher import PublisherConfig
-from connector.beam.routing import FieldRouter
+from connector.beam.routing import FieldRouter, KeyByDeviceAndTopic, _KeyFn
 from connector.beam.rows import FailedRow, ToRows
-from connector.beam.write import KeyByDevice, _same
+from connector.beam.streaming import _BufferedPublishFn
 from connector.beam.yaml_provider import _error_row, _raise, write_to_iot_platform
 from test_write_batch import credentials, readings  # noqa: F401  (credentials is a fixture)
 from write_support import FN_API
@@ -84,13 +84,13 @@ def test_beam_takes_none_of_the_sinks_annotations_for_type_hints(credentials):
     # the pipeline is built and choose coders by them, so hints.not_type_hints hides them from Beam.
     config = PublisherConfig("https://127.0.0.1:1", as_credentials(credentials))
     encoder, router = JsonLinesEncoder(), FieldRouter()
-    dofns = [_RouteFn(router), _RouteAndEncodeFn(router, encoder, 4096),
-             _RouteAndEncodeInWindowsFn(router, encoder, 4096), _GroupedPublishFn(config, encoder, 4096),
-             _ChunkedPublishFn(config, encoder, 4096), _BufferedPublishFn(config, encoder, 4096)]
-    transforms = [KeyByDevice(router), connector.WriteToIoTPlatform("https://127.0.0.1:1", credentials), ToRows(),
-                  write_to_iot_platform("https://127.0.0.1:1", credentials)]
+    dofns = [_KeyFn(router), _RouteAndEncodeFn(router, encoder, 4096),
+             _RouteAndEncodeInWindowsFn(router, encoder, 4096), _PublishChunksFn(config, encoder, 4096),
+             _BufferedPublishFn(config, encoder, 4096)]
+    transforms = [KeyByDeviceAndTopic(router), connector.WriteToIoTPlatform("https://127.0.0.1:1", credentials),
+                  ToRows(), write_to_iot_platform("https://127.0.0.1:1", credentials)]
     for hinted in dofns + transforms:
         hints = hinted.get_type_hints()
         assert (hints.input_types, hints.output_types) == (None, None), type(hinted).__name__
-    for function in (_same, FailedRow.of, _raise, _error_row):
+    for function in (same, FailedRow.of, _raise, _error_row):
         assert IOTypeHints.from_callable(function) is None, function.__qualname__

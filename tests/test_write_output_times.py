@@ -2,7 +2,7 @@
 GroupByKey and a CombinePerKey count every receipt and failed record, nothing dropped as late, on
 TestStream (the BundleBasedDirectRunner), Prism (Beam 2.66 on) and embedded Flink (Beam 2.62).
 
-The sink stamps each output at a time the watermark has not passed (publish_fns._BufferedPublishFn):
+The sink stamps each output at a time the watermark has not passed (streaming._BufferedPublishFn):
 a flush in process at its record's time, the window's flush at the window's end, the delay's flush at
 the time of the record that set the delay's timer. The streams below move the watermark past records
 while they wait in the sink's buffer, which is when a record's own time comes late downstream.

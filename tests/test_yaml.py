@@ -7,6 +7,7 @@ import sys
 import types
 
 import fastavro
+import pytest
 
 from connector.beam.encoders import get_encoder
 from connector.emulator.accounting import account
@@ -112,3 +113,46 @@ def test_the_user_guides_yaml_example_names_the_shipped_transform_and_its_option
         input="", endpoint="", credentials="", ca_file="", out=""))["providers"]
     write = next(t for t in example["pipeline"]["transforms"] if t["type"] == "WriteToIoTPlatform")
     assert set(write["config"]) <= set(inspect.signature(write_to_iot_platform).parameters)
+
+
+def test_every_option_of_the_transform_is_a_yaml_config_field_with_its_default():
+    import inspect
+
+    from apache_beam.yaml.yaml_provider import InlineProvider
+
+    from connector import WriteToIoTPlatform
+    from connector.beam.yaml_provider import OPTIONS, write_to_iot_platform
+
+    transform = {name: p for name, p in inspect.signature(WriteToIoTPlatform.__init__).parameters.items()
+                 if name != "self"}
+    assert list(OPTIONS) == list(transform)
+    fields = {field.name: field for field in InlineProvider.config_schema_from_callable(write_to_iot_platform).fields}
+    assert set(fields) == set(transform) | {"error_handling"}
+    assert all(fields[name].description for name in transform)  # Beam YAML shows the transform's own words
+    yaml_defaults = inspect.signature(write_to_iot_platform).parameters
+    for name, parameter in transform.items():
+        if isinstance(parameter.default, (str, int, float, bool, type(None))):
+            assert yaml_defaults[name].default == parameter.default, name
+
+
+def route_to_yaml_topic(record):
+    """A router the YAML test below names by its dotted name."""
+    return (record["productKey"], record["deviceName"]), f"/{record['productKey']}/{record['deviceName']}/user/yaml"
+
+
+def test_yaml_config_gives_retry_encoder_options_streaming_and_a_router_to_the_transform():
+    from connector import RetryPolicy
+    from connector.beam.yaml_provider import write_to_iot_platform
+
+    yaml_write = write_to_iot_platform(
+        endpoint="https://127.0.0.1:1", credentials="credentials.json", encoder="alink-property",
+        encoder_options={"properties": ["temperature"]}, streaming=True, max_buffering_delay=None,
+        retry={"max_attempts": 2}, router="test_yaml.route_to_yaml_topic", order_by="time",
+        error_handling={"output": "failed"})
+    write = yaml_write._write
+    assert write._config.retry == RetryPolicy(max_attempts=2)
+    assert write._encoder.name == "alink-property" and write._streaming is True
+    assert write._max_buffering_delay is None and write._order_by == "time"
+    assert write._router.route is route_to_yaml_topic and yaml_write._error_output == "failed"
+    with pytest.raises(TypeError, match="no option 'retries'"):
+        write_to_iot_platform(endpoint="https://127.0.0.1:1", credentials="credentials.json", retries=3)

@@ -1,15 +1,15 @@
 """What the sink's buffers hold in memory, as their bounds count it.
 
 Three bounds hold a worker's memory: the batch first stage sends its chunks when it holds BUNDLE_BYTES
-(prepack), order_by sorts sort_buffer_bytes at a time (publish_fns), and the Publisher holds at most
+(batch), order_by sorts sort_buffer_bytes at a time (ordering), and the Publisher holds at most
 max_buffered_bytes in payloads. Each counts what it keeps alive, not only the bytes it sends: the
 records behind the bytes (their Python objects, weighed on samples) and the objects around each
-piece (a chunk per device and window, a payload's future and its place in its device's lane). Counted
-by fragment bytes alone, one window per record held 10 times what the first stage counted, a sort
-buffer of small readings 10 times, and payloads of one reading 18 times what the Publisher counted.
+piece (a chunk per device and window, a payload's future and its place in its device's lane). For
+small records those objects are most of the memory: with one window per record, or a reading per
+payload, fragment bytes are a tenth of what is held or less.
 
-The sizes below are CPython's (sys.getsizeof) or were measured with tracemalloc on CPython 3.11;
-tests/test_memory.py checks that what each bound counts is what it holds.
+The sizes below are CPython's (sys.getsizeof) or tracemalloc's on CPython 3.11; tests/test_memory.py
+checks that what each bound counts is what it holds.
 """
 import sys
 from typing import Any

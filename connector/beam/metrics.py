@@ -73,6 +73,6 @@ class SinkMetrics:
 def report_sink(endpoint: str) -> None:
     """Report the endpoint as this pipeline's sink in Beam's lineage (what Dataflow shows in Dataplex).
 
-    host:port is quoted here: Beam 2.62 quoted a segment holding a colon or dot itself, 2.77 no longer
-    does, and an unquoted one is no valid Dataplex name."""
+    host:port is quoted here: Beam 2.62 quotes a segment holding a colon or dot itself, 2.77 does
+    not, and an unquoted one is no valid Dataplex name."""
     Lineage.sinks().add(LINEAGE_SYSTEM, Lineage.wrap_segment(urlsplit(endpoint).netloc))

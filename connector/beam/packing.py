@@ -17,7 +17,7 @@ from connector.protocol.limits import MAX_PAYLOAD_BYTES
 
 from .encoders import Encoder
 from .memory import deep_size
-from .results import Reason, RecordError
+from .results import FailedRecord, Reason, RecordError, failure
 
 
 class Payload(NamedTuple):
@@ -157,6 +157,28 @@ class Packer:
         payload = Payload(body, self._records)
         self._records, self._fragments, self._used = [], [], 0
         return payload
+
+
+def packed(packer: Packer, topic: str, items: Iterable[tuple[Any, bytes] | FailedRecord]
+           ) -> Iterator[Payload | FailedRecord]:
+    """Packs (record, fragment) pairs with packer, yielding each Payload as it closes and the last
+    when the pairs end; FailedRecords among the pairs pass through, and a record the packer refuses
+    (too large for any payload) becomes one. For the publish steps, whose failed records travel with
+    their payloads."""
+    for item in items:
+        if isinstance(item, FailedRecord):
+            yield item
+            continue
+        record, fragment = item
+        try:
+            closed = packer.add(record, fragment)
+        except Exception as error:
+            yield failure(record, error, Reason.TOO_LARGE, packer.device, topic)
+            continue
+        yield from closed
+    last = packer.flush()
+    if last is not None:
+        yield last
 
 
 def pack(encoder: Encoder, device: Device, records_with_fragments: Iterable[tuple[Any, bytes]],

@@ -11,8 +11,12 @@ from apache_beam import coders, pvalue
 
 from .json_values import record_text
 
-__all__ = ["FailedRecord", "FailedRecordCoder", "Reason", "Receipt", "ReceiptCoder", "RecordError", "RecordText",
-           "WriteToIoTPlatformResult", "describe", "failure"]
+__all__ = ["FAILED", "FailedRecord", "FailedRecordCoder", "Reason", "Receipt", "ReceiptCoder", "RecordError",
+           "RecordText", "WriteToIoTPlatformResult", "describe", "failure"]
+
+# The tag of every step's failed output: each step's FailedRecords leave it tagged so, and
+# WriteToIoTPlatform flattens them into `.failed`.
+FAILED = "failed"
 
 
 class Reason:

@@ -1,20 +1,35 @@
-"""Which device and topic a record goes to.
+"""Which device and topic a record goes to: the first step of both paths.
 
 A router is any callable record -> (Device, topic). It raises RoutingError to send the record to
 `failed` with a reason; anything else it raises is reported as unroutable too, and anything a topic
 callable or template raises as invalid_topic.
+
+Records are keyed by ((productKey, deviceName), topic) (`Key`): nested pairs, so that every runner
+groups them with Beam's standard KV and string coders (Prism cannot group on Python's coder for a
+3-tuple). KeyByDeviceAndTopic keys them for the streaming path; the batch path routes with the same
+RecordRouting as it encodes (connector.beam.batch), so both route and fail records alike.
 """
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import apache_beam as beam
+from apache_beam import pvalue, typehints
+from apache_beam.pvalue import PCollection
 
 from connector.protocol.device import Device
 from connector.protocol.topics import device_owns_topic, topic_problem
 
 from .encoders import ENCODERS, Encoder
-from .results import Reason, RecordError, describe
+from .hints import not_type_hints
+from .metrics import SinkMetrics
+from .results import FAILED, FailedRecord, Reason, RecordError, describe, failure
+from .schemas import as_dict
 
 DEFAULT_TOPIC = "/{productKey}/{deviceName}/user/update"
+# ((productKey, deviceName), topic): what records are keyed and grouped by.
+Key = tuple[tuple[str, str], str]
+KEY_TYPE = typehints.Tuple[typehints.Tuple[str, str], str]  # Key, for Beam to pick its coder by
 _DEVICE_FIELDS = {"productKey", "deviceName"}
 # A topic template ("/{productKey}/{deviceName}/user/{kind}") or a callable(record, device) giving the topic.
 Topic = str | Callable[[dict[str, Any], Device], str]
@@ -141,3 +156,74 @@ def make_router(router: Router | None = None, *, product_key_field: str = "produ
     if router is not None:
         return CallableRouter(router)
     return FieldRouter(product_key_field, device_name_field, topic)
+
+
+class RecordRouting:
+    """A DoFn's routing: each record's (Device, topic) and the record as a dict, or the record's failed
+    output, counted in the sink's metrics. Made in the DoFn's setup (it holds its metrics)."""
+
+    def __init__(self, router: FieldRouter | CallableRouter, metrics: SinkMetrics) -> None:
+        self.router = router
+        self.metrics = metrics
+
+    def route(self, record: Any) -> tuple[tuple[Device, str], Any] | pvalue.TaggedOutput:
+        """(key, record): the record's (Device, topic) and the record as a dict (a beam.Row or NamedTuple
+        as one); or its failed output: a FailedRecord among the records (input a reader could not read,
+        e.g. a CSV value that is not its column's type) as it is, counted, and a record the router
+        refuses, or raises anything on, as unroutable (or the RoutingError's own reason)."""
+        try:
+            if not isinstance(record, dict):
+                if isinstance(record, FailedRecord):
+                    self.metrics.failed(record.reason)
+                    return pvalue.TaggedOutput(FAILED, record)
+                record = as_dict(record)
+            return self.router(record), record  # (Device, topic): a Device is the (productKey, deviceName) pair
+        except Exception as error:
+            return self.failed(record, error, Reason.UNROUTABLE)
+
+    def failed(self, record: Any, why: BaseException | str, reason: str,
+               key: tuple[Device, str] | None = None) -> pvalue.TaggedOutput:
+        """The record's failed output, counted: failed before any attempt to publish it."""
+        failed = failure(record, why, reason, *(key or ()))
+        self.metrics.failed(failed.reason)
+        return pvalue.TaggedOutput(FAILED, failed)
+
+
+class _KeyFn(beam.DoFn):
+    """Keys each record by (Device, topic); what cannot be routed fails here."""
+
+    def __init__(self, router: FieldRouter | CallableRouter) -> None:
+        self._router = router
+
+    def setup(self) -> None:
+        self._routing = RecordRouting(self._router, SinkMetrics())
+
+    @not_type_hints
+    def process(self, record: Any) -> Iterator[tuple[tuple[Device, str], Any] | pvalue.TaggedOutput]:
+        self._routing.metrics.records_in.inc()
+        yield self._routing.route(record)
+
+
+class KeyByDeviceAndTopic(beam.PTransform[PCollection[Any], tuple[PCollection[Any], PCollection[FailedRecord]]]):
+    """records -> (keyed, failed): (((productKey, deviceName), topic), record) pairs with Beam's
+    deterministic key coder, and a FailedRecord for each record that cannot be routed. The streaming
+    path keys with it before its stateful step."""
+
+    def __init__(self, router: FieldRouter | CallableRouter) -> None:
+        super().__init__()
+        self._router = router
+
+    @not_type_hints
+    def expand(self, records: PCollection[Any]) -> tuple[PCollection[Any], PCollection[FailedRecord]]:
+        keyed = records | beam.ParDo(_KeyFn(self._router)).with_output_types(
+            typehints.KV[KEY_TYPE, typehints.Any]).with_outputs(FAILED, main="keyed")
+        return keyed.keyed, failed_output(keyed)
+
+
+def failed_output(outputs: pvalue.DoOutputsTuple) -> PCollection[FailedRecord]:
+    """A step's FAILED output, typed FailedRecord so that Beam codes it with FailedRecordCoder. Declared
+    on the PCollection: Beam 2.62 types every tagged output Any, and with_output_types types only the
+    main output."""
+    failed: PCollection[FailedRecord] = outputs[FAILED]
+    failed.element_type = FailedRecord
+    return failed

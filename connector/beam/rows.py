@@ -13,10 +13,9 @@ from apache_beam import coders
 from apache_beam.pvalue import PCollection
 from apache_beam.typehints.row_type import RowTypeConstraint
 
-from .hints import not_type_hints
+from .hints import not_type_hints, same
 from .json_values import record_text
 from .results import FailedRecord, Receipt, RecordText
-from .write import _same
 
 
 class FailedRow(NamedTuple):
@@ -68,7 +67,7 @@ class ToRows(beam.PTransform[PCollection[Any], PCollection[Any]]):
     @not_type_hints
     def expand(self, pcoll: PCollection[Any]) -> PCollection[Any]:
         if pcoll.element_type is Receipt:
-            receipts: PCollection[Any] = pcoll | "ReceiptRows" >> beam.Map(_same).with_output_types(
+            receipts: PCollection[Any] = pcoll | "ReceiptRows" >> beam.Map(same).with_output_types(
                 RowTypeConstraint.from_user_type(Receipt))
             return receipts
         if pcoll.element_type is FailedRecord:

@@ -1,60 +1,40 @@
-"""WriteToIoTPlatform: the PTransform users apply.
+"""WriteToIoTPlatform: the PTransform users apply. It chooses the path a record takes:
 
-batch:     records --route, encode--> chunks per ((productKey, deviceName), topic) --group--> pack --publish--> receipts
-streaming: records --route--> (((productKey, deviceName), topic), record) --state--> encode, pack --publish--> receipts
+batch (batch.py):     records --route, encode--> chunks per key --group--> pack --publish--> receipts
+streaming (streaming.py): records --route--> (key, record) --state--> encode, pack --publish--> receipts
    |                                    |                                                 |
    +-- unroutable, bad topic, unencodable, too large (batch) ---> failed <----------------+ too large, failed codes
+
+A key is ((productKey, deviceName), topic) (routing.py); publishing.py is what both paths' publish steps
+share, and publisher.py the per-process Publisher they hand payloads to.
 """
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import apache_beam as beam
-from apache_beam import typehints
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.pvalue import PCollection
 from apache_beam.transforms.display import DisplayDataItem
-from apache_beam.transforms.window import GlobalWindows
 
 from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
 from connector.protocol.signing import CLIENT_SIGN_METHOD, digest_for
 
+from .batch import _PublishChunksFn, grouped_chunks
 from .credentials import CredentialsProvider, as_credentials
 from .encoders import AvroEncoder, Encoder, get_encoder
-from .hints import not_type_hints
-from .prepack import _ChunkedPublishFn, _RouteAndEncodeFn, _RouteAndEncodeInWindowsFn, _RouteFn
-from .publish_fns import FAILED, _BufferedPublishFn, _PublishFn
+from .hints import not_type_hints, same
 from .publisher import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_IN_FLIGHT, PublisherConfig, RetryPolicy
-from .results import FailedRecord, Receipt, WriteToIoTPlatformResult
-from .routing import CallableRouter, FieldRouter, Router, Topic, default_topic, make_router
+from .results import FAILED, FailedRecord, Receipt, WriteToIoTPlatformResult
+from .routing import FieldRouter, KeyByDeviceAndTopic, Router, Topic, default_topic, failed_output, make_router
 from .schemas import avro_schema_of
+from .streaming import _BufferedPublishFn
 
-__all__ = ["DEFAULT_MAX_BUFFERING_DELAY", "KeyByDevice", "Router", "Topic", "WriteToIoTPlatform"]
+__all__ = ["DEFAULT_MAX_BUFFERING_DELAY", "KeyByDeviceAndTopic", "Router", "Topic", "WriteToIoTPlatform"]
 
-# ((productKey, deviceName), topic): nested pairs, so every runner sees Beam's standard KV and string
-# coders (Prism cannot group on Python's coder for a 3-tuple).
-_Key = typehints.Tuple[typehints.Tuple[str, str], str]
 _Element = TypeVar("_Element")
 # Streaming: how long a record may wait for its payload to fill before it is sent anyway.
 DEFAULT_MAX_BUFFERING_DELAY = 5.0
-
-
-class KeyByDevice(beam.PTransform[PCollection[Any], tuple[PCollection[Any], PCollection[FailedRecord]]]):
-    """records -> (keyed, failed): (((productKey, deviceName), topic), record) pairs with Beam's
-    deterministic key coder, and a FailedRecord for each record that cannot be routed.
-
-    WriteToIoTPlatform in streaming and the pipelines' dry run key with it, so they route and group
-    alike (batch routes with the same router and key coder as it encodes, before the shuffle).
-    """
-
-    def __init__(self, router: FieldRouter | CallableRouter) -> None:
-        super().__init__()
-        self._router = router
-
-    @not_type_hints
-    def expand(self, records: PCollection[Any]) -> tuple[PCollection[Any], PCollection[FailedRecord]]:
-        routed = records | beam.ParDo(_RouteFn(self._router)).with_outputs(FAILED, main="routed")
-        return _typed(routed.routed, typehints.KV[_Key, typehints.Any]), _typed(routed[FAILED], FailedRecord)
 
 
 class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformResult]):
@@ -198,43 +178,28 @@ class WriteToIoTPlatform(beam.PTransform[PCollection[Any], WriteToIoTPlatformRes
         }
         return {key: DisplayDataItem(value, label=label) for key, (value, label) in items.items()}
 
-    @not_type_hints  # a result annotation made Beam warn at every run
+    @not_type_hints  # a result annotation makes Beam warn at every run
     def expand(self, records: PCollection[Any]) -> WriteToIoTPlatformResult:
         encoder = self._encoder or AvroEncoder(avro_schema_of(records.element_type))
-        publish_fn: _PublishFn
+        publish_fn: beam.DoFn
         if self._is_streaming(records):
-            keyed, unpublished = records | "Route" >> KeyByDevice(self._router)
+            keyed, unpublished = records | "Route" >> KeyByDeviceAndTopic(self._router)
             publish_fn = _BufferedPublishFn(self._config, encoder, self._max_payload_bytes,
                                             self._max_buffering_delay, self._processing_clock)
         else:
             keyed, unpublished = grouped_chunks(records, self._router, encoder, self._max_payload_bytes)
-            publish_fn = _ChunkedPublishFn(self._config, encoder, self._max_payload_bytes,
-                                           self._order_by, self._sort_buffer_bytes)
+            publish_fn = _PublishChunksFn(self._config, encoder, self._max_payload_bytes,
+                                          self._order_by, self._sort_buffer_bytes)
         published = keyed | "PackAndPublish" >> beam.ParDo(publish_fn).with_outputs(FAILED, main="published")
-        failed = ((unpublished, _typed(published[FAILED], FailedRecord))
-                  | "Failed" >> beam.Flatten())
-        return WriteToIoTPlatformResult(_handed_over(published.published, Receipt, "Published"),
-                                        _handed_over(failed, FailedRecord, "FailedRecords"))
+        failed = (unpublished, failed_output(published)) | "Failed" >> beam.Flatten()
+        return WriteToIoTPlatformResult(_reemitted(published.published, Receipt, "Published"),
+                                        _reemitted(failed, FailedRecord, "FailedRecords"))
 
     def _is_streaming(self, records: PCollection[Any]) -> bool:
         if self._streaming is not None:
             return self._streaming
         options = records.pipeline.options
         return (options is not None and options.view_as(StandardOptions).streaming) or not records.is_bounded
-
-
-def grouped_chunks(records: PCollection[Any], router: FieldRouter | CallableRouter, encoder: Encoder,
-                   max_payload_bytes: int) -> tuple[PCollection[Any], PCollection[FailedRecord]]:
-    """Batch up to the packing: records routed, encoded and chunked per device, topic and window before
-    the shuffle, so they cross it as byte chunks, a few per device; the chunks grouped by key; and a
-    FailedRecord for each record that failed on the way. WriteToIoTPlatform runs it, and the throughput
-    benchmark's ceiling too, so that the ceiling stays the connector's own shape."""
-    in_global_window = isinstance(records.windowing.windowfn, GlobalWindows)
-    route_fn = (_RouteAndEncodeFn if in_global_window else _RouteAndEncodeInWindowsFn)(
-        router, encoder, max_payload_bytes)
-    routed = records | "RouteAndEncode" >> beam.ParDo(route_fn).with_outputs(FAILED, main="chunks")
-    grouped = _typed(routed.chunks, typehints.KV[_Key, bytes]) | "GroupByDevice" >> beam.GroupByKey()
-    return grouped, _typed(routed[FAILED], FailedRecord)
 
 
 def _described(value: object) -> str | int | float | bool:
@@ -244,20 +209,9 @@ def _described(value: object) -> str | int | float | bool:
     return getattr(value, "__qualname__", None) or repr(value)
 
 
-def _handed_over(pcoll: PCollection[_Element], element_type: type[_Element], label: str) -> PCollection[_Element]:
-    """An output through one element-wise step, so that a batched DoFn after it (WriteToParquet's, with
-    no schema given) gets every element: in Beam 2.62 such a consumer drops what the DoFn before it
-    outputs in finish_bundle, which is where the publish DoFn emits what ended last."""
-    handed_over: PCollection[_Element] = pcoll | label >> beam.Map(_same).with_output_types(element_type)
-    return handed_over
-
-
-@not_type_hints
-def _same(value: _Element) -> _Element:
-    return value
-
-
-def _typed(pcoll: PCollection[Any], element_type: Any) -> PCollection[Any]:
-    """Declare a PCollection's element type, so Beam picks the deterministic coders for it."""
-    pcoll.element_type = element_type
-    return pcoll
+def _reemitted(pcoll: PCollection[_Element], element_type: type[_Element], label: str) -> PCollection[_Element]:
+    """An output through one element-wise step, typed, so that a batched DoFn after it (WriteToParquet's,
+    with no schema given) gets every element: in Beam 2.62 such a consumer drops what the DoFn before it
+    outputs in finish_bundle, which is where the publish step emits what ends last."""
+    reemitted: PCollection[_Element] = pcoll | label >> beam.Map(same).with_output_types(element_type)
+    return reemitted

@@ -9,58 +9,127 @@
 Failed records follow Beam YAML's error handling: with `error_handling: {output: name}` they come out
 on that output as rows of `element` (the input row), `msg` and the FailedRecord's fields; without it,
 the first failed record fails the pipeline, as any YAML transform's error does.
+
+Every option of WriteToIoTPlatform is a config field of the same name and default (OPTIONS, one row
+per option, says how YAML gives it); a mapping for `retry` and `encoder_options`, the dotted name of a
+Python function for `router`.
 """
-from collections.abc import Mapping
+import importlib
+import inspect
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, Optional
 
 import apache_beam as beam
+import docstring_parser
 from apache_beam.pvalue import PCollection, Row
 from apache_beam.typehints.row_type import RowTypeConstraint
 from apache_beam.typehints.schemas import named_fields_from_element_type
 
-from connector.protocol.limits import DEVICE_MESSAGES_PER_SECOND, MAX_PAYLOAD_BYTES
-from connector.protocol.signing import CLIENT_SIGN_METHOD
-
 from .hints import not_type_hints
-from .publisher import DEFAULT_MAX_IN_FLIGHT
+from .publisher import RetryPolicy
 from .results import FailedRecord
 from .rows import ToRows
 from .write import WriteToIoTPlatform
 
 
-def write_to_iot_platform(endpoint: str, credentials: str, topic: Optional[str] = None, encoder: str = "jsonl",
-                          ca_file: Optional[str] = None, max_payload_bytes: int = MAX_PAYLOAD_BYTES,
-                          product_key_field: str = "productKey", device_name_field: str = "deviceName",
-                          order_by: Optional[str] = None, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                          device_messages_per_second: float = DEVICE_MESSAGES_PER_SECOND,
-                          insecure_skip_tls_verify: bool = False, sign_method: str = CLIENT_SIGN_METHOD,
-                          error_handling: Optional[Mapping[str, Any]] = None) -> "_YamlWrite":
+def _python_callable(name: Optional[str]) -> Optional[Callable[..., Any]]:
+    """The function a dotted name ("package.module.function") names, importable on the launcher."""
+    if name is None:
+        return None
+    module, _, attribute = name.rpartition(".")
+    if not module:
+        raise ValueError(f"a Python callable is given by its dotted name, package.module.function: {name!r}")
+    found: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
+    return found
+
+
+def _retry_policy(fields: Optional[Mapping[str, Any]]) -> RetryPolicy:
+    return RetryPolicy(**(fields or {}))
+
+
+# Each option of WriteToIoTPlatform as Beam YAML gives it: the type of its config field, and what makes
+# the transform's argument of the value (None: the value as it is), with what YAML users need to know.
+# Every parameter of WriteToIoTPlatform.__init__ has its row (tests/test_yaml.py checks); defaults and
+# descriptions are the transform's own.
+OPTIONS: dict[str, tuple[Any, Optional[Callable[[Any], Any]], str]] = {
+    "endpoint": (str, None, ""),
+    "credentials": (str, None, "In YAML, the path of the file."),
+    "topic": (Optional[str], None, "In YAML, a template."),
+    "encoder": (str, None, "In YAML, its name."),
+    "ca_file": (Optional[str], None, ""),
+    "max_payload_bytes": (int, None, ""),
+    "encoder_options": (Optional[Mapping[str, Any]], None, "In YAML, a mapping."),
+    "product_key_field": (str, None, ""),
+    "device_name_field": (str, None, ""),
+    "router": (Optional[str], _python_callable, "In YAML, the dotted name of a Python function."),
+    "order_by": (Optional[str], None, ""),
+    "sort_buffer_bytes": (int, None, ""),
+    "streaming": (Optional[bool], None, ""),
+    "max_buffering_delay": (Optional[float], None, ""),
+    "max_in_flight": (int, None, ""),
+    "max_buffered_bytes": (int, None, ""),
+    "device_messages_per_second": (float, None, ""),
+    "retry": (Optional[Mapping[str, Any]], _retry_policy,
+              "In YAML, a mapping of RetryPolicy's fields (max_attempts, max_seconds, ...); unset ones keep "
+              "their defaults."),
+    "connect_timeout": (float, None, ""),
+    "read_timeout": (float, None, ""),
+    "insecure_skip_tls_verify": (bool, None, ""),
+    "sign_method": (str, None, ""),
+    "processing_clock": (Optional[str], _python_callable, "In YAML, the dotted name of a Python function."),
+}
+_TRANSFORM = inspect.signature(WriteToIoTPlatform.__init__)
+_ERROR_HANDLING = "error_handling"
+
+
+def write_to_iot_platform(endpoint: str, credentials: str, **config: Any) -> "_YamlWrite":
     """Publish rows to IoT Platform over its HTTPS device channel.
 
     Outputs `published` (one row per accepted message) and, with error_handling, the failed records.
-
-    Args:
-      endpoint: the platform's HTTPS endpoint, e.g. https://iot-as-http.cn-shanghai.aliyuncs.com
-      credentials: path of a JSON or CSV file of productKey, deviceName, deviceSecret
-      topic: template over productKey, deviceName and the row's fields; default the encoder's
-      encoder: jsonl, json-array, avro (its schema from the input's), alink-property or alink-history
-      ca_file: a CA bundle to verify the endpoint with
-      max_payload_bytes: the payload limit (at most the platform's)
-      product_key_field: the field holding the productKey
-      device_name_field: the field holding the deviceName
-      order_by: a field to order each device's rows by before packing
-      max_in_flight: HTTP requests open at once per worker process
-      device_messages_per_second: the pace kept per device
-      insecure_skip_tls_verify: turn certificate checks off (never the default)
-      sign_method: hmacsha1, hmacmd5 or hmacsha256
-      error_handling: {output: name}, the output failed records go to
     """
-    write = WriteToIoTPlatform(
-        endpoint, credentials, topic=topic, encoder=encoder, ca_file=ca_file, max_payload_bytes=max_payload_bytes,
-        product_key_field=product_key_field, device_name_field=device_name_field, order_by=order_by,
-        max_in_flight=max_in_flight, device_messages_per_second=device_messages_per_second,
-        insecure_skip_tls_verify=insecure_skip_tls_verify, sign_method=sign_method)
-    return _YamlWrite(write, (error_handling or {}).get("output"))
+    error_handling: Mapping[str, Any] = config.pop(_ERROR_HANDLING, None) or {}
+    unknown = sorted(set(config) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"WriteToIoTPlatform has no option {', '.join(map(repr, unknown))}")
+    options = {}
+    for name, value in config.items():
+        convert = OPTIONS[name][1]
+        options[name] = value if convert is None else convert(value)
+    return _YamlWrite(WriteToIoTPlatform(endpoint, credentials, **options), error_handling.get("output"))
+
+
+def _yaml_signature() -> inspect.Signature:
+    """write_to_iot_platform's signature, as Beam YAML reads it for the config's fields: the transform's
+    parameters with their YAML types, its defaults where YAML can write them, and error_handling."""
+    parameters = []
+    for name, parameter in _TRANSFORM.parameters.items():
+        if name == "self":
+            continue
+        default = parameter.default
+        if not (default is parameter.empty or default is None or isinstance(default, (str, int, float, bool))):
+            default = None  # the transform's own default (a RetryPolicy): YAML cannot write it
+        kind = parameter.kind if parameter.kind is inspect.Parameter.KEYWORD_ONLY else \
+            inspect.Parameter.POSITIONAL_OR_KEYWORD
+        parameters.append(inspect.Parameter(name, kind, default=default, annotation=OPTIONS[name][0]))
+    parameters.append(inspect.Parameter(_ERROR_HANDLING, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Optional[Mapping[str, Any]]))
+    return inspect.Signature(parameters, return_annotation="_YamlWrite")
+
+
+def _yaml_docstring() -> str:
+    """write_to_iot_platform's docstring, its Args (which Beam YAML shows for each config field) the
+    transform's own, with what YAML users need to know."""
+    described = {param.arg_name: " ".join((param.description or "").split())
+                 for param in docstring_parser.parse(WriteToIoTPlatform.__init__.__doc__ or "").params}
+    lines = [(write_to_iot_platform.__doc__ or "").rstrip(), "", "    Args:"]
+    for name, (_, _, note) in OPTIONS.items():
+        lines.append(f"      {name}: {' '.join(filter(None, (described.get(name, ''), note)))}")
+    lines.append(f"      {_ERROR_HANDLING}: {{output: name}}, the output failed records go to.")
+    return "\n".join(lines) + "\n"
+
+
+write_to_iot_platform.__signature__ = _yaml_signature()  # type: ignore[attr-defined]
+write_to_iot_platform.__doc__ = _yaml_docstring()
 
 
 class _YamlWrite(beam.PTransform[PCollection[Any], dict[str, PCollection[Any]]]):

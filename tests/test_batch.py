@@ -8,7 +8,8 @@ import numpy
 import pytest
 from apache_beam.transforms import window
 
-from connector.beam import prepack
+from connector.beam import batch
+from connector.beam.chunks import chunk_payloads, decode_chunk, encode_chunk
 from connector.beam.encoders import JsonLinesEncoder, get_encoder
 from connector.beam.packing import Packer
 from connector.beam.routing import make_router
@@ -25,7 +26,7 @@ def credentials(tmp_path, devices):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Chunks of about five records, so each device's records cross the shuffle in many of them."""
-    monkeypatch.setattr(prepack, "CHUNK_BYTES", 500)
+    monkeypatch.setattr(batch, "CHUNK_BYTES", 500)
 
 
 def _readings(device, count):
@@ -88,13 +89,13 @@ def test_a_failed_payload_reports_each_record_as_it_was_given(encoder, order_by,
 
 def _records_until_the_bundle_sends(records):
     """How many records a bundle takes before it sends what it holds, and the chunks it sends then."""
-    fn = prepack._RouteAndEncodeFn(make_router(), get_encoder("jsonl"), 131072)
+    fn = batch._RouteAndEncodeFn(make_router(), get_encoder("jsonl"), 131072)
     fn.setup()
     fn.start_bundle()
     for count, record in enumerate(records, 1):
         sent = fn.process(record)
         if sent:
-            return count, [prepack.decode_chunk(out.value[1]) for out in sent]
+            return count, [decode_chunk(out.value[1]) for out in sent]
     raise AssertionError("the bundle never sent what it held")
 
 
@@ -102,7 +103,7 @@ def test_a_bundle_sends_all_it_holds_at_bundle_bytes_counting_kept_records_at_th
     """Many devices' open chunks are bounded together: at BUNDLE_BYTES of memory held the bundle sends
     every device's chunk. A record kept beside its fragment (a tuple in it) weighs more than a fragment.
     (tests/test_memory.py checks what is counted against what is held.)"""
-    monkeypatch.setattr(prepack, "BUNDLE_BYTES", 80_000)
+    monkeypatch.setattr(batch, "BUNDLE_BYTES", 80_000)
     plain = [{"productKey": "pk", "deviceName": f"d{i % 10}", "seq": 1000 + i, "note": "x" * 80} for i in range(2000)]
     fragment = len(get_encoder("jsonl").encode(plain[0]))
     count, chunks = _records_until_the_bundle_sends(plain)
@@ -123,7 +124,7 @@ def test_batch_sends_a_full_payload_before_it_reads_the_next_chunk(encoder):
     packer = Packer(get_encoder(encoder), device, MAX_PAYLOAD_BYTES)
     size = packer.max_fragment_bytes if alink else (MAX_PAYLOAD_BYTES - 1) // 2
     sizes = [[size], [size, size]] if alink else [[size, MAX_PAYLOAD_BYTES - 1 - size], [size, 10]]
-    chunks = [prepack.encode_chunk([b"x" * n for n in chunk], {}) for chunk in sizes]
+    chunks = [encode_chunk([b"x" * n for n in chunk], {}) for chunk in sizes]
     read = []
 
     def from_the_shuffle():
@@ -131,7 +132,7 @@ def test_batch_sends_a_full_payload_before_it_reads_the_next_chunk(encoder):
             read.append(chunk)
             yield chunk
     payloads = []
-    for payload in prepack._ChunkedPublishFn._payloads(packer, from_the_shuffle()):
+    for payload in chunk_payloads(packer, from_the_shuffle()):
         payloads.append((len(payload.records), len(read)))
     assert payloads == ([(1, 1), (1, 2), (1, 2)] if alink else [(2, 1), (2, 2)])
 
@@ -201,7 +202,7 @@ def test_a_restore_that_is_not_verified_is_never_passed_off_as_the_record(encode
 def test_a_kept_record_that_cannot_be_pickled_fails_alone_and_its_chunk_crosses_without_it():
     """A record the encoder takes but pickle does not (an encoder that writes only some fields, a lock
     in another): it cannot cross the shuffle beside its fragment, so it fails there."""
-    fn = prepack._RouteAndEncodeFn(make_router(), get_encoder("alink-property", properties=["v"]), 131072)
+    fn = batch._RouteAndEncodeFn(make_router(), get_encoder("alink-property", properties=["v"]), 131072)
     fn.setup()
     fn.start_bundle()
     records = [{"productKey": "pk", "deviceName": "dn", "v": n, "lock": threading.Lock() if n == 1 else None}
@@ -211,7 +212,7 @@ def test_a_kept_record_that_cannot_be_pickled_fails_alone_and_its_chunk_crosses_
     (failed,) = [output.value.value for output in outputs if isinstance(output, beam.pvalue.TaggedOutput)]
     assert failed.reason == "unencodable" and failed.record is records[1] and "pickled" in failed.message
     (chunk,) = [output.value for output in outputs if not isinstance(output, beam.pvalue.TaggedOutput)]
-    originals, fragments = prepack.decode_chunk(chunk[1])
+    originals, fragments = decode_chunk(chunk[1])
     assert [record["v"] for record in originals.kept().values()] == [0, 2] and len(fragments) == 2
 
 

@@ -1,5 +1,5 @@
-"""The publishing DoFn as a runner drives it: copies unpickled on a worker, bundles that end and bundles
-the runner gives up on, and teardown."""
+"""The publish step as a runner drives it (its BundlePublisher): copies unpickled on a worker, bundles
+that end and bundles the runner gives up on, and teardown."""
 import time
 import tracemalloc
 
@@ -9,7 +9,8 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 
 import connector
-from connector.beam.publish_fns import _GroupedPublishFn
+from connector.beam.batch import _PublishChunksFn
+from connector.beam.chunks import encode_chunk
 from connector.protocol.device import Device
 
 
@@ -26,7 +27,7 @@ class _SecretsInMemory:
 def _publish_fn(emulator, credentials, **options):
     """The batch publishing DoFn WriteToIoTPlatform would run, with these options."""
     write = connector.WriteToIoTPlatform(emulator.endpoint, credentials, ca_file=emulator.ca_file, **options)
-    return _GroupedPublishFn(write._config, write._encoder, write._max_payload_bytes)
+    return _PublishChunksFn(write._config, write._encoder, write._max_payload_bytes)
 
 
 def _worker_copy(fn):
@@ -39,13 +40,28 @@ def _worker_copy(fn):
 def test_every_copy_of_the_dofn_in_a_process_shares_one_publisher_whatever_the_credentials(emulator, devices):
     fn = _publish_fn(emulator, _SecretsInMemory(devices))
     first, second = _worker_copy(fn), _worker_copy(fn)
-    assert first._publisher is second._publisher  # one /auth per device per process, one set of limits
+    # one /auth per device per process, one set of limits
+    assert first._publishing.publisher is second._publishing.publisher
 
 
-def _group(device, records):
-    """One device's records as GroupByKey hands them to the batch DoFn."""
+def _group(device, records, per_chunk=50):
+    """One device's records as GroupByKey hands them to the batch DoFn, made as they are read: chunks of
+    jsonl fragments, each record kept beside its fragment (as the first stage keeps those its encoder
+    cannot restore), so that payloads in flight hold records too."""
     product_key, device_name = device["productKey"], device["deviceName"]
-    return ((product_key, device_name), f"/{product_key}/{device_name}/user/update"), records
+    encoder = connector.get_encoder("jsonl")
+
+    def chunks():
+        fragments, kept = [], {}
+        for record in records:
+            kept[len(fragments)] = record
+            fragments.append(encoder.encode(record))
+            if len(fragments) == per_chunk:
+                yield encode_chunk(fragments, kept)
+                fragments, kept = [], {}
+        if fragments:
+            yield encode_chunk(fragments, kept)
+    return ((product_key, device_name), f"/{product_key}/{device_name}/user/update"), chunks()
 
 
 def _process(fn, element):
@@ -81,7 +97,7 @@ def test_a_bundle_the_runner_gave_up_on_sends_no_more_of_its_payloads(gives_up_b
     fn.start_bundle()
     _process(fn, _group(devices[0], _records(devices[0], 6)))  # six payloads, one a second
     GIVING_UP[gives_up_by](fn, original)
-    _wait_until_idle(fn._publisher)
+    _wait_until_idle(fn._publishing.publisher)
     assert len(clean_emulator.messages()) <= 2  # the one being sent, if any, and one more at most
 
 
@@ -91,7 +107,7 @@ def test_teardown_closes_the_idle_connections_once_the_last_copy_is_done(clean_e
     first.start_bundle()
     _process(first, _group(devices[0], _records(devices[0], 1)))
     assert [type(o) for o in first.finish_bundle()]  # its receipt
-    pool = first._publisher.client._pool
+    pool = first._publishing.publisher.client._pool
     assert pool._idle
     first.teardown()
     assert pool._idle  # the second copy still works with them
@@ -111,8 +127,8 @@ def test_a_payload_that_ends_after_its_bundle_was_given_up_is_not_reported_in_th
 
 
 def test_max_buffered_bytes_bounds_the_records_behind_the_payloads_too(clean_emulator, devices):
-    """Measured with tracemalloc while the stage packs a lazy stream for one paced device: what the
-    publisher holds, payloads and their records, stays near the option."""
+    """Measured with tracemalloc while the stage packs a lazy stream of chunks for one paced device: what
+    the publisher holds, payloads and their records, stays near the option."""
     limit = 256 << 10
     fn = _worker_copy(_publish_fn(clean_emulator, _SecretsInMemory(devices), max_payload_bytes=16 << 10,
                                   max_buffered_bytes=limit, device_messages_per_second=10))
