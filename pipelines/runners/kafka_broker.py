@@ -149,8 +149,9 @@ class KafkaBroker:
         self._save()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.running():
-                break
+            if process.poll() is not None:
+                raise BrokerError(f"the Kafka broker ended as it started (exit status {process.returncode}): "
+                                  f"{_last_lines(log_dir)}; logs in {log_dir}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return self
@@ -199,6 +200,18 @@ class KafkaBroker:
         state = {"version": self.version, "port": self.port, "controller_port": self.controller_port,
                  "process": list(self.process) if self.process else None}
         processes.save_record(os.path.join(self.workdir, "broker.json"), state)
+
+
+def _last_lines(log_dir, count=3):
+    """The last lines of the broker's logs, for an error message."""
+    lines = []
+    for name in ("kafka.out", "server.log"):
+        try:
+            with open(os.path.join(log_dir, name), encoding="utf-8", errors="replace") as handle:
+                lines += [line.strip() for line in handle if line.strip()]
+        except OSError:
+            pass
+    return " | ".join(lines[-count:]) or "no log lines"
 
 
 def _cluster_id():
