@@ -1,16 +1,21 @@
-"""python -m pipelines.runners: fetch what Beam's runners, Beam SQL and the relay's Kafka source need; run
-a Flink session cluster and a Kafka broker.
+"""python -m pipelines.runners: fetch what Beam's runners, Beam SQL and the relay's Kafka and Pub/Sub
+sources need; run a Flink session cluster, a Kafka broker and Google's Pub/Sub test server.
 
-  fetch [flink|prism|sql|kafka|all]   the Flink job server jar (Maven) and Flink's distribution (PyPI);
-                                Prism (go install of Beam's Go module); Beam SQL's expansion service
-                                jar (Maven); Kafka's jars and the Flink job server with KafkaIO, the
-                                relay's Kafka expansion service (Maven); all: every one (Prism only on
-                                a Beam whose Flink runner Maven Central does not serve). Idempotent.
+  fetch [flink|prism|sql|kafka|pubsub|all]   the Flink job server jar (Maven) and Flink's distribution
+                                (PyPI); Prism (go install of Beam's Go module); Beam SQL's expansion
+                                service jar (Maven); Kafka's jars and the Flink job server with KafkaIO,
+                                the relay's Kafka expansion service (Maven); Google's Pub/Sub test server
+                                (go build); all: every one (Prism and Pub/Sub only on a Beam whose Flink
+                                runner Maven Central does not serve). Idempotent.
   flink-cluster start [--taskmanagers N] [--rest-port P] [--workdir D]
   flink-cluster stop|status [--workdir D]
   kafka start [--partitions N] [--workdir D]   a single-node KRaft broker on loopback; prints one JSON
                                 line with "bootstrap_servers"
   kafka stop|status [--workdir D]
+  pubsub start [--project P --topic T --subscription S] [--workdir D]   Google's Pub/Sub test server on
+                                loopback (with a topic and a subscription to it); prints one JSON line
+                                with "emulator_host", for PUBSUB_EMULATOR_HOST
+  pubsub stop|status [--workdir D]
 """
 import argparse
 import json
@@ -25,10 +30,12 @@ from . import (
     kafka_broker,
     kafka_expansion,
     prism,
+    pubsub_server,
     sql_expansion,
 )
 from .flink_cluster import ClusterError, FlinkCluster
 from .kafka_broker import BrokerError, KafkaBroker
+from .pubsub_server import PubSubServer, ServerError
 from .tools import MissingTool
 
 
@@ -44,19 +51,22 @@ def fetch_kafka():
 
 def fetch_all():
     """Everything the installed Beam can use: on a Beam whose Flink runner Maven Central does not serve,
-    Prism only (Beam SQL's expansion service and the relay's Kafka source run on Flink here)."""
+    Prism and the Pub/Sub test server only (Beam SQL's expansion service and the relay's Kafka source
+    run on Flink here)."""
     if not flink_job_server.served():
         print(f"flink, sql, kafka: skipped: {flink_job_server.not_served()}")
         prism.fetch()
+        pubsub_server.fetch()
         return
     fetch_flink()
     prism.fetch()
     sql_expansion.fetch()
     fetch_kafka()
+    pubsub_server.fetch()
 
 
 FETCHERS = {"flink": fetch_flink, "prism": prism.fetch, "sql": sql_expansion.fetch, "kafka": fetch_kafka,
-            "all": fetch_all}
+            "pubsub": pubsub_server.fetch, "all": fetch_all}
 
 
 def make_parser():
@@ -79,7 +89,40 @@ def make_parser():
     kafka.add_argument("--workdir", default=kafka_broker.DEFAULT_WORKDIR,
                        help="configuration, data, log and its process's record, a private directory "
                        "(default %(default)s)")
+    pubsub = commands.add_parser("pubsub", help="Google's Pub/Sub test server on this machine's loopback")
+    pubsub.add_argument("action", choices=["start", "stop", "status"])
+    pubsub.add_argument("--project", default="iot-relay-local",
+                        help="project of the topic and subscription to create (default %(default)s)")
+    pubsub.add_argument("--topic", help="a topic to create at start")
+    pubsub.add_argument("--subscription", help="a pull subscription to --topic to create at start")
+    pubsub.add_argument("--workdir", default=pubsub_server.DEFAULT_WORKDIR,
+                        help="its log and process record, a private directory (default %(default)s)")
     return parser
+
+
+def run_pubsub(args):
+    if args.action == "start":
+        if bool(args.topic) != bool(args.subscription):
+            raise ServerError("--topic and --subscription go together")
+        server = PubSubServer(args.workdir).start()
+        started = {"emulator_host": server.emulator_host, "pid": server.process.pid, "workdir": server.workdir}
+        if args.topic:
+            try:
+                started["subscription"] = server.create(args.project, args.topic, args.subscription)
+            except Exception:
+                server.stop()
+                raise
+        print(json.dumps(started), flush=True)
+        return 0
+    server = PubSubServer.load(args.workdir)
+    if args.action == "stop":
+        server.stop()
+        print(f"stopped the Pub/Sub server of {server.workdir}")
+        return 0
+    running = server.running()
+    print(f"Pub/Sub server of {server.workdir}: {'running' if running else 'not running'}, "
+          f"PUBSUB_EMULATOR_HOST={server.emulator_host}")
+    return 0 if running else 1
 
 
 def run_kafka(args):
@@ -133,9 +176,11 @@ def main(argv=None):
             return 0
         if args.command == "kafka":
             return run_kafka(args)
+        if args.command == "pubsub":
+            return run_pubsub(args)
         return run_cluster(args)
-    except (MissingTool, ClusterError, BrokerError, beam_jars.FetchError, flink_dist.FetchError, prism.FetchError,
-            kafka_broker.FetchError) as error:
+    except (MissingTool, ClusterError, BrokerError, ServerError, beam_jars.FetchError, flink_dist.FetchError,
+            prism.FetchError, kafka_broker.FetchError, pubsub_server.FetchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
