@@ -18,6 +18,7 @@ import tempfile
 import time
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import TestOptions
 from apache_beam.runners.runner import PipelineState
 
 from connector import FileCredentials
@@ -168,6 +169,9 @@ def run(argv):
             with starting() if runner in PORTABLE else contextlib.nullcontext():
                 result = pipeline.run()
             state = result.wait_until_finish()
+        if pipeline_options.view_as(TestOptions).dry_run:  # Dataflow's: the job built, never submitted
+            print(f"relay: --dry_run: {runner} built the job and did not submit it", flush=True)
+            return batch.EXIT_OK
         stopped = state in STOPPED or fleet.stopped()
         status = batch.summarize(result, time.monotonic() - started, args, runner, stopped=state in STOPPED)
         return _checked(status, check(result, stopped) if check else None)
