@@ -115,13 +115,17 @@ def run_pubsub(args):
         print(json.dumps(started), flush=True)
         return 0
     server = PubSubServer.load(args.workdir)
-    if args.action == "stop":
-        server.stop()
-        print(f"stopped the Pub/Sub server of {server.workdir}")
+    return _stop_or_status(args.action, server, "Pub/Sub server", f"PUBSUB_EMULATOR_HOST={server.emulator_host}")
+
+
+def _stop_or_status(action, service, name, address):
+    """stop, or status (exit 1 when not running), of a broker or server a `start` recorded."""
+    if action == "stop":
+        service.stop()
+        print(f"stopped the {name} of {service.workdir}")
         return 0
-    running = server.running()
-    print(f"Pub/Sub server of {server.workdir}: {'running' if running else 'not running'}, "
-          f"PUBSUB_EMULATOR_HOST={server.emulator_host}")
+    running = service.running()
+    print(f"{name} of {service.workdir}: {'running' if running else 'not running'}, {address}")
     return 0 if running else 1
 
 
@@ -132,14 +136,7 @@ def run_kafka(args):
                           "workdir": broker.workdir}), flush=True)
         return 0
     broker = KafkaBroker.load(args.workdir)
-    if args.action == "stop":
-        broker.stop()
-        print(f"stopped the Kafka broker of {broker.workdir}")
-        return 0
-    running = broker.running()
-    print(f"Kafka broker of {broker.workdir}: {'running' if running else 'not running'}, "
-          f"bootstrap servers {broker.bootstrap_servers}")
-    return 0 if running else 1
+    return _stop_or_status(args.action, broker, "Kafka broker", f"bootstrap servers {broker.bootstrap_servers}")
 
 
 def run_cluster(args):

@@ -10,13 +10,10 @@ PUBSUB_EMULATOR_HOST set to its `emulator_host`. Its topics and subscriptions li
 signals only the process it can prove it started.
 """
 import hashlib
-import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 
 from . import processes
 from .tools import free_port, require, run
@@ -82,14 +79,7 @@ class PubSubServer:
     def load(cls, workdir=DEFAULT_WORKDIR):
         """The server a `start` left in `workdir`, or ServerError."""
         server = cls(workdir)
-        try:
-            processes.private_directory(server.workdir)
-            with open(os.path.join(server.workdir, "server.json"), encoding="utf-8") as handle:
-                state = json.load(handle)
-        except FileNotFoundError:
-            raise ServerError(f"no Pub/Sub server was started from {server.workdir}") from None
-        except processes.NotPrivate as error:
-            raise ServerError(str(error)) from None
+        state = processes.load_record(server.workdir, "server.json", ServerError, "Pub/Sub server")
         server.port = state["port"]
         server.process = processes.Started(*state["process"]) if state["process"] else None
         return server
@@ -115,16 +105,12 @@ class PubSubServer:
                                        stdin=subprocess.DEVNULL, start_new_session=True)  # outlives its command
         self.process = processes.Started.of(process.pid, marker=path)
         self._save()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise ServerError(f"the Pub/Sub server ended as it started (exit status {process.returncode}); "
-                                  f"its log: {log}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
+        state = processes.wait_listening(process, self.port, timeout)
+        if state == "listening":
+            return self
+        if state == "ended":
+            raise ServerError(f"the Pub/Sub server ended as it started (exit status {process.returncode}); "
+                              f"its log: {log}")
         self.stop()
         raise ServerError(f"the Pub/Sub server did not start listening within {timeout} s; its log: {log}")
 
