@@ -11,8 +11,10 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["connector", "connector.*", "pipelines", "pipelines.*"]),
     # The emulator's console: its page, styles and scripts are served from the installed package.
     # py.typed: the connector's annotations are its users' too (PEP 561).
-    # pipelines.runners: the Java source fetch sql compiles into Beam SQL's expansion service.
-    package_data={"connector": ["py.typed"], "connector.emulator": ["console/*"], "pipelines.runners": ["java/*.java"]},
+    # pipelines.runners: the Java sources fetch sql and fetch kafka compile into their jars, and the Go
+    # program (with its pinned module versions) fetch pubsub builds.
+    package_data={"connector": ["py.typed"], "connector.emulator": ["console/*"],
+                  "pipelines.runners": ["java/*.java", "go/pubsub/*"]},
     python_requires=">=3.11",
     install_requires=[
         # Tested on 2.62.0 (every runner: Flink, Prism, in-process) and on the newest release PyPI
@@ -36,7 +38,11 @@ setuptools.setup(
                  "selenium>=4.20",
                  # The Kafka relay tests produce their readings to the broker with a pure-Python client
                  # (the relay itself reads with Beam's KafkaIO, in Java).
-                 "kafka-python>=2.2"],
+                 "kafka-python>=2.2",
+                 # The Pub/Sub relay test (google-cloud-pubsub, with ReadFromPubSub against Google's pstest
+                 # server) and the Dataflow dry-run test (DataflowRunner builds the job offline) need
+                 # Beam's Google Cloud extra.
+                 "apache-beam[gcp]>=2.62"],
         # The Flink runner: 2.62.0 is the newest Beam whose Flink runner Maven Central serves with all its
         # dependencies, so that python -m pipelines.runners fetch flink can build its job server (and sql
         # Beam SQL's expansion service). CI runs the suite with it (".[test,flink]") and again on the

@@ -18,6 +18,7 @@ import tempfile
 import time
 
 import apache_beam as beam
+from apache_beam.options.pipeline_options import TestOptions
 from apache_beam.runners.runner import PipelineState
 
 from connector import FileCredentials
@@ -34,7 +35,9 @@ DEMO_PRODUCT_KEY = "a1DemoRelay"
 # A job that ends in these states may still have held readings in its buffers: the summary says how many.
 STOPPED = (PipelineState.CANCELLED, PipelineState.STOPPED)
 SOURCE_GRACE_SECONDS = 30.0
+PORTABLE = ("FlinkRunner", "PrismRunner", "PortableRunner")
 KAFKA_FINAL_COMMIT_MS = 10_000
+KAFKA_CHECKPOINT_MS = 5_000  # reading Kafka on Flink, unless --checkpointing_interval is given
 
 
 def make_parser():
@@ -67,30 +70,51 @@ def make_parser():
 def build(pipeline, source, args, json_messages=False):
     """The relay: source (a PTransform giving readings) -> WriteToIoTPlatform(streaming) -> dead letters.
 
-    json_messages: the source gives JSON text (Pub/Sub's message bytes), parsed here; a message that is
-    not a JSON object goes to the dead letters. Tests pass a TestStream as the source.
+    json_messages: the source gives JSON text (Pub/Sub's and Kafka's message bytes), parsed here; a
+    message that is not a JSON object goes to the dead letters. Tests pass a TestStream as the source.
     """
-    readings = pipeline | "Source" >> source
-    if json_messages:
-        readings = readings | "Parse" >> ParseJsonMessages()
-    if getattr(args, "timestamp_field", None):
-        readings = readings | "EventTime" >> beam.Map(_at_event_time, args.timestamp_field)
-    result = readings | "Publish" >> options.write_transform(args, streaming=True,
-                                                               max_buffering_delay=args.max_buffering_delay)
+    result = readings(pipeline, source, args, json_messages) | "Publish" >> options.write_transform(
+        args, streaming=True, max_buffering_delay=args.max_buffering_delay)
     result.failed | "DeadLetters" >> dead_letters.write_per_bundle(args.dead_letter, options.encoder_spec(args))
     return result
 
 
+def readings(pipeline, source, args, json_messages=False):
+    """The readings the relay publishes, each at its event time: --timestamp_field's value where a
+    reading has one, else the time its source gave it (see build)."""
+    found = pipeline | "Source" >> source
+    if json_messages:
+        found = found | "Parse" >> ParseJsonMessages()
+    if getattr(args, "timestamp_field", None):
+        found = found | "EventTime" >> beam.Map(_at_event_time, args.timestamp_field)
+    return found
+
+
 @contextlib.contextmanager
-def _stop_on_sigint():
-    """The first Ctrl-C stops the fleet (a clean end); a second one interrupts as usual."""
+def _stop_on_sigint(stop):
+    """The first Ctrl-C stops the source (`stop()`: a clean end); a second one interrupts as usual.
+
+    Yields `starting`, a context manager to start the job in: the processes a runner starts meanwhile
+    (Flink's job server, which runs embedded Flink; Prism) ignore Ctrl-C. A terminal sends it to every
+    process of the command, and they died at once, taking the job with them, its buffers unsent. A
+    process that starts with SIGINT ignored keeps ignoring it (Java and Go both honour that); the relay
+    stops them itself when the run ends. Ctrl-C does nothing while the job starts."""
     def handler(signum, frame):
-        print("\nstopping: flushing buffers (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        print("\nstopping: reading no more, flushing buffers (Ctrl-C again to abort)", file=sys.stderr, flush=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        fleet.stop()
+        stop()
+
+    @contextlib.contextmanager
+    def starting():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, handler)
+
     previous = signal.signal(signal.SIGINT, handler)
     try:
-        yield
+        yield starting
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -124,9 +148,10 @@ def run(argv):
         args, pipeline_options = options.parse(parser, [*argv, *added])
     checks.check(args)
     with contextlib.ExitStack() as stack, contextlib.ExitStack() as building:
-        poll = None
+        poll = check = None
+        stop = fleet.stop
         if args.kafka_bootstrap_servers:
-            source = _kafka(args, pipeline_options, building, started_at=time.time())
+            source, check, stop = _kafka(args, pipeline_options, building, stack)
         elif args.input_subscription:
             source = beam.io.ReadFromPubSub(subscription=args.input_subscription)
         else:
@@ -137,15 +162,38 @@ def run(argv):
                 devices, poll = _demo_fleet(args, stack)
                 names = [(d["productKey"], d["deviceName"]) for d in devices]
             source = fleet.SimulatedFleet(names, args.rate, args.duration)
+            check = lambda result, stopped: fleet.check(result, source.count, stopped)  # noqa: E731
         options.require(parser, args, "endpoint", "credentials", "dead_letter")
         pipeline = beam.Pipeline(options=pipeline_options)
         build(pipeline, source, args, json_messages=bool(args.input_subscription or args.kafka_bootstrap_servers))
         building.close()  # the pipeline is built: Kafka's expansion service has done its part
         started = time.monotonic()
-        with _stop_on_sigint(), Progress("relay", poll):
-            result = pipeline.run()
+        with _stop_on_sigint(stop) as starting, Progress("relay", poll):
+            # The runners that start processes of their own return from run() once the job is submitted.
+            with starting() if runner in PORTABLE else contextlib.nullcontext():
+                result = pipeline.run()
             state = result.wait_until_finish()
-        return batch.summarize(result, time.monotonic() - started, args, runner, stopped=state in STOPPED)
+        if pipeline_options.view_as(TestOptions).dry_run:  # Dataflow's: the job built, never submitted
+            print(f"relay: --dry_run: {runner} built the job and did not submit it", flush=True)
+            return batch.EXIT_OK
+        stopped = state in STOPPED or fleet.stopped()
+        status = batch.summarize(result, time.monotonic() - started, args, runner, stopped=state in STOPPED)
+        return _checked(status, check(result, stopped) if check else None)
+
+
+def _checked(status, source_check):
+    """The exit status once the source's check (summary.SourceCheck) has said its part: the sink's own
+    findings (lost, held) first, then the source's, then --strict's."""
+    if source_check is None:
+        return status
+    for line, loud in source_check.lines():
+        print(f"\n{line}", flush=True)
+        if loud:
+            print(line, file=sys.stderr, flush=True)
+    found = source_check.status()
+    if found is not None and status in (batch.EXIT_OK, batch.EXIT_RECORDS_FAILED):
+        return found
+    return status
 
 
 def _beam_options(argv, runner, duration, kafka=False):
@@ -159,17 +207,21 @@ def _beam_options(argv, runner, duration, kafka=False):
       passed it on: the sink's stage then dropped every reading as behind the end of the global window
       (all 3,000 of a run, exit 0, in half the runs with checkpoints every 5 s; every run with 0.5 s).
       Finished before the barrier, a bundle's outputs go out ahead of its watermark.
-    - --shutdown_sources_after_idle_ms, with --duration: Flink keeps a streaming job's sources alive for
-      checkpoints, so the job would never end (_idle_ms).
+    - --shutdown_sources_after_idle_ms, with --duration or reading Kafka (which Ctrl-C stops): Flink keeps
+      a streaming job's sources alive for checkpoints, so the job would never end (_idle_ms).
     - --flink_job_server_jar, reading Kafka: the job server with KafkaIO in it (kafka_expansion).
+    - --checkpointing_interval, reading Kafka: offsets are committed as checkpoints complete, so without
+      checkpoints never, and a relay started again would read everything again.
     """
     given = {arg.split("=", 1)[0] for arg in argv}
     added = [] if "--streaming" in given else ["--streaming"]
     if runner == "FlinkRunner":
         if "--finish_bundle_before_checkpointing" not in given:
             added.append("--finish_bundle_before_checkpointing")
-        if duration is not None and "--shutdown_sources_after_idle_ms" not in given:
-            added.append(f"--shutdown_sources_after_idle_ms={_idle_ms(argv, duration, kafka)}")
+        if kafka and "--checkpointing_interval" not in given:
+            added.append(f"--checkpointing_interval={KAFKA_CHECKPOINT_MS}")
+        if (duration is not None or kafka) and "--shutdown_sources_after_idle_ms" not in given:
+            added.append(f"--shutdown_sources_after_idle_ms={_idle_ms([*argv, *added], duration, kafka)}")
         if kafka and "--flink_job_server_jar" not in given:
             added.append(f"--flink_job_server_jar={kafka_expansion.jar_path()}")
     return added
@@ -200,15 +252,21 @@ def _check_kafka(parser, args, runner):
         raise UsageError(f"--kafka_consumer_config takes KEY=VALUE: {bad[0]}")
 
 
-def _kafka(args, pipeline_options, building, started_at):
-    """The Kafka source; its expansion service runs in `building` (an ExitStack) until the pipeline is built."""
+def _kafka(args, pipeline_options, building, stack):
+    """The Kafka source, its check, and how to stop it: its readers stop once a file exists (in a
+    directory of the run's, `stack` an ExitStack; Flink's JVMs on this machine see it). Its expansion
+    service runs in `building` (an ExitStack) until the pipeline is built."""
     group = args.kafka_group or pipeline_options.get_all_options().get("job_name") or kafka_source.DEFAULT_GROUP
     config = kafka_source.consumer_config(group, args.kafka_start_offset, args.kafka_consumer_config)
+    stop_file = os.path.join(stack.enter_context(tempfile.TemporaryDirectory(prefix="iot-relay-")), "stop")
     address = building.enter_context(kafka_expansion.expansion_service())
-    stop_at = None if args.duration is None else (started_at + args.duration) * 1000
     print(f"relay: reading Kafka topic {args.kafka_topic} at {args.kafka_bootstrap_servers} as group {group}",
           file=sys.stderr)
-    return kafka_source.ReadKafkaValues(address, args.kafka_bootstrap_servers, args.kafka_topic, config, stop_at)
+    source = kafka_source.ReadKafkaValues(address, args.kafka_bootstrap_servers, args.kafka_topic, config,
+                                          args.duration, stop_file)
+    check = lambda result, stopped: kafka_source.check(result, args.kafka_bootstrap_servers,  # noqa: E731
+                                                        args.kafka_topic, config)
+    return source, check, lambda: open(stop_file, "w").close()
 
 
 def _at_event_time(reading, field):

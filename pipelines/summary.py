@@ -70,12 +70,23 @@ class Progress:
 
 def sink_counters(result, namespace=NAMESPACE):
     """{counter name: value} of a metrics namespace (the sink's by default), summed over steps."""
-    totals = {}
+    return metrics_of(result, namespace)["counters"]
+
+
+def metrics_of(result, namespace):
+    """{"counters": {name: sum over steps}, "distributions": {name: max over steps}} of a namespace."""
+    found = {"counters": {}, "distributions": {}}
     query = lambda: result.metrics().query(MetricsFilter().with_namespace(namespace))  # noqa: E731
-    for counter in _on_a_deep_stack(query)["counters"]:
+    metrics = _on_a_deep_stack(query)
+    for counter in metrics["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
-        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + (value or 0)
-    return totals
+        found["counters"][counter.key.metric.name] = found["counters"].get(counter.key.metric.name, 0) + (value or 0)
+    for distribution in metrics["distributions"]:
+        value = distribution.committed if distribution.committed is not None else distribution.attempted
+        if value is not None and value.count:
+            name = distribution.key.metric.name
+            found["distributions"][name] = max(found["distributions"].get(name, value.max), value.max)
+    return found
 
 
 def _on_a_deep_stack(call, stack_bytes=512 << 20, depth=1_000_000):
@@ -174,3 +185,31 @@ class Accounting:
         if self.unaccounted > 0 or (self.unaccounted < 0 and not self.streaming):
             return EXIT_UNACCOUNTED
         return EXIT_STOPPED_HOLDING if self.held else None
+
+
+class SourceCheck:
+    """What a relay's source says it handed over against the records its sink took in, and what else the
+    source can tell (records left in Kafka, a fleet that stopped short) as (line, exit status or None)
+    findings: a line with a status is loud (stdout and stderr), one without is a note. Both counts are
+    the job's latest attempt's: a job restored from a checkpoint counts from there on, in both."""
+
+    def __init__(self, source, handed_over, read, findings=()):
+        self.source, self.handed_over, self.read, self.findings = source, handed_over, read, list(findings)
+
+    def lines(self):
+        """(line, loud) pairs: the comparison when it fails, then the source's findings."""
+        lines = []
+        if self.handed_over > self.read:
+            lines.append((f"RECORDS LOST: {self.source} handed over {self.handed_over:,} records and the sink took "
+                          f"in {self.read:,}: {self.handed_over - self.read:,} never reached it", True))
+        elif self.handed_over < self.read:
+            lines.append((f"RECORDS COUNTED TWICE: the sink took in {self.read:,} records where {self.source} "
+                          f"handed over {self.handed_over:,}", True))
+        lines += [(line, status is not None) for line, status in self.findings]
+        return lines
+
+    def status(self):
+        """EXIT_UNACCOUNTED when the counts differ, else the first finding's status; None when all is well."""
+        if self.handed_over != self.read:
+            return EXIT_UNACCOUNTED
+        return next((status for _, status in self.findings if status is not None), None)

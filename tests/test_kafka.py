@@ -1,89 +1,174 @@
 """The relay reading a real Kafka broker (python -m pipelines.runners kafka) on embedded Flink, through
-the expansion service `fetch kafka` assembles: readings produced before and while the relay runs, on a
-topic of 2 partitions, at parallelism 1 and 2, ended by --duration; every reading stored, the malformed values
-and unknown devices' readings in the dead letters, the accounting complete."""
+the expansion service `fetch kafka` assembles, on a topic of 2 partitions: readings produced before and
+while the relay runs, every one stored, malformed values and unknown devices' readings in the dead
+letters, the buffering delay holding; and a relay stopped with Ctrl-C and started again on its group,
+resuming from the offsets it committed. (The session cluster with a TaskManager killed: test_runners.)
+"""
 import json
 import os
 import re
-import threading
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from connector.emulator import Emulator, make_devices
 from connector.emulator.accounting import account
+from kafka_support import Readings, broker, committed, first_arrivals, waits  # noqa: F401
 from pipelines import dead_letters, stream
-from pipelines.runners import kafka_broker, kafka_expansion
-from runner_support import JSONL, as_failed, require_flink, unavailable
+from pipelines.runners import kafka_expansion
+from runner_support import JSONL, as_failed
 
 pytestmark = pytest.mark.runners
+DELAY = 2
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    """A broker of `kafka start --partitions 2`, stopped at the end."""
-    require_flink()
-    if not os.path.exists(os.path.join(kafka_broker.lib(), f"kafka_{kafka_broker.SCALA}-{kafka_broker.VERSION}.jar")) \
-            or not os.path.exists(kafka_expansion.jar_path()):
-        unavailable("Kafka: not fetched (python -m pipelines.runners fetch kafka)")
-    workdir = tmp_path_factory.mktemp("kafka")
-    os.chmod(workdir, 0o700)
-    with kafka_broker.KafkaBroker(str(workdir)).start(partitions=2) as running:
-        yield running
-
-
-def reading(device, n):
-    return {"productKey": device["productKey"], "deviceName": device["deviceName"], "seq": n,
-            "ts": int(time.time() * 1000)}
-
-
-@pytest.mark.parametrize("parallelism", [1, 2])
-def test_relay_from_kafka_on_embedded_flink_loses_nothing(broker, tmp_path, capsys, parallelism):
-    """At parallelism 1 one source task reads both partitions: a reader of two partitions read one
-    record of each and no more (2 of 1,000, exit 0) until each partition got a reader of its own."""
-    from kafka import KafkaProducer  # the test extras' client: producing is the test's part, not the relay's
-
+@pytest.fixture
+def devices(tmp_path):
+    """10 devices; the relay's credentials file holds the first 9: the last one is unknown to it."""
     devices = make_devices(10, product_key="a1KafkaRelay", prefix="k-")
-    credentials = tmp_path / "credentials.json"
-    credentials.write_text(json.dumps(devices[:9]))  # the last device is unknown to the relay
-    topic, produced = f"readings-{parallelism}", []
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, linger_ms=5)
+    (tmp_path / "credentials.json").write_text(json.dumps(devices[:9]))
+    return devices
 
-    def produce(count):
-        for _ in range(count):
-            record = reading(devices[len(produced) % len(devices)], len(produced))
-            produced.append(record)
-            producer.send(topic, json.dumps(record).encode())
-        producer.flush()
 
-    produce(100)  # before the relay starts: a new group starts at the earliest offset
+def relay_args(emulator, tmp_path, broker, topic, group, *more):
+    return ["--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file,
+            "--credentials", str(tmp_path / "credentials.json"), "--dead-letter", str(tmp_path / "dead" / "failed"),
+            "--kafka_bootstrap_servers", broker.bootstrap_servers, "--kafka-topic", topic, "--kafka_group", group,
+            "--max-buffering-delay", str(DELAY), "--runner=FlinkRunner", "--flink_master=[local]",
+            "--checkpointing_interval=2000", *more]
+
+
+def summary_count(out, name):
+    return int(re.findall(rf"^{name} +([\d,]+)$", out, re.M)[-1].replace(",", ""))
+
+
+def test_relay_from_kafka_on_embedded_flink_loses_nothing_and_holds_the_delay(broker, devices, tmp_path, capsys):
+    """Parallelism 2. Readings are produced before the relay starts, while it starts (Flink's start-up
+    took 15 to 40 s here), and for 6 s after the first message reached the platform, at 50 a second
+    over 10 devices: a message carries about 10 readings. Those produced once it runs reach the
+    platform within the delay and what Flink takes between stages. The relay reads for --duration from
+    its job's start (30 s: a first message came up to 14 s after that on this loaded machine): it reads
+everything, and its offsets are committed to the end."""
+    topic, group = "readings-embedded", "test-relay-embedded"
+    readings = Readings(broker.bootstrap_servers, topic, devices)
+    readings.produce(100)  # before the relay starts: a new group starts at the earliest offset
     malformed = [b'{"productKey": "a1', b"\xff\xfe not UTF-8", b"[1, 2]"]
     for value in malformed:
-        producer.send(topic, value)
-    producer.flush()
-    stop = threading.Event()
-    live = threading.Thread(target=lambda: [produce(5) for _ in iter(lambda: stop.wait(0.1), True)], daemon=True)
-    live.start()
-    threading.Timer(8, stop.set).start()  # while the relay runs, and done before its --duration ends
+        readings.send_raw(value)
+    readings.send_raw(None, key=b"k-00001")  # a tombstone: no value, sent to the dead letters as no bytes
     with Emulator(devices[:9]) as emulator:
-        status = stream.run(["--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file,
-                             "--credentials", str(credentials), "--dead-letter", str(tmp_path / "dead" / "failed"),
-                             "--kafka_bootstrap_servers", broker.bootstrap_servers, "--kafka-topic", topic,
-                             "--kafka_group", f"test-relay-{parallelism}", "--duration", "25",
-                             "--max-buffering-delay", "2",
-                             "--runner=FlinkRunner", "--flink_master=[local]", f"--parallelism={parallelism}",
-                             "--checkpointing_interval=2000"])
+        running = []
+
+        def until():
+            if not running and emulator.counters()["messages"]:
+                running.append(time.time())
+            return bool(running) and time.time() > running[0] + 6
+
+        live = readings.live(5, until)
+        status = stream.run(relay_args(emulator, tmp_path, broker, topic, group, "--parallelism=2", "--duration", "30"))
         live.join()
         messages = emulator.messages()
-    producer.close()
-    failed = [as_failed(row) for row in dead_letters.read_all(str(tmp_path / "dead" / "failed"))]
+    readings.close()
     out = capsys.readouterr().out
-    assert status == 0, out[-2000:]
-    result = account(produced, messages, [f for f in failed if isinstance(f.record, dict)], JSONL)
-    unknown = sum(1 for r in produced if r["deviceName"] == devices[9]["deviceName"])
+    assert status == 0, out[-3000:]
+    assert running, "nothing reached the platform"
+    failed = [as_failed(row) for row in dead_letters.read_all(str(tmp_path / "dead" / "failed"))]
+    result = account(readings.produced, messages, [f for f in failed if isinstance(f.record, dict)], JSONL)
+    unknown = sum(1 for r in readings.produced if r["deviceName"] == devices[9]["deviceName"])
     assert result.complete and result.duplicated == 0, result.summary()
-    assert result.delivered == len(produced) - unknown and result.failed == {"unknown_device": unknown}, (
+    assert result.delivered == len(readings.produced) - unknown and result.failed == {"unknown_device": unknown}, (
         result.summary())
-    assert sorted(f.record for f in failed if not isinstance(f.record, dict)) == sorted(malformed)
-    read = int(re.findall(r"^records read +([\d,]+)$", out, re.M)[-1].replace(",", ""))
-    assert read == len(produced) + len(malformed)  # the summary counts what the relay read, as the check did
+    assert sorted(f.record for f in failed if not isinstance(f.record, dict)) == sorted([*malformed, b""])
+    assert summary_count(out, "records read") == len(readings.produced) + len(malformed) + 1
+    ends = kafka_expansion.offsets(broker.bootstrap_servers, topic, {"group.id": group})
+    assert all(marks["committed"] == marks["end"] for marks in ends.values()), ends  # committed to the end
+    assert f"group {group} has committed the end of {topic}" in out, out[-2000:]
+    assert "NOTHING READ" not in out and "RECORDS LOST" not in out, out[-2000:]
+    # The delay: readings produced once the relay ran, and the messages that carried them.
+    live_readings = readings.produced_after(running[0])
+    took = waits(live_readings, first_arrivals(messages, JSONL.decode))
+    assert len(took) == sum(1 for r in live_readings if r["deviceName"] != devices[9]["deviceName"])
+    median, longest = took[len(took) // 2], took[-1]
+    later = [m for m in messages if m["receivedAt"] / 1000 > running[0] + DELAY]
+    per_message = sum(len(JSONL.decode(m["payload"])) for m in later) / len(later)
+    assert median < DELAY + 3 and longest < DELAY + 6 and per_message >= 5, (median, longest, per_message)
+    print(f"Kafka relay on embedded Flink: {len(took)} readings produced while it ran waited {median:.1f} s "
+          f"(median), {longest:.1f} s at most; {per_message:.1f} readings a message")
+
+
+def test_relay_stopped_with_ctrl_c_and_started_again_resumes_from_its_committed_offsets(broker, devices, tmp_path):
+    """The relay as a user runs it, at parallelism 1, with event time from the readings' ts field. Ctrl-C
+    (SIGINT to the whole command, as a terminal sends it) stops its reads, flushes its buffers and
+    commits its last checkpoint's offsets; it exits 0. Readings keep coming meanwhile. Started again on
+    the same group (parallelism 2, --duration), it reads from those offsets: every reading stored but
+    those produced after it stopped reading (beyond its committed offsets, for the next run), none twice
+    but those the offsets say were read after the last commit."""
+    topic, group = "readings-restart", "test-relay-restart"
+    readings = Readings(broker.bootstrap_servers, topic, devices)
+    readings.produce(50)
+    second = {}  # when the second run's first message came
+
+    with Emulator(devices[:9]) as emulator:
+        def until():
+            if "stopped" in second and "running" not in second and len(emulator.messages()) > second["messages"]:
+                second["running"] = time.time()
+            return time.time() > second.get("running", float("inf")) + 5
+
+        live = readings.live(5, until)
+        env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+        first = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.stream",
+             *relay_args(emulator, tmp_path, broker, topic, group, "--parallelism=1", "--timestamp_field", "ts")],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while emulator.counters()["messages"] < 20 and time.monotonic() < deadline and first.poll() is None:
+                time.sleep(0.5)
+            time.sleep(3)
+            os.killpg(first.pid, signal.SIGINT)  # every process of the command, as a terminal's Ctrl-C
+            out, err = first.communicate(timeout=180)
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+        assert first.returncode == 0, (out[-2000:], err[-3000:])
+        assert "stopping: reading no more" in err
+        after_first = committed(broker.bootstrap_servers, group, topic)
+        second["messages"] = len(emulator.messages())
+        second["stopped"] = stopped_at = time.time()
+        time.sleep(3)  # readings produced while no relay runs
+        status = stream.run(relay_args(emulator, tmp_path, broker, topic, group, "--parallelism=2", "--duration", "15",
+                                       "--timestamp_field", "ts"))
+        live.join()
+        messages = emulator.messages()
+    readings.close()
+    assert status == 0
+    # The second run read for 15 s from its job's start: what came later waits in Kafka, beyond the
+    # offsets it committed, for the next run (readings were produced until 5 s after its first message).
+    at_end = committed(broker.bootstrap_servers, group, topic)
+    waiting = {seq for seq, (partition, offset) in readings.where.items() if offset >= at_end.get(partition, 0)}
+    failed = [as_failed(row) for row in dead_letters.read_all(str(tmp_path / "dead" / "failed"))]
+    result = account([r for r in readings.produced if r["seq"] not in waiting], messages, failed, JSONL)
+    unknown = {r["seq"] for r in readings.produced if r["deviceName"] == devices[9]["deviceName"]}
+    assert result.complete and result.failed == {"unknown_device": len(unknown - waiting)}, result.summary()
+    assert all(readings.produced[seq]["ts"] / 1000 > second["running"] for seq in waiting)
+    # The first run committed what it read: the second read from there, and sent nothing twice but
+    # readings at or past those offsets (read after its last commit).
+    copies = {}
+    for message in messages:
+        for reading in JSONL.decode(message["payload"]):
+            copies[reading["seq"]] = copies.get(reading["seq"], 0) + 1
+    twice = [seq for seq, count in copies.items() if count > 1]
+    assert all(readings.where[seq][1] >= after_first.get(readings.where[seq][0], 0) for seq in twice), (
+        twice, after_first)
+    by_first = {r["seq"] for m in messages if m["receivedAt"] / 1000 <= stopped_at for r in JSONL.decode(m["payload"])}
+    read_by_first = {seq for seq, (partition, offset) in readings.where.items()
+                     if offset < after_first.get(partition, 0)}
+    assert read_by_first and read_by_first - unknown <= by_first, sorted(read_by_first - unknown - by_first)[:20]
+    assert not waiting & set(copies)  # what waits was not read: the drain committed all it read
+    between = [r for r in readings.produced if stopped_at < r["ts"] / 1000 < stopped_at + 3]
+    assert between and all(r["seq"] in copies or r["seq"] in unknown for r in between)
+    print(f"stopped with Ctrl-C at offsets {after_first}; started again: {result.summary()}, {len(twice)} twice")

@@ -1,27 +1,33 @@
-"""python -m pipelines.runners: fetch what Beam's runners, Beam SQL and the relay's Kafka source need; run
-a Flink session cluster and a Kafka broker.
+"""python -m pipelines.runners: fetch what Beam's runners, Beam SQL and the relay's Kafka and Pub/Sub
+sources need; run a Flink session cluster, a Kafka broker and Google's Pub/Sub test server.
 
-  fetch [flink|prism|sql|kafka|all]   the Flink job server jar (Maven) and Flink's distribution (PyPI);
-                                Prism (go install of Beam's Go module); Beam SQL's expansion service
-                                jar (Maven); Kafka's jars and the Flink job server with KafkaIO, the
-                                relay's Kafka expansion service (Maven); all: every one (Prism only on
-                                a Beam whose Flink runner Maven Central does not serve). Idempotent;
-                                one fetch at a time (a second waits for the first).
+  fetch [flink|prism|sql|kafka|pubsub|all]   the Flink job server jar (Maven) and Flink's distribution
+                                (PyPI); Prism (go install of Beam's Go module); Beam SQL's expansion
+                                service jar (Maven); Kafka's jars and the Flink job server with KafkaIO,
+                                the relay's Kafka expansion service (Maven); Google's Pub/Sub test server
+                                (go build); all: every one (Prism and Pub/Sub only on a Beam whose Flink
+                                runner Maven Central does not serve). Idempotent; one fetch at a time (a
+                                second waits for the first).
   flink-cluster start [--taskmanagers N] [--rest-port P] [--workdir D]
   flink-cluster stop|status [--workdir D]
   kafka start [--partitions N] [--workdir D]   a single-node KRaft broker on loopback; prints one JSON
                                 line with "bootstrap_servers"
   kafka stop|status [--workdir D]
+  pubsub start [--project P --topic T --subscription S] [--workdir D]   Google's Pub/Sub test server on
+                                loopback (with a topic and a subscription to it); prints one JSON line
+                                with "emulator_host", for PUBSUB_EMULATOR_HOST
+  pubsub stop|status [--workdir D]
 """
 import argparse
 import json
 import os
 import sys
 
-from . import fetching, flink_cluster, flink_job_server, kafka_broker
+from . import fetching, flink_cluster, flink_job_server, kafka_broker, pubsub_server
 from .fetching import FETCHERS
 from .flink_cluster import ClusterError, FlinkCluster
 from .kafka_broker import BrokerError, KafkaBroker
+from .pubsub_server import PubSubServer, ServerError
 
 
 def make_parser():
@@ -44,7 +50,44 @@ def make_parser():
     kafka.add_argument("--workdir", default=kafka_broker.DEFAULT_WORKDIR,
                        help="configuration, data, log and its process's record, a private directory "
                        "(default %(default)s)")
+    pubsub = commands.add_parser("pubsub", help="Google's Pub/Sub test server on this machine's loopback")
+    pubsub.add_argument("action", choices=["start", "stop", "status"])
+    pubsub.add_argument("--project", default="iot-relay-local",
+                        help="project of the topic and subscription to create (default %(default)s)")
+    pubsub.add_argument("--topic", help="a topic to create at start")
+    pubsub.add_argument("--subscription", help="a pull subscription to --topic to create at start")
+    pubsub.add_argument("--workdir", default=pubsub_server.DEFAULT_WORKDIR,
+                        help="its log and process record, a private directory (default %(default)s)")
     return parser
+
+
+def run_pubsub(args):
+    if args.action == "start":
+        if bool(args.topic) != bool(args.subscription):
+            raise ServerError("--topic and --subscription go together")
+        server = PubSubServer(args.workdir).start()
+        started = {"emulator_host": server.emulator_host, "pid": server.process.pid, "workdir": server.workdir}
+        if args.topic:
+            try:
+                started["subscription"] = server.create(args.project, args.topic, args.subscription)
+            except Exception:
+                server.stop()
+                raise
+        print(json.dumps(started), flush=True)
+        return 0
+    server = PubSubServer.load(args.workdir)
+    return _stop_or_status(args.action, server, "Pub/Sub server", f"PUBSUB_EMULATOR_HOST={server.emulator_host}")
+
+
+def _stop_or_status(action, service, name, address):
+    """stop, or status (exit 1 when not running), of a broker or server a `start` recorded."""
+    if action == "stop":
+        service.stop()
+        print(f"stopped the {name} of {service.workdir}")
+        return 0
+    running = service.running()
+    print(f"{name} of {service.workdir}: {'running' if running else 'not running'}, {address}")
+    return 0 if running else 1
 
 
 def run_kafka(args):
@@ -54,14 +97,7 @@ def run_kafka(args):
                           "workdir": broker.workdir}), flush=True)
         return 0
     broker = KafkaBroker.load(args.workdir)
-    if args.action == "stop":
-        broker.stop()
-        print(f"stopped the Kafka broker of {broker.workdir}")
-        return 0
-    running = broker.running()
-    print(f"Kafka broker of {broker.workdir}: {'running' if running else 'not running'}, "
-          f"bootstrap servers {broker.bootstrap_servers}")
-    return 0 if running else 1
+    return _stop_or_status(args.action, broker, "Kafka broker", f"bootstrap servers {broker.bootstrap_servers}")
 
 
 def run_cluster(args):
@@ -98,8 +134,10 @@ def main(argv=None):
             return 0
         if args.command == "kafka":
             return run_kafka(args)
+        if args.command == "pubsub":
+            return run_pubsub(args)
         return run_cluster(args)
-    except (*fetching.ERRORS, fetching.FetchFailed, ClusterError, BrokerError) as error:
+    except (*fetching.ERRORS, fetching.FetchFailed, ClusterError, BrokerError, ServerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -8,13 +8,23 @@ import contextlib
 import fcntl
 import os
 
-from . import beam_jars, flink_dist, flink_job_server, kafka_broker, kafka_expansion, prism, sql_expansion
+from . import (
+    beam_jars,
+    flink_dist,
+    flink_job_server,
+    kafka_broker,
+    kafka_expansion,
+    prism,
+    pubsub_server,
+    sql_expansion,
+)
 from .processes import STATE_HOME
 from .tools import MissingTool
 
 LOCK = os.path.join(STATE_HOME, "fetch.lock")
 # What a fetch raises when it cannot fetch: each says why in one line.
-ERRORS = (MissingTool, beam_jars.FetchError, flink_dist.FetchError, prism.FetchError, kafka_broker.FetchError)
+ERRORS = (MissingTool, beam_jars.FetchError, flink_dist.FetchError, prism.FetchError, kafka_broker.FetchError,
+          pubsub_server.FetchError)
 
 
 class FetchFailed(RuntimeError):
@@ -33,13 +43,15 @@ def fetch_kafka(log=print):
 
 def fetch_all(log=print):
     """Everything the installed Beam can use: on a Beam whose Flink runner Maven Central does not serve,
-    Prism only (Beam SQL's expansion service and the relay's Kafka source run on Flink here). A part
+    Prism and the Pub/Sub test server only (Beam SQL's expansion service and the relay's Kafka source run
+    on Flink here). A part
     that cannot be fetched (a tool missing) does not stop the others: FetchFailed names them all."""
     if not flink_job_server.served():
         log(f"flink, sql, kafka: skipped: {flink_job_server.not_served()}")
-        parts = {"prism": prism.fetch}
+        parts = {"prism": prism.fetch, "pubsub": pubsub_server.fetch}
     else:
-        parts = {"flink": fetch_flink, "prism": prism.fetch, "sql": sql_expansion.fetch, "kafka": fetch_kafka}
+        parts = {"flink": fetch_flink, "prism": prism.fetch, "sql": sql_expansion.fetch, "kafka": fetch_kafka,
+                 "pubsub": pubsub_server.fetch}
     failed = []
     for name, part in parts.items():
         try:
@@ -52,7 +64,7 @@ def fetch_all(log=print):
 
 
 FETCHERS = {"flink": fetch_flink, "prism": prism.fetch, "sql": sql_expansion.fetch, "kafka": fetch_kafka,
-            "all": fetch_all}
+            "pubsub": pubsub_server.fetch, "all": fetch_all}
 
 
 @contextlib.contextmanager
@@ -72,7 +84,7 @@ def exclusive(log=print):
 
 
 def fetch(name="all", log=print):
-    """Fetch `name` (flink, prism, sql, kafka or all) under the lock. Idempotent: what is in place is
+    """Fetch `name` (flink, prism, sql, kafka, pubsub or all) under the lock. Idempotent: what is in place is
     reported as such and left as it is."""
     with exclusive(log):
         FETCHERS[name](log=log)

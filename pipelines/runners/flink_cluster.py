@@ -61,14 +61,7 @@ class FlinkCluster:
     @classmethod
     def load(cls, workdir=DEFAULT_WORKDIR):
         """The cluster a `start` left in `workdir`, or ClusterError."""
-        try:
-            processes.private_directory(workdir)
-            with open(os.path.join(workdir, "cluster.json"), encoding="utf-8") as handle:
-                state = json.load(handle)
-        except FileNotFoundError:
-            raise ClusterError(f"no Flink cluster was started from {workdir}") from None
-        except processes.NotPrivate as error:
-            raise ClusterError(str(error)) from None
+        state = processes.load_record(workdir, "cluster.json", ClusterError, "Flink cluster")
         cluster = cls(state["release"], workdir, state["rest_port"], state["slots"], state["rpc_port"])
         cluster.jobmanager, cluster.taskmanagers = state["jobmanager"], state["taskmanagers"]
         cluster._started = {started[0]: processes.Started(*started) for started in state["started"]}

@@ -8,13 +8,10 @@ Its process is recorded in the work directory (private: ~/.iot-platform-beam/kaf
 `status` and `stop` work from another command, and `stop` signals only the JVM it can prove it started.
 """
 import base64
-import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import uuid
 
 from . import processes
@@ -102,14 +99,7 @@ class KafkaBroker:
     def load(cls, workdir=DEFAULT_WORKDIR):
         """The broker a `start` left in `workdir`, or BrokerError."""
         broker = cls(workdir)
-        try:
-            processes.private_directory(broker.workdir)
-            with open(os.path.join(broker.workdir, "broker.json"), encoding="utf-8") as handle:
-                state = json.load(handle)
-        except FileNotFoundError:
-            raise BrokerError(f"no Kafka broker was started from {broker.workdir}") from None
-        except processes.NotPrivate as error:
-            raise BrokerError(str(error)) from None
+        state = processes.load_record(broker.workdir, "broker.json", BrokerError, "Kafka broker")
         broker.version, broker.port, broker.controller_port = state["version"], state["port"], state["controller_port"]
         broker.process = processes.Started(*state["process"]) if state["process"] else None
         return broker
@@ -147,15 +137,12 @@ class KafkaBroker:
                                        start_new_session=True)  # outlives the command that started it
         self.process = processes.Started.of(process.pid, marker=self.workdir)
         self._save()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.running():
-                break
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return self
-            except OSError:
-                time.sleep(0.3)
+        state = processes.wait_listening(process, self.port, timeout, poll=0.3)
+        if state == "listening":
+            return self
+        if state == "ended":
+            raise BrokerError(f"the Kafka broker ended as it started (exit status {process.returncode}): "
+                              f"{_last_lines(log_dir)}; logs in {log_dir}")
         self.stop()
         raise BrokerError(f"the Kafka broker did not start listening within {timeout} s; logs in {log_dir}")
 
@@ -199,6 +186,18 @@ class KafkaBroker:
         state = {"version": self.version, "port": self.port, "controller_port": self.controller_port,
                  "process": list(self.process) if self.process else None}
         processes.save_record(os.path.join(self.workdir, "broker.json"), state)
+
+
+def _last_lines(log_dir, count=3):
+    """The last lines of the broker's logs, for an error message."""
+    lines = []
+    for name in ("kafka.out", "server.log"):
+        try:
+            with open(os.path.join(log_dir, name), encoding="utf-8", errors="replace") as handle:
+                lines += [line.strip() for line in handle if line.strip()]
+        except OSError:
+            pass
+    return " | ".join(lines[-count:]) or "no log lines"
 
 
 def _cluster_id():

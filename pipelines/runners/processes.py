@@ -10,6 +10,7 @@ write pids into.
 import json
 import os
 import signal
+import socket
 import stat
 import time
 from typing import NamedTuple
@@ -37,6 +38,34 @@ def save_record(path, state):
     with open(private, "w", encoding="utf-8") as handle:
         json.dump(state, handle)
     os.replace(path + ".part", path)
+
+
+def load_record(workdir, name, error, what):
+    """The JSON record `name` a `start` saved in the private directory `workdir`; raises `error` (an
+    exception class) saying no `what` was started there, or that the directory is not private."""
+    try:
+        private_directory(workdir)
+        with open(os.path.join(workdir, name), encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise error(f"no {what} was started from {workdir}") from None
+    except NotPrivate as problem:
+        raise error(str(problem)) from None
+
+
+def wait_listening(process, port, timeout, poll=0.1):
+    """Wait until `process` (a Popen) accepts connections on 127.0.0.1:`port`: "listening", "ended" (it
+    exited first; its returncode says how) or "timeout"."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return "ended"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return "listening"
+        except OSError:
+            time.sleep(poll)
+    return "timeout"
 
 
 class Started(NamedTuple):
