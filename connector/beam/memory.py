@@ -19,6 +19,10 @@ FRAGMENT_BYTES = sys.getsizeof(b"") + 8
 # A (record, fragment) pair in a list (order_by's sort buffer) beyond the record and the fragment's
 # content: the tuple, the fragment's object and the list's slot.
 PAIR_BYTES = sys.getsizeof((None, None)) + FRAGMENT_BYTES
+# What sorting a buffer of pairs adds for each: its sort key (a (bool, value) tuple), the key's slot in
+# the sort's array of keys, the pair's slot in the sorted copy, and the merge's scratch space (up to
+# half a slot each for keys and pairs).
+SORT_BYTES = sys.getsizeof((False, None)) + 8 + 8 + 8
 # An open chunk of the batch first stage beyond its fragments: its object, lists and dict, its key
 # (a Device and a topic) and its place in its window's dict.
 OPEN_CHUNK_BYTES = 450
@@ -28,8 +32,10 @@ WINDOW_BYTES = 450
 CHECKER_BYTES = 550
 # A payload submitted and not yet ended beyond its body and records: the payload's objects, its
 # Future and callback, the Publisher's job and its place in the device's lane, the bundle's context
-# and in it the payload's device, topic and window (a group's own, as GroupByKey hands them over).
-IN_FLIGHT_BYTES = 3000
+# and in it the payload's device, topic and window (a group's own, as GroupByKey hands them over);
+# about 3,000 bytes of objects, and 600 more for the allocator's pools that so many small objects
+# keep partly used (tracemalloc counts the objects; a worker's RSS holds the pools).
+IN_FLIGHT_BYTES = 3600
 
 
 def deep_size(value: object) -> int:

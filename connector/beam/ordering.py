@@ -10,7 +10,7 @@ from typing import Any
 
 from connector.protocol.device import Device
 
-from .memory import PAIR_BYTES, RecordWeigher
+from .memory import PAIR_BYTES, SORT_BYTES, RecordWeigher
 from .results import FailedRecord, Reason, failure
 
 # (record, fragment): a record and its encoding.
@@ -18,7 +18,8 @@ Pair = tuple[Any, bytes]
 
 
 class OrderBy:
-    """Sorts (record, fragment) pairs by a record field, sort_buffer_bytes of them at a time."""
+    """Sorts (record, fragment) pairs by a record field, sort_buffer_bytes of them at a time (the
+    pairs and what sorting them takes: a key for each and the sorted copy)."""
 
     def __init__(self, field: str, sort_buffer_bytes: int) -> None:
         self.field = field
@@ -34,7 +35,7 @@ class OrderBy:
         for pair in pairs:
             buffer.append(pair)
             record, fragment = pair
-            buffered_bytes += len(fragment) + PAIR_BYTES + weigher.weigh(record, len(fragment))
+            buffered_bytes += len(fragment) + PAIR_BYTES + SORT_BYTES + weigher.weigh(record, len(fragment))
             if buffered_bytes >= self.sort_buffer_bytes:
                 yield from self.sorted(buffer, device, topic)
                 buffer, buffered_bytes = [], 0
