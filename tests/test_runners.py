@@ -183,8 +183,8 @@ RELAY_DELAY = 3
 def check_relay_holds_the_delay(run, readings, capsys, where):
     """Exit 0, every reading delivered once, a message per receipt, several readings a message (about
     15 are due at 5 readings/s a device), and no reading waiting much longer than the delay."""
-    assert run.status == 0
     result = run.accounting
+    assert run.status == 0, (result.summary(), run.unaccounted())
     assert result.complete and result.delivered == readings and result.duplicated == 0, (
         result.summary(), run.unaccounted())
     assert summary_count(capsys.readouterr().out, "messages") == len(run.messages)
