@@ -4,7 +4,7 @@ Reads --input (globs or paths on any Beam filesystem: Avro, Parquet, CSV or JSON
 extension or --input-format) with Beam's file IOs, routes each reading to its
 device, packs each device's readings into messages of at most 128 KB and publishes them with
 WriteToIoTPlatform. Records that fail go to Avro dead letters (--dead-letter), to fix and replay with
-`python -m pipelines.replay`. --dry-run shows what a run would send. With no arguments: a demo against
+`python -m pipelines.replay`. --plan shows what a run would send. With no arguments: a demo against
 a local emulator, as without --input, --endpoint and --credentials (so `--runner=FlinkRunner` alone
 runs the demo on Flink). Other options (--runner, --project, --region, ...) go to Beam.
 """
@@ -36,6 +36,7 @@ def make_parser():
 
 def run(argv, poll=None):
     """The backfill for a command line (without the program name); returns the exit status."""
+    argv = dry_run.spelled(argv)  # --plan, or Beam's --dry_run=True: never one taken for the other
     parser = make_parser()
     args, pipeline_options = options.parse(parser, argv)
     if args.demo or not (args.input or args.endpoint or args.credentials):
@@ -51,7 +52,7 @@ def run(argv, poll=None):
 
 
 def _without_demo_options(argv):
-    """The command line minus --demo and its options: what the demo passes on (--dry-run, --encoder...)."""
+    """The command line minus --demo and its options: what the demo passes on (--plan, --encoder...)."""
     kept, skip = [], False
     for arg in argv:
         if skip:

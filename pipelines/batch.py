@@ -19,19 +19,21 @@ EXIT_NOTHING_READ = 4
 
 
 def run(parser, args, pipeline_options, read, poll=None, label="run"):
-    """Publish the records `read` (a PTransform from the pipeline's start) or plan them (--dry-run).
+    """Publish the records `read` (a PTransform from the pipeline's start) or plan them (--plan); with
+    Beam's --dry_run=True, only build the job (DataflowRunner).
 
     poll: optional callable giving a progress note (e.g. the embedded emulator's message count).
     read: a callable giving that PTransform, called once the options are checked (paths made absolute).
     Returns the exit status: failed records are not a failed run unless --strict; a run that read no
     record has failed (its input is not what was meant).
     """
-    if not args.dry_run:
+    if not args.plan:
         options.require(parser, args, "endpoint", "credentials", "dead_letter")
     checks.check(args)
+    job_only = options.builds_the_job_only(pipeline_options)
     pipeline = beam.Pipeline(options=pipeline_options)
     records = pipeline | "Read" >> read()
-    if args.dry_run:
+    if args.plan:
         plan_path = dry_run.plan_output(args)
         records | "Plan" >> dry_run.Plan(args, plan_path)
     else:
@@ -54,7 +56,10 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
     if state not in (None, PipelineState.DONE):
         logging.error("%s ended in state %s", label, state)
         return EXIT_RUN_FAILED
-    if args.dry_run:
+    if job_only:
+        print(f"{label}: --dry_run: {runner} built the job and did not submit it", flush=True)
+        return EXIT_OK
+    if args.plan:
         rows = dry_run.read_plan(plan_path)
         print("\n".join(dry_run.report(rows, args.top)), flush=True)
         return _nothing_read(label, args) if not dry_run.totals(rows)["records"] else EXIT_OK

@@ -17,7 +17,7 @@ from . import sample_data
 def run(devices, days, backfill, extra_argv=()):
     """Generate, start the emulator, run `backfill(argv, poll)` and return its exit status.
 
-    extra_argv: the user's other options, after the demo's own so that they win (--dry-run, --encoder...)."""
+    extra_argv: the user's other options, after the demo's own so that they win (--plan, --encoder...)."""
     directory = tempfile.mkdtemp(prefix="iot-backfill-demo-")
     print(f"demo: generating {devices} devices x {days} days of readings in {directory}", file=sys.stderr)
     sample = sample_data.generate(directory, devices=devices, days=days)

@@ -1,4 +1,4 @@
-"""--dry-run: what a run would send, computed with the same steps as a run, without publishing anything.
+"""--plan: what a run would send, computed with the same steps as a run, without publishing anything.
 
 Records go through the connector's own batch steps (batch.grouped_chunks: routed, encoded and chunked
 per device and topic before the shuffle, then grouped), and each device's chunks are packed (and
@@ -8,9 +8,15 @@ the dry run reports failed, with the same reason and message. Devices missing fr
 file are found too; a wrong secret or a skewed clock cannot be found without calling the platform.
 One row per device is gathered into a single JSON file (`--plan-output`, any Beam filesystem) that the
 launcher reads back to print the plan.
+
+The plan was --dry-run, one character from Beam's --dry_run=True (DataflowRunner builds the job and
+submits nothing), which the commands took for the plan (Beam's spelling of our options is ours). So
+--plan is the plan, --dry-run still asks for it (existing commands), --dry_run=True is Beam's, and
+any other spelling of either is refused as ambiguous (`spelled`).
 """
 import json
 import os
+import sys
 import tempfile
 
 import apache_beam as beam
@@ -23,16 +29,42 @@ from connector.protocol.device import Device
 from connector.protocol.limits import ACCOUNT_REQUESTS_PER_SECOND, DEVICE_MESSAGES_PER_SECOND
 
 from . import options
+from .checks import UsageError
 
 NO_DEVICE = "(no device)"
+PLAN = "--plan"
+OLD_PLAN = "--dry-run"  # the plan's name until 2026-12: still the plan
+BEAMS = "--dry_run=True"  # Beam's: DataflowRunner builds the job and submits nothing
+AMBIGUOUS = (f"{{}} is ambiguous: give {PLAN} for the plan (read, route, encode and pack; publish nothing; on "
+             f"any runner), or {BEAMS} for Dataflow's dry run (DataflowRunner builds the job and submits nothing)")
 
 
 def add_options(parser):
-    group = parser.add_argument_group("dry run")
-    group.add_argument("--dry-run", action="store_true", help="read, route, encode and pack; publish nothing")
+    group = parser.add_argument_group("plan (a dry run)")
+    group.add_argument(PLAN, action="store_true", help=f"read, route, encode and pack; publish nothing; print "
+                       f"the plan (was {OLD_PLAN}, still accepted; {BEAMS} is Beam's: on DataflowRunner, build "
+                       "the job offline and submit nothing)")
     group.add_argument("--plan-output", help="where the dry run writes its plan (JSON; any Beam filesystem; "
                        "default a local temporary file, so give one on a remote runner)")
     group.add_argument("--top", type=int, default=10, help="devices to list in the plan")
+
+
+def spelled(argv):
+    """argv with the plan's old name as --plan (saying so on stderr) and Beam's --dry_run=True left to
+    Beam; any other spelling of either (--dry_run, --dry_run=False, which Beam takes as true,
+    --dry-run=VALUE) is a UsageError."""
+    spelled = []
+    for arg in argv:
+        name = arg.partition("=")[0]
+        if arg == OLD_PLAN:
+            print(f"note: {OLD_PLAN} is now {PLAN} (the plan; Beam's {BEAMS} builds a Dataflow job offline)",
+                  file=sys.stderr, flush=True)
+            spelled.append(PLAN)
+        elif name in (OLD_PLAN, "--dry_run") and arg != BEAMS:
+            raise UsageError(AMBIGUOUS.format(arg))
+        else:
+            spelled.append(arg)
+    return spelled
 
 
 def _row(device=NO_DEVICE, records=0, messages=0, payload_bytes=0, failed=None, why=None):
@@ -136,7 +168,7 @@ class Plan(beam.PTransform):
 
 
 def plan_output(args):
-    return args.plan_output or os.path.join(tempfile.mkdtemp(prefix="iot-dry-run-"), "plan.json")
+    return args.plan_output or os.path.join(tempfile.mkdtemp(prefix="iot-plan-"), "plan.json")
 
 
 def read_plan(path):

@@ -9,7 +9,7 @@ import logging
 import sys
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from connector import WriteToIoTPlatform, get_encoder
 from connector.beam.json_values import ISO, TIMESTAMP_FORMATS
@@ -105,6 +105,19 @@ def runner_name(pipeline_options):
     """The runner's class name ("FlinkRunner", "PrismRunner", "FnApiRunner", ...), as users name it."""
     name = (pipeline_options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1]
     return name if name.lower().endswith("runner") else name + "Runner"
+
+
+def builds_the_job_only(pipeline_options):
+    """Whether Beam's --dry_run=True asks DataflowRunner to build the job and submit nothing. Every other
+    runner ignores it and runs the job, publishing for real: a UsageError there."""
+    if not pipeline_options.view_as(TestOptions).dry_run:
+        return False
+    runner = runner_name(pipeline_options)
+    if runner != "DataflowRunner":
+        raise UsageError(f"--dry_run=True is Dataflow's (DataflowRunner builds the job and submits nothing); "
+                         f"{runner} ignores it and would publish: to publish nothing on any runner, the backfill "
+                         "and replay take --plan")
+    return True
 
 
 def _our_spelling(parser, argv):

@@ -93,6 +93,7 @@ def described(spec):
 
 
 def run(argv, poll=None):
+    argv = dry_run.spelled(argv)  # --plan, or Beam's --dry_run=True: never one taken for the other
     parser = make_parser()
     unset = argparse.Namespace(**dict.fromkeys(_ENCODING_OPTIONS, _NOT_GIVEN))
     args, pipeline_options = options.parse(parser, argv, unset)

@@ -18,7 +18,6 @@ import tempfile
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import TestOptions
 from apache_beam.runners.runner import PipelineState
 
 from connector import FileCredentials
@@ -147,6 +146,7 @@ def run(argv):
     if added:
         args, pipeline_options = options.parse(parser, [*argv, *added])
     checks.check(args)
+    job_only = options.builds_the_job_only(pipeline_options)  # Dataflow's --dry_run=True
     with contextlib.ExitStack() as stack, contextlib.ExitStack() as building:
         poll = check = None
         stop = fleet.stop
@@ -173,7 +173,7 @@ def run(argv):
             with starting() if runner in PORTABLE else contextlib.nullcontext():
                 result = pipeline.run()
             state = result.wait_until_finish()
-        if pipeline_options.view_as(TestOptions).dry_run:  # Dataflow's: the job built, never submitted
+        if job_only:
             print(f"relay: --dry_run: {runner} built the job and did not submit it", flush=True)
             return batch.EXIT_OK
         stopped = state in STOPPED or fleet.stopped()

@@ -160,10 +160,10 @@ def test_backfill_on_portable_runner_with_external_workers(sample, emulator, tmp
     assert auth["20000"] == workers
 
 
-def test_dry_run_publishes_nothing_and_predicts_the_messages_a_run_sends(sample, emulator, tmp_path, capsys):
+def test_the_plan_publishes_nothing_and_predicts_the_messages_a_run_sends(sample, emulator, tmp_path, capsys):
     plan = tmp_path / "plan.json"
     status = backfill.run(["--input", sample.input_pattern, "--credentials", sample.credentials_file,
-                           "--dry-run", "--plan-output", str(plan), *LOCAL])
+                           "--plan", "--plan-output", str(plan), *LOCAL])
     assert status == 0
     assert emulator.counters()["messages"] == 0
     assert "Dry run: nothing was published" in capsys.readouterr().out
@@ -179,6 +179,28 @@ def test_dry_run_publishes_nothing_and_predicts_the_messages_a_run_sends(sample,
     predicted = {row["device"]: row["messages"] for row in rows
                  if row["messages"] and row["device"] != sample.wrong_secret_device}
     assert predicted == dict(per_device)
+
+
+@pytest.mark.parametrize("program", [backfill, replay])
+@pytest.mark.parametrize("spelling", ["--dry_run", "--dry_run=False", "--dry-run=True"])
+def test_a_dry_run_that_could_be_the_plan_or_dataflows_is_refused(program, spelling, sample, capsys):
+    """--plan is the plan, --dry_run=True Dataflow's: a spelling between them could mean either (Beam
+    takes --dry_run=False as true)."""
+    assert program.main(["--input", sample.input_pattern, "--credentials", sample.credentials_file, spelling]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {spelling} is ambiguous: give --plan for the plan (read, route, encode and pack; publish "
+        "nothing; on any runner), or --dry_run=True for Dataflow's dry run (DataflowRunner builds the job "
+        "and submits nothing)")
+
+
+def test_dataflows_dry_run_is_refused_on_a_runner_that_would_publish(sample, emulator, tmp_path, capsys):
+    status = backfill.main(["--input", sample.input_pattern, *sink_args(sample, emulator, tmp_path / "f"),
+                            "--dry_run=True", *LOCAL])
+    assert status == 2
+    assert emulator.counters()["messages"] == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --dry_run=True is Dataflow's (DataflowRunner builds the job and submits nothing); FnApiRunner "
+        "ignores it and would publish: to publish nothing on any runner, the backfill and replay take --plan")
 
 
 def test_replay_sends_dead_letters_once_the_credentials_are_fixed(sample, emulator, tmp_path):
@@ -456,7 +478,8 @@ def test_demo_passes_the_other_options_on():
                            "--demo-days", "1"], capture_output=True, text=True, timeout=120,
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "--dry-run" in done.stderr  # the command line the demo prints, to rerun against a real endpoint
+    assert "note: --dry-run is now --plan" in done.stderr  # the plan's old name still asks for it
+    assert "--plan" in done.stderr.split("python -m pipelines.backfill")[-1]  # the command line the demo prints
     assert "Dry run" in done.stdout and "records published" not in done.stdout
 
 

@@ -152,7 +152,7 @@ def test_batch_every_record_ends_published_or_failed_once_whatever_it_holds(zoo,
     credentials = _credentials(tmp_path, devices)
     dead_letter, plan = str(tmp_path / "dead" / "failed"), str(tmp_path / "plan.json")
     args, _ = backfill.make_parser().parse_known_args(
-        ["--credentials", credentials, "--encoder", encoder_name, "--dry-run"]
+        ["--credentials", credentials, "--encoder", encoder_name, "--plan"]
         + (["--order-by", order_by] if order_by else []))
 
     def more(result):
@@ -181,7 +181,7 @@ def test_batch_every_record_ends_published_or_failed_once_whatever_it_holds(zoo,
     assert dry_run.totals(dry_run.read_plan(plan))["failed"] == dict(failed_reasons)
     if letters:  # what replay reads back is every dead letter
         replayed = str(tmp_path / "replayed.json")
-        assert replay.run(["--input", f"{dead_letter}*.avro", "--credentials", credentials, "--dry-run",
+        assert replay.run(["--input", f"{dead_letter}*.avro", "--credentials", credentials, "--plan",
                            "--plan-output", replayed, f"--runner={LOCAL_RUNNER}"]) == 0
         assert dry_run.totals(dry_run.read_plan(replayed))["records"] == len(letters)
 

@@ -50,7 +50,7 @@ def test_a_backfill_of_real_files_stores_every_value_as_the_readme_says(files, s
 def test_the_dry_run_fails_what_the_run_fails(files, sample, emulator, tmp_path):
     plan = tmp_path / "plan.json"
     assert backfill.run(["--input", *files.inputs, "--csv-types", files.csv_types, "--credentials",
-                         sample.credentials_file, "--dry-run", "--plan-output", str(plan), *LOCAL]) == 0
+                         sample.credentials_file, "--plan", "--plan-output", str(plan), *LOCAL]) == 0
     total = dry_run.totals(dry_run.read_plan(str(plan)))
     assert total["records"] == files.records()
     assert total["failed"] == dict(collections.Counter(files.failures.values()))
