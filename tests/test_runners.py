@@ -1,5 +1,6 @@
 """The backfill and the streaming relay on Beam's real runners: Flink (embedded, and a session cluster
-with a TaskManager killed mid-run) and Prism, with LOOPBACK and EXTERNAL Python workers.
+with a TaskManager killed mid-run, the relay reading the simulated fleet or Kafka) and Prism, with
+LOOPBACK and EXTERNAL Python workers.
 
 Every test runs the pipelines' own command lines against the emulator over TLS and ends in the
 accounting check: every input record delivered or in the dead letters (lost 0), nothing delivered that
@@ -17,11 +18,13 @@ import time
 import pytest
 
 from connector.emulator import Emulator, make_devices
-from pipelines import backfill, dead_letters
-from pipelines.runners import flink_dist, flink_job_server, prism
+from connector.emulator.accounting import account
+from kafka_support import Readings, broker, committed  # noqa: F401
+from pipelines import backfill, dead_letters, stream
+from pipelines.runners import flink_dist, flink_job_server, kafka_expansion, prism
 from pipelines.runners.flink_cluster import FlinkCluster
 from pipelines.runners.tools import free_port
-from runner_support import require_flink, require_prism, run_relay, unavailable
+from runner_support import JSONL, as_failed, require_flink, require_prism, run_relay, unavailable
 from test_pipelines import (  # noqa: F401
     assert_accounted,
     emulator,  # noqa: F401
@@ -289,3 +292,57 @@ def test_relay_on_a_flink_cluster_survives_a_killed_taskmanager(flink_cluster, f
     print(f"killed a TaskManager at {killer.killed_at:.1f}, restored checkpoint {restored['id']} "
           f"({restart_point:.1f}): {result.summary()}")
 
+
+
+def test_relay_from_kafka_on_a_flink_cluster_survives_a_killed_taskmanager(flink_cluster, broker, worker_pool,
+                                                                          tmp_path, capsys):
+    """The relay reading Kafka (2 partitions) on the session cluster at parallelism 2, checkpoints every
+    3 s; readings produced before it starts and all along; one TaskManager SIGKILLed once the job has
+    checkpointed twice, another started. Flink restores the job from its last checkpoint, and the Kafka
+    readers from that checkpoint's offsets: nothing is lost; what arrives twice is what the restored job
+    read or held again, readings from shortly before that checkpoint on; the group's offsets end
+    committed to the end of the topic."""
+    topic, group, delay = "readings-killed", "test-relay-killed", 3
+    devices = make_devices(10, product_key="a1KafkaKilled", prefix="kk-")
+    (tmp_path / "credentials.json").write_text(json.dumps(devices))
+    readings = Readings(broker.bootstrap_servers, topic, devices)
+    readings.produce(200)  # before the relay starts
+    killer = _TaskManagerKiller(flink_cluster)
+    killer.start()
+    with Emulator(devices) as emulator:
+        live = readings.live(5, lambda: not killer.is_alive() and time.time() > (killer.killed_at or 0) + 20)
+        status = stream.run(["--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file,
+                             "--credentials", str(tmp_path / "credentials.json"),
+                             "--dead-letter", str(tmp_path / "dead" / "failed"),
+                             "--kafka_bootstrap_servers", broker.bootstrap_servers, "--kafka_topic", topic,
+                             "--kafka_group", group, "--max-buffering-delay", str(delay), "--duration", "75",
+                             "--runner=FlinkRunner", f"--flink_master={flink_cluster.master}", "--parallelism=2",
+                             "--checkpointing_interval=3000", *worker_pool.environment])
+        killer.join()
+        live.join()
+        messages = emulator.messages()
+    readings.close()
+    out = capsys.readouterr().out
+    assert killer.error is None and killer.killed_at is not None, killer.error
+    assert status == 0, out[-3000:]
+    failed = [as_failed(row) for row in dead_letters.read_all(str(tmp_path / "dead" / "failed"))]
+    result = account(readings.produced, messages, failed, JSONL)
+    assert result.lost == 0 and result.unexpected == 0 and not result.failed, result.summary()
+    assert committed(broker.bootstrap_servers, group, topic) == {
+        partition: marks["end"] for partition, marks in kafka_expansion.offsets(
+            broker.bootstrap_servers, topic, {"group.id": group}).items()}
+    checkpoints = flink_cluster.rest(f"/jobs/{killer.job}/checkpoints")
+    restored = checkpoints["latest"]["restored"]
+    assert restored is not None and restored["id"] >= killer.last_checkpoint["id"], (restored, killer.last_checkpoint)
+    restart_point = killer.last_checkpoint["trigger_timestamp"] / 1000
+    copies = {}
+    for message in messages:
+        for reading in JSONL.decode(message["payload"]):
+            copies[reading["seq"]] = copies.get(reading["seq"], 0) + 1
+    duplicated = [reading for reading in readings.produced if copies.get(reading["seq"], 0) > 1]
+    # Read again from the checkpoint's offsets, or held in the sink's restored state: produced from the
+    # checkpoint's time, less the buffering delay and what Flink takes between stages, to the kill.
+    assert all(restart_point - (delay + 6) <= reading["ts"] / 1000 <= killer.killed_at for reading in duplicated), (
+        restart_point, killer.killed_at, [r["ts"] / 1000 for r in duplicated][:5])
+    print(f"Kafka relay: killed a TaskManager at {killer.killed_at:.1f}, restored checkpoint {restored['id']} "
+          f"({restart_point:.1f}): {result.summary()}")
