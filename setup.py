@@ -18,8 +18,9 @@ setuptools.setup(
     python_requires=">=3.11",
     install_requires=[
         # Tested on 2.62.0 (every runner: Flink, Prism, in-process) and on the newest release PyPI
-        # serves (2.77.0 on 2026-12-05: every runner but Flink, whose runner Maven Central does not serve
-        # for it). CI runs the suite on both (.ci/run; the README's "Which Beam is tested for what").
+        # serves (every runner but Flink, whose runner Maven Central serves for no later release checked;
+        # first run on 2.77.0). CI runs the suite on both (.ci/run; the README's "Which Beam is tested for
+        # what").
         "apache-beam>=2.62",
         "requests>=2.31",
         "fastavro>=1.9",

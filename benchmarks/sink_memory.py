@@ -18,8 +18,10 @@ bound, and the most the bound counted:
 
 Shapes: readings (5 fields, about 90 bytes of JSON) in the global window; kept (readings with a tuple,
 which cross the shuffle beside their fragment); windows (fixed windows of 10 s, 10 readings of a
-device in each); sessions (one window per reading). Records are made by a JSON reader, so each has its
-own dict keys, as records a coder or a reader hands over do.
+device in each; in the first stage, which gets 100 devices, a reading of each); topics (those windows,
+routed to a topic made from a record's field, so that each chunk holds a key of its own); sessions (one
+window per reading). Records are made by a JSON reader, so each has its own dict keys, as records a
+coder or a reader hands over do.
 
 With --baseline DIR (another checkout, e.g. `git worktree add DIR REV` of the code before a change),
 every run is made with that checkout's connector too, interleaved, in the same invocation.
@@ -34,7 +36,7 @@ import tempfile
 import threading
 import time
 
-STAGES = {"first": ("readings", "kept", "windows", "sessions"), "sort": ("readings", "kept"),
+STAGES = {"first": ("readings", "kept", "windows", "topics", "sessions"), "sort": ("readings", "kept"),
           "publish": ("readings", "windows", "sessions")}
 PRODUCT_KEY = "a1MemoryBench"
 DEVICES = 100
@@ -54,7 +56,7 @@ def records(shape, count, devices):
         if shape == "kept":
             record["pair"] = (n, 2)
         seconds = n / 10
-        if shape == "windows":
+        if shape in ("windows", "topics"):
             window = IntervalWindow(seconds // 10 * 10, seconds // 10 * 10 + 10)
         elif shape == "sessions":
             window = IntervalWindow(seconds, seconds + 0.05)
@@ -77,7 +79,8 @@ def run_first(args, report):
     from connector.beam.encoders import get_encoder
     from connector.beam.routing import make_router
 
-    fn = batch._RouteAndEncodeInWindowsFn(make_router(), get_encoder("jsonl"), 131072)
+    router = make_router(topic="/{productKey}/{deviceName}/user/{status}") if args.shape == "topics" else make_router()
+    fn = batch._RouteAndEncodeInWindowsFn(router, get_encoder("jsonl"), 131072)
     fn.setup()
     fn.start_bundle()
     chunks = fn._chunks

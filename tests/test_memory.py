@@ -47,12 +47,16 @@ SHAPES = {
     "a window per record": lambda i: (reading(i, devices=1), IntervalWindow(i, i + 0.5)),
     "many windows": lambda i: (reading(i), IntervalWindow(i // 10 * 10, i // 10 * 10 + 10)),
 }
+# A topic made from a record's field: the router makes each record's key, which its chunk then holds.
+SHAPES["many windows, a topic per record"] = SHAPES["many windows"]
+TOPICS = {"many windows, a topic per record": "/{productKey}/{deviceName}/user/{status}"}
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_the_first_stage_sends_its_chunks_when_it_holds_bundle_bytes(shape, monkeypatch):
     monkeypatch.setattr(batch, "BUNDLE_BYTES", 4 << 20)
-    fn = batch._RouteAndEncodeInWindowsFn(make_router(), get_encoder("jsonl"), 131072)
+    router = make_router(**({"topic": TOPICS[shape]} if shape in TOPICS else {}))
+    fn = batch._RouteAndEncodeInWindowsFn(router, get_encoder("jsonl"), 131072)
     fn.setup()
     fn.start_bundle()
     when_sent = []

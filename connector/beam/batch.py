@@ -27,7 +27,7 @@ from connector.protocol.device import Device
 from .chunks import ChunkPayload, OpenChunk, chunk_pairs, chunk_payloads, encode_chunk, picklable
 from .encoders import EncodeError, Encoder
 from .hints import TIMESTAMP, WINDOW, not_type_hints
-from .memory import CHECKER_BYTES, FRAGMENT_BYTES, OPEN_CHUNK_BYTES, WINDOW_BYTES, RecordWeigher
+from .memory import CHECKER_BYTES, FRAGMENT_BYTES, OPEN_CHUNK_BYTES, WINDOW_BYTES, RecordWeigher, deep_size
 from .metrics import SinkMetrics
 from .ordering import OrderBy
 from .packing import Packer, Payload, packed
@@ -38,8 +38,8 @@ from .routing import KEY_TYPE, CallableRouter, FieldRouter, Key, RecordRouting, 
 
 # A chunk closes at this many bytes of fragments. A bundle sends all it holds when that is BUNDLE_BYTES
 # of memory (connector.beam.memory): each fragment with its object and list slot, a record kept beside
-# its fragment (weighed), and each open chunk, window and too-large check. Fewer, fuller chunks are
-# what make many devices cheap.
+# its fragment (weighed), and each open chunk (with its key, when the router makes one per record), window
+# and too-large check. Fewer, fuller chunks are what make many devices cheap.
 CHUNK_BYTES = 256 << 10
 BUNDLE_BYTES = 16 << 20
 _GLOBAL_WINDOW = GlobalWindow()  # made once: making one costs more than routing a record
@@ -70,6 +70,7 @@ class ChunkBuilder:
         self._encoder = encoder
         self._max_payload_bytes = max_payload_bytes
         self._restores = encoder.restores
+        self._shares_keys = self._router.shares_keys
 
     def start_bundle(self) -> None:
         self.open: dict[BoundedWindow, dict[tuple[Device, str], OpenChunk]] = {}  # window -> {key: chunk}
@@ -104,8 +105,8 @@ class ChunkBuilder:
             key, record = routed
         chunk = chunks.get(key)
         if chunk is None:
-            chunk = chunks[key] = OpenChunk(key, self._check(key[0]))
-            self.held += OPEN_CHUNK_BYTES
+            chunk = chunks[key] = OpenChunk(key, self._check(key[0]), self._opened_bytes(key))
+            self.held += chunk.held
         try:
             fragment = self._encoder.encode(record)
             chunk.check(fragment)
@@ -128,6 +129,11 @@ class ChunkBuilder:
             self.held -= chunk.held
             return self._closed(chunk, window)
         return None
+
+    def _opened_bytes(self, key: tuple[Device, str]) -> int:
+        """The memory a chunk holds as it opens: its own objects, and its key unless the router shares
+        one key among a device's records."""
+        return OPEN_CHUNK_BYTES if self._shares_keys else OPEN_CHUNK_BYTES + deep_size(key)
 
     def _check(self, device: Device) -> Callable[[bytes], None]:
         """The device's too-large check (Packer.check). It depends on the device only through the

@@ -23,7 +23,6 @@ from typing import Any
 from connector.protocol.device import Device
 
 from .encoders import Encoder
-from .memory import OPEN_CHUNK_BYTES
 from .packing import Packer, Payload
 from .results import describe
 
@@ -36,12 +35,12 @@ class OpenChunk:
 
     __slots__ = ("key", "fragments", "kept", "size", "held", "check")
 
-    def __init__(self, key: tuple[Device, str], check: Callable[[bytes], None]) -> None:
+    def __init__(self, key: tuple[Device, str], check: Callable[[bytes], None], held: int) -> None:
         self.key = key
         self.fragments: list[bytes] = []
         self.kept: dict[int, Any] = {}  # place among the fragments -> record, for those not restored
         self.size = 0  # bytes of fragments
-        self.held = OPEN_CHUNK_BYTES  # memory held, as the first stage's bound counts it
+        self.held = held  # memory held, as the first stage's bound counts it
         self.check = check  # the one too-large check: Packer.check
 
     def without(self, places: list[int]) -> tuple[list[bytes], dict[int, Any]]:

@@ -59,11 +59,13 @@ class FieldRouter:
         self.product_key_field = product_key_field
         self.device_name_field = device_name_field
         self.topic = topic
+        # Whether the topic depends on the device alone: then a device's key is made once and its records
+        # share it (the batch first stage's bound does not count it per chunk).
         if isinstance(topic, str):
             names = {name for _, name, _, _ in string.Formatter().parse(topic) if name}
-            self._device_only_topic = names <= _DEVICE_FIELDS
+            self.shares_keys = names <= _DEVICE_FIELDS
         elif callable(topic):
-            self._device_only_topic = False
+            self.shares_keys = False
         else:
             raise TypeError("topic must be a template string or a callable (record, device) -> topic")
         # device -> (device, topic), when the topic depends on the device alone
@@ -80,7 +82,7 @@ class FieldRouter:
             raise RoutingError(Reason.UNROUTABLE,
                                f"fields {self.product_key_field!r} and {self.device_name_field!r} must be "
                                f"non-empty strings, got {product_key!r} and {device_name!r}")
-        if self._device_only_topic:
+        if self.shares_keys:
             # A Device is the (productKey, deviceName) pair: the plain pair finds it, one lookup a record.
             route = self._routes.get((product_key, device_name))
             if route is None:
@@ -105,6 +107,8 @@ class FieldRouter:
 
 class CallableRouter:
     """Wraps a user's callable record -> (device, topic), checking what it returns."""
+
+    shares_keys = False  # a key (a Device, a topic) made per record
 
     def __init__(self, route: Router) -> None:
         self.route = route
