@@ -2,12 +2,14 @@
 --topic T --subscription S`, `pubsub status`, `pubsub stop`): google-cloud-pubsub publishes to it and
 pulls back what it published, with PUBSUB_EMULATOR_HOST as `start` printed it. And the relay reading a
 subscription there (--input_subscription) on Beam's local runner, and on Prism where Beam is new enough
-for the streaming sink there: every reading published once or in the dead letters, every message acked.
+for the streaming sink there (prism_streaming): every reading published once or in the dead letters,
+every message acked, and a relay stopped with Ctrl-C leaving the rest to the next.
 """
 import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +20,7 @@ import pytest
 from connector.emulator import Emulator, make_devices
 from connector.emulator.accounting import account
 from pipelines import dead_letters, stream
-from pipelines.runners import prism, pubsub_server
+from pipelines.runners import pubsub_server
 from runner_support import JSONL, as_failed, require_prism, unavailable
 
 pytestmark = pytest.mark.runners
@@ -76,79 +78,156 @@ def test_pubsub_start_serves_a_topic_and_subscription_until_stop(tmp_path, monke
     assert status.returncode == 1 and "not running" in status.stdout
 
 
+class Readings:
+    """Readings of `devices` (round robin) published to `topic`, numbered by `seq`, stamped with their
+    publish time in `ts` (epoch ms)."""
+
+    def __init__(self, topic, devices):
+        from google.cloud import pubsub_v1
+        self.topic, self.devices, self.published = topic, devices, []
+        self._publisher = pubsub_v1.PublisherClient()
+
+    def publish(self, count):
+        """Publish `count` readings and wait until the server has them all."""
+        futures = []
+        for _ in range(count):
+            device = self.devices[len(self.published) % len(self.devices)]
+            reading = {"productKey": device["productKey"], "deviceName": device["deviceName"],
+                       "seq": len(self.published), "ts": int(time.time() * 1000)}
+            self.published.append(reading)
+            futures.append(self._publisher.publish(self.topic, json.dumps(reading).encode()))
+        for future in futures:
+            future.result(timeout=30)
+
+    def send_raw(self, data):
+        self._publisher.publish(self.topic, data).result(timeout=30)
+
+    def live(self, when, seconds):
+        """A started thread publishing 20 readings a second for `seconds` once `when()` is true."""
+        def run():
+            while not when():
+                time.sleep(0.1)
+            for _ in range(int(seconds * 10)):
+                self.publish(2)
+                time.sleep(0.1)
+        thread = threading.Thread(target=run, name="publish", daemon=True)
+        thread.start()
+        return thread
+
+
+@pytest.fixture
+def pubsub(tmp_path, monkeypatch):
+    """A started server's subscription `relay` to topic `readings`, PUBSUB_EMULATOR_HOST set to the server."""
+    require_pubsub()
+    with pubsub_server.PubSubServer(str(tmp_path / "pubsub")).start() as server:
+        subscription = server.create(PROJECT, "readings", "relay")
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", server.emulator_host)
+        yield subscription
+
+
+@pytest.fixture
+def devices(tmp_path):
+    """6 devices; the relay's credentials file holds the first 5: the last one is unknown to it."""
+    devices = make_devices(6, product_key="a1PubSubRelay", prefix="p-")
+    (tmp_path / "credentials.json").write_text(json.dumps(devices[:5]))
+    return devices
+
+
+def relay_args(emulator, tmp_path, subscription, *more):
+    return ["--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file,
+            "--credentials", str(tmp_path / "credentials.json"), "--dead-letter", str(tmp_path / "dead" / "failed"),
+            "--input_subscription", subscription, "--max-buffering-delay", str(DELAY), *more]
+
+
+def redelivered(subscription):
+    """What the subscription gives once its ack deadline has passed: the messages read and not acked."""
+    from google.cloud import pubsub_v1
+    time.sleep(ACK_DEADLINE_SECONDS + 1)
+    subscriber = pubsub_v1.SubscriberClient()
+    left = subscriber.pull(subscription=subscription, max_messages=100, timeout=10).received_messages
+    subscriber.close()
+    return [received.message.data for received in left]
+
+
+def accounted(readings, messages, tmp_path, unknown_device):
+    """The accounting of the readings' JSON objects at the emulator and in the dead letters, after
+    checking that the unknown device's readings failed as unknown_device; and the failed non-objects."""
+    failed = [as_failed(row) for row in dead_letters.read_all(str(tmp_path / "dead" / "failed"))]
+    result = account(readings.published, messages, [f for f in failed if isinstance(f.record, dict)], JSONL)
+    unknown = sum(1 for reading in readings.published if reading["deviceName"] == unknown_device["deviceName"])
+    assert result.complete and result.duplicated == 0, result.summary()
+    assert result.delivered == len(readings.published) - unknown and result.failed == {"unknown_device": unknown}, (
+        result.summary())
+    return [f.record for f in failed if not isinstance(f.record, dict)]
+
+
 @pytest.mark.parametrize("runner_options", [
     pytest.param([], id="local"),
-    pytest.param(["--runner=PrismRunner"], id="prism"),
+    pytest.param(["--runner=PrismRunner"], id="prism", marks=pytest.mark.prism_streaming),
 ])
-def test_relay_from_pubsub_loses_nothing_and_acks_what_it_handed_on(runner_options, tmp_path, monkeypatch, capsys):
+def test_relay_from_pubsub_loses_nothing_and_acks_what_it_handed_on(runner_options, pubsub, devices, tmp_path,
+                                                                    capsys):
     """Readings published before the relay starts and while it runs, over 6 devices of which the relay's
     credentials know 5; three messages that are not JSON objects. The relay reads for --duration: every
     reading is published once or, the unknown device's, in the dead letters; the malformed messages are
     there with their bytes; the source's check agrees with the sink; it exits 0. Then, past the ack
     deadline, the subscription gives nothing more: every message read was acknowledged."""
-    require_pubsub()
     if runner_options:
         require_prism()
-        if not prism.streams_in_real_time():
-            pytest.skip(f"Prism {prism.BEAM_VERSION} runs the streaming sink's records twice (docs/runners.md)")
-    from google.cloud import pubsub_v1
-
-    devices = make_devices(6, product_key="a1PubSubRelay", prefix="p-")
-    (tmp_path / "credentials.json").write_text(json.dumps(devices[:5]))
-    published, malformed = [], [b'{"productKey": "a1', b"\xff\xfe not UTF-8", b"[1, 2]"]
-    with pubsub_server.PubSubServer(str(tmp_path / "pubsub")).start() as server, Emulator(devices[:5]) as emulator:
-        subscription = server.create(PROJECT, "readings", "relay")
-        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", server.emulator_host)
-        publisher = pubsub_v1.PublisherClient()
-        topic = publisher.topic_path(PROJECT, "readings")
-
-        def publish(count):
-            futures = []
-            for _ in range(count):
-                device = devices[len(published) % len(devices)]
-                reading = {"productKey": device["productKey"], "deviceName": device["deviceName"],
-                           "seq": len(published), "ts": int(time.time() * 1000)}
-                published.append(reading)
-                futures.append(publisher.publish(topic, json.dumps(reading).encode()))
-            for future in futures:
-                future.result(timeout=30)
-
-        publish(120)  # before the relay starts
+    subscription = pubsub
+    readings = Readings(f"projects/{PROJECT}/topics/readings", devices)
+    malformed = [b'{"productKey": "a1', b"\xff\xfe not UTF-8", b"[1, 2]"]
+    with Emulator(devices[:5]) as emulator:
+        readings.publish(120)  # before the relay starts
         for data in malformed:
-            publisher.publish(topic, data).result(timeout=30)
-        running = threading.Event()
-
-        def live():  # 20 a second from the first message at the platform, for 6 s
-            while not emulator.counters()["messages"]:
-                time.sleep(0.1)
-            running.set()
-            for _ in range(60):
-                publish(2)
-                time.sleep(0.1)
-
-        publishing = threading.Thread(target=live, name="publish", daemon=True)
-        publishing.start()
-        status = stream.run(["--endpoint", emulator.endpoint, "--ca-file", emulator.ca_file,
-                             "--credentials", str(tmp_path / "credentials.json"),
-                             "--dead-letter", str(tmp_path / "dead" / "failed"), "--input_subscription", subscription,
-                             "--duration", "25", "--max-buffering-delay", str(DELAY), *runner_options])
-        publishing.join(timeout=30)
+            readings.send_raw(data)
+        live = readings.live(lambda: emulator.counters()["messages"], seconds=6)
+        status = stream.run(relay_args(emulator, tmp_path, subscription, "--duration", "25", *runner_options))
+        live.join(timeout=30)
         messages = emulator.messages()
-        time.sleep(ACK_DEADLINE_SECONDS + 1)  # what was read and not acked would come again by now
-        subscriber = pubsub_v1.SubscriberClient()
-        left = subscriber.pull(subscription=subscription, max_messages=100, timeout=10).received_messages
-        subscriber.close()
     out = capsys.readouterr().out
-    assert running.is_set() and not publishing.is_alive(), "the relay published nothing while readings came"
+    assert not live.is_alive() and len(readings.published) == 240, "the relay published nothing while readings came"
     assert status == 0, out[-3000:]
-    failed = [as_failed(row) for row in dead_letters.read_all(str(tmp_path / "dead" / "failed"))]
-    result = account(published, messages, [f for f in failed if isinstance(f.record, dict)], JSONL)
-    unknown = sum(1 for reading in published if reading["deviceName"] == devices[5]["deviceName"])
-    assert result.complete and result.duplicated == 0, result.summary()
-    assert result.delivered == len(published) - unknown and result.failed == {"unknown_device": unknown}, (
-        result.summary())
-    assert sorted(f.record for f in failed if not isinstance(f.record, dict)) == sorted(malformed)
+    assert sorted(accounted(readings, messages, tmp_path, devices[5])) == sorted(malformed)
     records_read = int(re.findall(r"^records read +([\d,]+)$", out, re.M)[-1].replace(",", ""))
-    assert records_read == len(published) + len(malformed)
+    assert records_read == len(readings.published) + len(malformed)
     assert "RECORDS LOST" not in out and "COUNTED TWICE" not in out, out[-2000:]
-    assert [m.message.data for m in left] == []
+    assert redelivered(subscription) == []
+
+
+def test_relay_stopped_with_ctrl_c_leaves_the_rest_to_the_next_run(pubsub, devices, tmp_path):
+    """The relay as a user runs it, with no --duration: Ctrl-C (SIGINT to the whole command, as a
+    terminal sends it) stops its pulls, flushes its buffers, and it exits 0. Readings keep coming
+    meanwhile and while no relay runs. Started again on the subscription (--duration), it reads what the
+    first left: across the two runs every reading published once, none lost, none twice."""
+    subscription = pubsub
+    readings = Readings(f"projects/{PROJECT}/topics/readings", devices)
+    with Emulator(devices[:5]) as emulator:
+        relaying = threading.Event()  # set once a first message reached the platform
+        live = readings.live(relaying.is_set, seconds=12)
+        env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+        first = subprocess.Popen([sys.executable, "-m", "pipelines.stream",
+                                  *relay_args(emulator, tmp_path, subscription)], cwd=ROOT, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            readings.publish(60)
+            deadline = time.monotonic() + 120
+            while not emulator.counters()["messages"] and time.monotonic() < deadline and first.poll() is None:
+                time.sleep(0.2)
+            relaying.set()
+            time.sleep(4)
+            os.killpg(first.pid, signal.SIGINT)
+            out, err = first.communicate(timeout=120)
+        finally:
+            if first.poll() is None:
+                os.killpg(first.pid, signal.SIGKILL)
+        assert first.returncode == 0, (out[-2000:], err[-3000:])
+        assert "stopping: reading no more" in err
+        stopped_with = len(emulator.messages())
+        status = stream.run(relay_args(emulator, tmp_path, subscription, "--duration", "20"))
+        live.join(timeout=30)
+        messages = emulator.messages()
+    assert status == 0
+    assert not live.is_alive() and len(messages) > stopped_with > 0
+    assert accounted(readings, messages, tmp_path, devices[5]) == []
+    assert redelivered(subscription) == []
