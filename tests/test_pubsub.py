@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -21,10 +20,9 @@ from connector.emulator import Emulator, make_devices
 from connector.emulator.accounting import account
 from pipelines import dead_letters, stream
 from pipelines.runners import pubsub_server
-from runner_support import JSONL, as_failed, require_prism, unavailable
+from runner_support import JSONL, ROOT, as_failed, relay_stopped_with_ctrl_c, require_prism, unavailable
 
 pytestmark = pytest.mark.runners
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROJECT = "iot-relay-test"
 DELAY = 2
 ACK_DEADLINE_SECONDS = 10  # pstest's, for a subscription created without one
@@ -203,26 +201,12 @@ def test_relay_stopped_with_ctrl_c_leaves_the_rest_to_the_next_run(pubsub, devic
     subscription = pubsub
     readings = Readings(f"projects/{PROJECT}/topics/readings", devices)
     with Emulator(devices[:5]) as emulator:
-        relaying = threading.Event()  # set once a first message reached the platform
-        live = readings.live(relaying.is_set, seconds=12)
-        env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
-        first = subprocess.Popen([sys.executable, "-m", "pipelines.stream",
-                                  *relay_args(emulator, tmp_path, subscription)], cwd=ROOT, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            readings.publish(60)
-            deadline = time.monotonic() + 120
-            while not emulator.counters()["messages"] and time.monotonic() < deadline and first.poll() is None:
-                time.sleep(0.2)
-            relaying.set()
-            time.sleep(4)
-            os.killpg(first.pid, signal.SIGINT)
-            out, err = first.communicate(timeout=120)
-        finally:
-            if first.poll() is None:
-                os.killpg(first.pid, signal.SIGKILL)
-        assert first.returncode == 0, (out[-2000:], err[-3000:])
-        assert "stopping: reading no more" in err
+        readings.publish(60)  # before the relay starts
+        live = readings.live(lambda: emulator.counters()["messages"], seconds=12)
+        first = relay_stopped_with_ctrl_c(relay_args(emulator, tmp_path, subscription),
+                                          ready=lambda: emulator.counters()["messages"], settle=4, timeout=120)
+        assert first.returncode == 0, (first.stdout[-2000:], first.stderr[-3000:])
+        assert "stopping: reading no more" in first.stderr
         stopped_with = len(emulator.messages())
         status = stream.run(relay_args(emulator, tmp_path, subscription, "--duration", "20"))
         live.join(timeout=30)
