@@ -143,7 +143,7 @@ def run(argv):
         _check_kafka(parser, args, runner)
     if args.input_subscription and runner not in PUBSUB_RUNNERS:
         raise UsageError(f"the relay reads Pub/Sub on Dataflow, the local runner (no --runner) or Prism, not {runner}: "
-                         "elsewhere nothing tested ends its read or acknowledges a message only once it is handed on")
+                         "the relay's own reader (which --duration and Ctrl-C stop) was run on those alone")
     added = _beam_options(argv, runner, args.duration, kafka=bool(args.kafka_bootstrap_servers))
     if runner == "PrismRunner":
         more, note = prism.for_stateful_streaming(argv)
