@@ -3,7 +3,8 @@
 pulls back what it published, with PUBSUB_EMULATOR_HOST as `start` printed it. And the relay reading a
 subscription there (--input_subscription) on Beam's local runner, and on Prism where Beam is new enough
 for the streaming sink there (prism_streaming): every reading published once or in the dead letters,
-every message acked, and a relay stopped with Ctrl-C leaving the rest to the next.
+every message acked, and a relay stopped with Ctrl-C leaving the rest to the next; and the relay's reader
+alone, giving each message at its publish time.
 """
 import importlib.util
 import json
@@ -14,11 +15,15 @@ import sys
 import threading
 import time
 
+import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that
 
 from connector.emulator import Emulator, make_devices
 from connector.emulator.accounting import account
-from pipelines import dead_letters, stream
+from pipelines import dead_letters, pubsub_source, stream
+from pipelines.options import LOCAL_RUNNER
 from pipelines.runners import pubsub_server
 from runner_support import JSONL, ROOT, as_failed, relay_stopped_with_ctrl_c, require_prism, unavailable
 
@@ -215,3 +220,23 @@ def test_relay_stopped_with_ctrl_c_leaves_the_rest_to_the_next_run(pubsub, devic
     assert not live.is_alive() and len(messages) > stopped_with > 0
     assert accounted(readings, messages, tmp_path, devices[5]) == []
     assert redelivered(subscription) == []
+
+
+def test_the_reader_gives_each_message_at_its_publish_time_and_stops_when_told(pubsub, tmp_path):
+    """The relay's reader on the local runner: each message's data at its publish time (the relay's event
+    time unless --timestamp_field), read for 3 s and then ended, the job with it."""
+    subscription = pubsub
+    readings = Readings(f"projects/{PROJECT}/topics/readings", make_devices(2, product_key="a1T", prefix="t-"))
+    before = time.time()
+    readings.publish(5)
+    after = time.time()
+    time.sleep(2)  # so that the time of a pull could not pass for the publish time
+
+    def at_publish_time(stamped):
+        assert sorted(json.loads(data)["seq"] for data, _ in stamped) == list(range(5))
+        assert all(before - 0.1 <= at <= after + 0.1 for _, at in stamped), (before, after, stamped)
+
+    with beam.Pipeline(options=PipelineOptions([f"--runner={LOCAL_RUNNER}", "--streaming"])) as pipeline:
+        stamped = (pipeline | pubsub_source.ReadPubSubMessages(subscription, str(tmp_path / "stop"), 3)
+                   | beam.Map(lambda data, at=beam.DoFn.TimestampParam: (data, at.micros / 1e6)))
+        assert_that(stamped, at_publish_time)
