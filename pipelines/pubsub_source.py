@@ -132,6 +132,26 @@ class ReadPubSubMessages(beam.PTransform):
                 | "Pull" >> beam.ParDo(_PullFn(self._subscription, self._stop_file)))
 
 
+def not_there(subscription):
+    """Why the subscription cannot be read, in a line, when Pub/Sub says it does not exist or its name is
+    wrong; else None (the reader finds the rest: a role that may consume but not look the subscription
+    up, for one, is no reason to refuse)."""
+    from google.api_core.exceptions import InvalidArgument, NotFound
+    client = _subscriber()
+    try:
+        client.get_subscription(subscription=subscription, timeout=PULL_TIMEOUT_SECONDS * 6)
+    except NotFound:
+        server = os.environ.get("PUBSUB_EMULATOR_HOST")
+        return f"Pub/Sub has no subscription {subscription}" + (f" (the server at {server})" if server else "")
+    except InvalidArgument as error:
+        return f"Pub/Sub refuses the subscription name {subscription}: {error.message}"
+    except Exception:  # the reader's own pulls will say what is wrong
+        return None
+    finally:
+        client.close()
+    return None
+
+
 def check(result, subscription):
     """The Pub/Sub read against the relay's sink (summary.SourceCheck): the messages it handed over and
     the records the sink took in must be the same count."""

@@ -279,6 +279,9 @@ def _pubsub(args, runner, stack):
     acknowledgements, its drain); elsewhere the relay's reader (pubsub_source), stopped by a stop file."""
     if runner in DATAFLOW:
         return beam.io.ReadFromPubSub(subscription=args.input_subscription), None, fleet.stop
+    problem = pubsub_source.not_there(args.input_subscription)
+    if problem:
+        raise UsageError(problem)
     stop_file, stop = _stop_file(stack)
     print(f"relay: reading Pub/Sub subscription {args.input_subscription}", file=sys.stderr)
     source = pubsub_source.ReadPubSubMessages(args.input_subscription, stop_file, args.duration)

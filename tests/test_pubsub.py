@@ -240,3 +240,13 @@ def test_the_reader_gives_each_message_at_its_publish_time_and_stops_when_told(p
         stamped = (pipeline | pubsub_source.ReadPubSubMessages(subscription, str(tmp_path / "stop"), 3)
                    | beam.Map(lambda data, at=beam.DoFn.TimestampParam: (data, at.micros / 1e6)))
         assert_that(stamped, at_publish_time)
+
+
+def test_the_relay_refuses_a_subscription_that_is_not_there_in_one_line(pubsub, devices, tmp_path, capsys):
+    emulator_host = os.environ["PUBSUB_EMULATOR_HOST"]
+    status = stream.main(["--endpoint", "https://127.0.0.1:9", "--credentials", str(tmp_path / "credentials.json"),
+                          "--dead-letter", str(tmp_path / "failed"),
+                          "--input_subscription", f"projects/{PROJECT}/subscriptions/missing"])
+    assert status == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: Pub/Sub has no subscription projects/{PROJECT}/subscriptions/missing (the server at {emulator_host})")
