@@ -1,7 +1,7 @@
 """python -m pipelines.stream: relay live readings to IoT Platform as they arrive.
 
 Readings (JSON objects) come from Kafka (--kafka_bootstrap_servers, --kafka_topic; on Flink) or Pub/Sub
-(--input_subscription; on Dataflow). Without either, from a simulated fleet
+(--input_subscription; on Dataflow, and on the local runner and Prism). Without either, from a simulated fleet
 (--devices, --rate) on this machine; with no --endpoint, the relay also starts an embedded emulator for
 that fleet. Each device's readings are buffered and sent when a payload is full,
 or --max-buffering-delay seconds after the first one came. Failed records go to Avro dead letters, one
@@ -24,7 +24,7 @@ from connector import FileCredentials
 from connector.beam.write import DEFAULT_MAX_BUFFERING_DELAY
 from connector.emulator import Emulator, make_devices
 
-from . import batch, checks, dead_letters, fleet, kafka_source, options
+from . import batch, checks, dead_letters, fleet, kafka_source, options, pubsub_source
 from .checks import UsageError
 from .json_messages import ParseJsonMessages
 from .runners import kafka_expansion, prism
@@ -37,6 +37,8 @@ SOURCE_GRACE_SECONDS = 30.0
 PORTABLE = ("FlinkRunner", "PrismRunner", "PortableRunner")
 KAFKA_FINAL_COMMIT_MS = 10_000
 KAFKA_CHECKPOINT_MS = 5_000  # reading Kafka on Flink, unless --checkpointing_interval is given
+DATAFLOW = ("DataflowRunner", "TestDataflowRunner")
+PUBSUB_RUNNERS = ("FnApiRunner", "PrismRunner", *DATAFLOW)
 
 
 def make_parser():
@@ -138,6 +140,9 @@ def run(argv):
     runner = options.runner_name(pipeline_options)
     if args.kafka_bootstrap_servers:
         _check_kafka(parser, args, runner)
+    if args.input_subscription and runner not in PUBSUB_RUNNERS:
+        raise UsageError(f"the relay reads Pub/Sub on Dataflow, the local runner (no --runner) or Prism, not {runner}: "
+                         "the relay's own reader (which --duration and Ctrl-C stop) was run on those alone")
     added = _beam_options(argv, runner, args.duration, kafka=bool(args.kafka_bootstrap_servers))
     if runner == "PrismRunner":
         more, note = prism.for_stateful_streaming(argv)
@@ -153,7 +158,7 @@ def run(argv):
         if args.kafka_bootstrap_servers:
             source, check, stop = _kafka(args, pipeline_options, building, stack)
         elif args.input_subscription:
-            source = beam.io.ReadFromPubSub(subscription=args.input_subscription)
+            source, check, stop = _pubsub(args, runner, stack)
         else:
             if args.endpoint:
                 options.require(parser, args, "credentials")
@@ -258,7 +263,7 @@ def _kafka(args, pipeline_options, building, stack):
     service runs in `building` (an ExitStack) until the pipeline is built."""
     group = args.kafka_group or pipeline_options.get_all_options().get("job_name") or kafka_source.DEFAULT_GROUP
     config = kafka_source.consumer_config(group, args.kafka_start_offset, args.kafka_consumer_config)
-    stop_file = os.path.join(stack.enter_context(tempfile.TemporaryDirectory(prefix="iot-relay-")), "stop")
+    stop_file, stop = _stop_file(stack)
     address = building.enter_context(kafka_expansion.expansion_service())
     print(f"relay: reading Kafka topic {args.kafka_topic} at {args.kafka_bootstrap_servers} as group {group}",
           file=sys.stderr)
@@ -266,7 +271,28 @@ def _kafka(args, pipeline_options, building, stack):
                                           args.duration, stop_file)
     check = lambda result, stopped: kafka_source.check(result, args.kafka_bootstrap_servers,  # noqa: E731
                                                         args.kafka_topic, config)
-    return source, check, lambda: open(stop_file, "w").close()
+    return source, check, stop
+
+
+def _pubsub(args, runner, stack):
+    """The Pub/Sub source, its check, and how to stop it. Dataflow runs Beam's own read (its source, its
+    acknowledgements, its drain); elsewhere the relay's reader (pubsub_source), stopped by a stop file."""
+    if runner in DATAFLOW:
+        return beam.io.ReadFromPubSub(subscription=args.input_subscription), None, fleet.stop
+    problem = pubsub_source.not_there(args.input_subscription)
+    if problem:
+        raise UsageError(problem)
+    stop_file, stop = _stop_file(stack)
+    print(f"relay: reading Pub/Sub subscription {args.input_subscription}", file=sys.stderr)
+    source = pubsub_source.ReadPubSubMessages(args.input_subscription, stop_file, args.duration)
+    return source, lambda result, stopped: pubsub_source.check(result, args.input_subscription), stop
+
+
+def _stop_file(stack):
+    """(path, stop): a file whose existence stops a source's readers, in a directory of the run's
+    (`stack` an ExitStack), which the runner's processes on this machine see; stop() creates it."""
+    path = os.path.join(stack.enter_context(tempfile.TemporaryDirectory(prefix="iot-relay-")), "stop")
+    return path, lambda: open(path, "w").close()
 
 
 def _at_event_time(reading, field):

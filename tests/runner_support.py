@@ -5,6 +5,10 @@ missing. With IOT_RUNNER_TESTS=required (set by .ci/run) it fails instead, so CI
 """
 import collections
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -14,6 +18,7 @@ from pipelines import dead_letters, fleet, stream
 from pipelines.runners import flink_job_server, prism, sql_expansion, tools
 
 REQUIRED = os.environ.get("IOT_RUNNER_TESTS") == "required"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JSONL = get_encoder("jsonl")
 
 
@@ -105,6 +110,26 @@ def run_relay(emulator, credentials, dead_letter, runner_options, *, devices, ra
                          credentials, "--dead-letter", dead_letter, "--devices", str(devices), "--rate", str(rate),
                          "--duration", str(seconds), "--max-buffering-delay", str(delay), *runner_options])
     return RelayRun(status, emulator, credentials, dead_letter, devices, rate, seconds)
+
+
+def relay_stopped_with_ctrl_c(argv, ready, settle, timeout=240):
+    """`python -m pipelines.stream ARGV` as a user runs it, sent Ctrl-C (SIGINT to every process of the
+    command, as a terminal sends it) `settle` seconds after ready() came true (or it ended, or `timeout`
+    seconds passed); its CompletedProcess, output as text."""
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    relay = subprocess.Popen([sys.executable, "-m", "pipelines.stream", *argv], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready() and time.monotonic() < deadline and relay.poll() is None:
+            time.sleep(0.5)
+        time.sleep(settle)
+        os.killpg(relay.pid, signal.SIGINT)
+        out, err = relay.communicate(timeout=180)
+    finally:
+        if relay.poll() is None:
+            os.killpg(relay.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(relay.args, relay.returncode, out, err)
 
 
 def _fleet_readings(names, rate, seconds, messages, failed):

@@ -5,11 +5,7 @@ letters, the buffering delay holding; and a relay stopped with Ctrl-C and starte
 resuming from the offsets it committed. (The session cluster with a TaskManager killed: test_runners.)
 """
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,11 +15,10 @@ from connector.emulator.accounting import account
 from kafka_support import Readings, broker, committed, first_arrivals, waits  # noqa: F401
 from pipelines import dead_letters, stream
 from pipelines.runners import kafka_expansion
-from runner_support import JSONL, as_failed
+from runner_support import JSONL, as_failed, relay_stopped_with_ctrl_c
 
 pytestmark = pytest.mark.runners
 DELAY = 2
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture
@@ -119,23 +114,11 @@ def test_relay_stopped_with_ctrl_c_and_started_again_resumes_from_its_committed_
             return time.time() > second.get("running", float("inf")) + 5
 
         live = readings.live(5, until)
-        env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
-        first = subprocess.Popen(
-            [sys.executable, "-m", "pipelines.stream",
-             *relay_args(emulator, tmp_path, broker, topic, group, "--parallelism=1", "--timestamp_field", "ts")],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 240
-            while emulator.counters()["messages"] < 20 and time.monotonic() < deadline and first.poll() is None:
-                time.sleep(0.5)
-            time.sleep(3)
-            os.killpg(first.pid, signal.SIGINT)  # every process of the command, as a terminal's Ctrl-C
-            out, err = first.communicate(timeout=180)
-        finally:
-            if first.poll() is None:
-                os.killpg(first.pid, signal.SIGKILL)
-        assert first.returncode == 0, (out[-2000:], err[-3000:])
-        assert "stopping: reading no more" in err
+        first = relay_stopped_with_ctrl_c(
+            relay_args(emulator, tmp_path, broker, topic, group, "--parallelism=1", "--timestamp_field", "ts"),
+            ready=lambda: emulator.counters()["messages"] >= 20, settle=3)
+        assert first.returncode == 0, (first.stdout[-2000:], first.stderr[-3000:])
+        assert "stopping: reading no more" in first.stderr
         after_first = committed(broker.bootstrap_servers, group, topic)
         second["messages"] = len(emulator.messages())
         second["stopped"] = stopped_at = time.time()

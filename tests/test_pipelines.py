@@ -834,3 +834,13 @@ def test_the_relay_reads_kafka_only_where_it_can(emulator, sample, tmp_path):
     assert done.stderr.strip().splitlines()[-1] == (
         "error: the relay reads Kafka on Flink (--runner=FlinkRunner), not FnApiRunner: Beam's Kafka read "
         "runs in the runner's Java processes")
+
+
+def test_the_relay_reads_pubsub_only_where_it_was_run(emulator, sample, tmp_path):
+    """Off Dataflow, the local runner and Prism, the relay's Pub/Sub reader is untested: one line, exit 2."""
+    done = command("stream", "--input_subscription", "projects/p/subscriptions/s", "--runner=FlinkRunner",
+                   *sink_args(sample, emulator, tmp_path / "failed"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the relay reads Pub/Sub on Dataflow, the local runner (no --runner) or Prism, not FlinkRunner: "
+        "the relay's own reader (which --duration and Ctrl-C stop) was run on those alone")
