@@ -20,7 +20,7 @@ import pytest
 from connector.emulator import Emulator, make_devices
 from connector.emulator.accounting import account
 from kafka_support import Readings, broker, committed  # noqa: F401
-from pipelines import backfill, dead_letters, stream
+from pipelines import backfill, dead_letters, stream, summary
 from pipelines.runners import flink_dist, flink_job_server, kafka_expansion, prism
 from pipelines.runners.flink_cluster import FlinkCluster
 from pipelines.runners.tools import free_port
@@ -183,19 +183,27 @@ def test_relay_on_flink_embedded_holds_the_buffering_delay(flink, fleet, tmp_pat
 RELAY_DELAY = 3
 
 
-def check_relay_holds_the_delay(run, readings, capsys, where):
+def check_relay_holds_the_delay(run, readings, capsys, where, counts_may_drop=False):
     """Exit 0, every reading delivered once, a message per receipt, several readings a message (about
-    15 are due at 5 readings/s a device), and no reading waiting much longer than the delay."""
+    15 are due at 5 readings/s a device), and no reading waiting much longer than the delay.
+
+    counts_may_drop (Prism): Prism can end the job before its last bundle's counts arrive (summary.
+    PRISM_DROPPED_COUNTS). The relay then cannot account for those records and exits 5 saying so; the
+    platform is the judge: every reading stored once, and the sink's messages no more than it stored."""
     result = run.accounting
-    assert run.status == 0, (result.summary(), run.unaccounted())
+    out = capsys.readouterr().out
+    dropped = counts_may_drop and run.status == summary.EXIT_UNACCOUNTED and summary.PRISM_DROPPED_COUNTS in out
+    assert run.status == 0 or dropped, (result.summary(), run.unaccounted())
     assert result.complete and result.delivered == readings and result.duplicated == 0, (
         result.summary(), run.unaccounted())
-    assert summary_count(capsys.readouterr().out, "messages") == len(run.messages)
+    counted = summary_count(out, "messages")
+    assert counted < len(run.messages) if dropped else counted == len(run.messages), (counted, len(run.messages))
     assert run.readings_per_message() >= 5, run.readings_per_message()
     waits = run.waits()
     median, longest = waits[len(waits) // 2], waits[-1]
     assert median < RELAY_DELAY + 3 and longest < RELAY_DELAY + 6, (median, longest)
-    print(f"relay on {where}: {len(run.messages)} messages, {run.readings_per_message():.1f} readings each; "
+    print(f"relay on {where}: {len(run.messages)} messages{' (its last counts dropped)' if dropped else ''}, "
+          f"{run.readings_per_message():.1f} readings each; "
           f"a reading waited {median:.1f} s (median), {longest:.1f} s at most")
 
 
@@ -205,11 +213,13 @@ def test_relay_on_prism_holds_the_buffering_delay(prism_runner, mode, fleet, tmp
     """40 s of readings (100/s over 20 devices) with and without --streaming: as on Flink, a message
     carries about 15 readings and none waits much longer than the delay. The relay runs Prism without
     bundle splits (pipelines.runners.prism.NO_SPLITS): with them, 4 runs of 6 lost readings (1 to 111)
-    and sent others twice."""
+    and sent others twice. Prism 2.78 twice ended the job in CI's long test process before its last
+    bundle's counts came (the platform had every reading once): the relay's exit 5 then says so."""
     emulator, credentials = fleet
     run = run_relay(emulator, credentials, str(tmp_path / "dead" / "failed"), [*PRISM, *mode],
                     devices=20, rate=100, seconds=40, delay=RELAY_DELAY)
-    check_relay_holds_the_delay(run, 4000, capsys, f"Prism {' '.join(mode) or '(no --streaming)'}")
+    check_relay_holds_the_delay(run, 4000, capsys, f"Prism {' '.join(mode) or '(no --streaming)'}",
+                                counts_may_drop=True)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pipelines.summary import (
     EXIT_STOPPED_HOLDING,
     EXIT_UNACCOUNTED,
     HINTS,
+    PRISM_DROPPED_COUNTS,
     Accounting,
     _on_a_deep_stack,
     summary_table,
@@ -53,6 +54,15 @@ def test_the_accounting_check(counters, stopped, status, loud):
     accounting = Accounting(counters, "FlinkRunner", stopped)
     assert accounting.status() == status
     assert [line.startswith(loud) for line in accounting.lines()] == ([True] if loud else [])
+
+
+def test_records_unaccounted_on_prism_streaming_still_fail_the_run_and_say_prism_may_have_dropped_counts():
+    prism = Accounting({"records_in": 4000, "records_published": 3968}, "PrismRunner", streaming=True)
+    assert prism.status() == EXIT_UNACCOUNTED
+    assert prism.lines()[0].startswith("RECORDS LOST: 32 of the 4,000") and prism.lines()[0].endswith(
+        PRISM_DROPPED_COUNTS)
+    batch = Accounting({"records_in": 4000, "records_published": 3968}, "PrismRunner")
+    assert PRISM_DROPPED_COUNTS not in batch.lines()[0]
 
 
 def test_a_restored_streaming_job_publishing_more_than_it_read_says_so_and_passes():
