@@ -57,7 +57,7 @@ def run(parser, args, pipeline_options, read, poll=None, label="run"):
         logging.error("%s ended in state %s", label, state)
         return EXIT_RUN_FAILED
     if job_only:
-        print(f"{label}: --dry_run: {runner} built the job and did not submit it", flush=True)
+        options.say_the_job_was_only_built(label, runner)
         return EXIT_OK
     if args.plan:
         rows = dry_run.read_plan(plan_path)

@@ -120,6 +120,11 @@ def builds_the_job_only(pipeline_options):
     return True
 
 
+def say_the_job_was_only_built(label, runner):
+    """The line a --dry_run=True run ends with (builds_the_job_only): no record was read or published."""
+    print(f"{label}: --dry_run: {runner} built the job and did not submit it", flush=True)
+
+
 def _our_spelling(parser, argv):
     """argv with --our_option written --our-option: Beam's spelling of our options is ours."""
     ours = {name for action in parser._actions for name in action.option_strings}

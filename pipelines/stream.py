@@ -179,7 +179,7 @@ def run(argv):
                 result = pipeline.run()
             state = result.wait_until_finish()
         if job_only:
-            print(f"relay: --dry_run: {runner} built the job and did not submit it", flush=True)
+            options.say_the_job_was_only_built("relay", runner)
             return batch.EXIT_OK
         stopped = state in STOPPED or fleet.stopped()
         status = batch.summarize(result, time.monotonic() - started, args, runner, stopped=state in STOPPED)
