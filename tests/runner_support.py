@@ -86,7 +86,7 @@ class RelayRun:
 
     def duplicated_readings(self):
         """The readings that arrived more than once."""
-        copies = collections.Counter(r["seq"] for m in self.messages for r in JSONL.decode(m["payload"]))
+        copies = copies_by_seq(self.messages)
         return [reading for reading in self.inputs if copies[reading["seq"]] > 1]
 
     def readings_per_message(self):
@@ -130,6 +130,11 @@ def relay_stopped_with_ctrl_c(argv, ready, settle, timeout=240):
         if relay.poll() is None:
             os.killpg(relay.pid, signal.SIGKILL)
     return subprocess.CompletedProcess(relay.args, relay.returncode, out, err)
+
+
+def copies_by_seq(messages):
+    """How many times the platform stored each reading (by its seq), over JSON-lines messages."""
+    return collections.Counter(r["seq"] for m in messages for r in JSONL.decode(m["payload"]))
 
 
 def _fleet_readings(names, rate, seconds, messages, failed):

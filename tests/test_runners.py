@@ -24,7 +24,7 @@ from pipelines import backfill, dead_letters, stream, summary
 from pipelines.runners import flink_dist, flink_job_server, kafka_expansion, prism
 from pipelines.runners.flink_cluster import FlinkCluster
 from pipelines.runners.tools import free_port
-from runner_support import JSONL, as_failed, require_flink, require_prism, run_relay, unavailable
+from runner_support import JSONL, as_failed, copies_by_seq, require_flink, require_prism, run_relay, unavailable
 from test_pipelines import (  # noqa: F401
     assert_accounted,
     emulator,  # noqa: F401
@@ -345,11 +345,8 @@ def test_relay_from_kafka_on_a_flink_cluster_survives_a_killed_taskmanager(flink
     restored = checkpoints["latest"]["restored"]
     assert restored is not None and restored["id"] >= killer.last_checkpoint["id"], (restored, killer.last_checkpoint)
     restart_point = killer.last_checkpoint["trigger_timestamp"] / 1000
-    copies = {}
-    for message in messages:
-        for reading in JSONL.decode(message["payload"]):
-            copies[reading["seq"]] = copies.get(reading["seq"], 0) + 1
-    duplicated = [reading for reading in readings.produced if copies.get(reading["seq"], 0) > 1]
+    copies = copies_by_seq(messages)
+    duplicated = [reading for reading in readings.produced if copies[reading["seq"]] > 1]
     # Read again from the checkpoint's offsets, or held in the sink's restored state: produced from the
     # checkpoint's time, less the buffering delay and what Flink takes between stages, to the kill.
     assert all(restart_point - (delay + 6) <= reading["ts"] / 1000 <= killer.killed_at for reading in duplicated), (
