@@ -79,18 +79,3 @@ def committed(bootstrap_servers, group, topic):
     relay itself asks (kafka-python's admin API changed its names between releases)."""
     marks = kafka_expansion.offsets(bootstrap_servers, topic, {"group.id": group})
     return {partition: mark["committed"] for partition, mark in marks.items() if mark["committed"] is not None}
-
-
-def first_arrivals(messages, decode):
-    """{seq: when (epoch seconds) the first message that carried the reading reached the platform}."""
-    arrived = {}
-    for message in messages:
-        at = message["receivedAt"] / 1000
-        for reading in decode(message["payload"]):
-            arrived[reading["seq"]] = min(arrived.get(reading["seq"], at), at)
-    return arrived
-
-
-def waits(readings, arrived):
-    """Seconds from each reading's produce time to its first arrival, sorted (readings that arrived)."""
-    return sorted(arrived[r["seq"]] - r["ts"] / 1000 for r in readings if r["seq"] in arrived)

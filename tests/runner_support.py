@@ -84,23 +84,12 @@ class RelayRun:
                 ranges.append([seq, seq])
         return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
 
-    def duplicated_readings(self):
-        """The readings that arrived more than once."""
-        copies = copies_by_seq(self.messages)
-        return [reading for reading in self.inputs if copies[reading["seq"]] > 1]
-
     def readings_per_message(self):
         return sum(len(JSONL.decode(m["payload"])) for m in self.messages) / max(1, len(self.messages))
 
     def waits(self):
         """Seconds from each reading's time to the arrival of the first message that carried it, sorted."""
-        arrived = {}
-        for message in self.messages:
-            for reading in JSONL.decode(message["payload"]):
-                at = message["receivedAt"] / 1000
-                arrived[reading["seq"]] = min(arrived.get(reading["seq"], at), at)
-        by_seq = {reading["seq"]: reading["ts"] / 1000 for reading in self.inputs}
-        return sorted(arrived[seq] - by_seq[seq] for seq in arrived)
+        return waits(self.inputs, first_arrivals(self.messages))
 
 
 def run_relay(emulator, credentials, dead_letter, runner_options, *, devices, rate, seconds, delay):
@@ -135,6 +124,32 @@ def relay_stopped_with_ctrl_c(argv, ready, settle, timeout=240):
 def copies_by_seq(messages):
     """How many times the platform stored each reading (by its seq), over JSON-lines messages."""
     return collections.Counter(r["seq"] for m in messages for r in JSONL.decode(m["payload"]))
+
+
+def first_arrivals(messages):
+    """When the platform first stored each reading (by its seq), in seconds."""
+    arrived = {}
+    for message in messages:
+        at = message["receivedAt"] / 1000
+        for reading in JSONL.decode(message["payload"]):
+            arrived[reading["seq"]] = min(arrived.get(reading["seq"], at), at)
+    return arrived
+
+
+def waits(readings, arrived):
+    """Seconds from each reading's time to its first arrival, sorted (readings that arrived)."""
+    return sorted(arrived[r["seq"]] - r["ts"] / 1000 for r in readings if r["seq"] in arrived)
+
+
+def resent_though_sent_before(messages, checkpoint_time):
+    """The seqs stored more than once whose first copy arrived before `checkpoint_time` (seconds), sorted.
+
+    A job restored from a checkpoint sends again only what it had not sent when the checkpoint was taken
+    (held in the sink's state, or read again from the source's offsets), so after a restore this is empty,
+    whenever those readings were produced: a reading produced long before can be read late."""
+    copies = copies_by_seq(messages)
+    first = first_arrivals(messages)
+    return sorted(seq for seq, count in copies.items() if count > 1 and first[seq] < checkpoint_time)
 
 
 def _fleet_readings(names, rate, seconds, messages, failed):

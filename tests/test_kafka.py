@@ -12,10 +12,10 @@ import pytest
 
 from connector.emulator import Emulator, make_devices
 from connector.emulator.accounting import account
-from kafka_support import Readings, broker, committed, first_arrivals, waits  # noqa: F401
+from kafka_support import Readings, broker, committed  # noqa: F401
 from pipelines import dead_letters, stream
 from pipelines.runners import kafka_expansion
-from runner_support import JSONL, as_failed, relay_stopped_with_ctrl_c
+from runner_support import JSONL, as_failed, copies_by_seq, first_arrivals, relay_stopped_with_ctrl_c, waits
 
 pytestmark = pytest.mark.runners
 DELAY = 2
@@ -85,7 +85,7 @@ everything, and its offsets are committed to the end."""
     assert "NOTHING READ" not in out and "RECORDS LOST" not in out, out[-2000:]
     # The delay: readings produced once the relay ran, and the messages that carried them.
     live_readings = readings.produced_after(running[0])
-    took = waits(live_readings, first_arrivals(messages, JSONL.decode))
+    took = waits(live_readings, first_arrivals(messages))
     assert len(took) == sum(1 for r in live_readings if r["deviceName"] != devices[9]["deviceName"])
     median, longest = took[len(took) // 2], took[-1]
     later = [m for m in messages if m["receivedAt"] / 1000 > running[0] + DELAY]
@@ -140,10 +140,7 @@ def test_relay_stopped_with_ctrl_c_and_started_again_resumes_from_its_committed_
     assert all(readings.produced[seq]["ts"] / 1000 > second["running"] for seq in waiting)
     # The first run committed what it read: the second read from there, and sent nothing twice but
     # readings at or past those offsets (read after its last commit).
-    copies = {}
-    for message in messages:
-        for reading in JSONL.decode(message["payload"]):
-            copies[reading["seq"]] = copies.get(reading["seq"], 0) + 1
+    copies = copies_by_seq(messages)
     twice = [seq for seq, count in copies.items() if count > 1]
     assert all(readings.where[seq][1] >= after_first.get(readings.where[seq][0], 0) for seq in twice), (
         twice, after_first)
